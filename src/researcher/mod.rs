@@ -1,0 +1,1 @@
+//! researcher (work in progress).

@@ -1,0 +1,1 @@
+//! TLS (work in progress).

@@ -1,0 +1,1 @@
+//! The Fed-BioMed payload.
