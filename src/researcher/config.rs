@@ -16,6 +16,8 @@ pub const DEFAULT_NODE_QUEUE_CAPACITY: usize = 1024;
 pub const DEFAULT_MAX_TASK_RETRIES: u32 = 5;
 /// Requests that may wait for their replies at the same time.
 pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 65_536;
+/// Distinct node ids the researcher keeps an agent for.
+pub const DEFAULT_MAX_NODES: usize = 10_000;
 /// Tasks handed ahead to one streaming (`GetTask`) poll while earlier ones
 /// are still being written.
 pub const DEFAULT_STREAM_PIPELINE: usize = 16;
@@ -73,6 +75,9 @@ pub struct ResearcherConfig {
     /// Requests that may wait for replies at once.
     /// Default [`DEFAULT_MAX_PENDING_REQUESTS`].
     pub max_pending_requests: usize,
+    /// Distinct node ids served (a poll from one more node id is refused).
+    /// Default [`DEFAULT_MAX_NODES`].
+    pub max_nodes: usize,
     /// Tasks handed ahead to a streaming poll. Default [`DEFAULT_STREAM_PIPELINE`].
     pub stream_pipeline: usize,
     /// HTTP/2 keepalive interval (at least 2 s). Default [`DEFAULT_KEEPALIVE_INTERVAL`].
@@ -92,8 +97,9 @@ impl Default for ResearcherConfig {
             task_ttl: DEFAULT_TASK_TTL,
             node_queue_capacity: DEFAULT_NODE_QUEUE_CAPACITY,
             max_task_retries: DEFAULT_MAX_TASK_RETRIES,
-            max_message_bytes: 2 << 30, // TEMP
+            max_message_bytes: crate::wire::DEFAULT_MAX_MESSAGE_BYTES,
             max_pending_requests: DEFAULT_MAX_PENDING_REQUESTS,
+            max_nodes: DEFAULT_MAX_NODES,
             stream_pipeline: DEFAULT_STREAM_PIPELINE,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
         }
@@ -161,6 +167,11 @@ impl ResearcherConfig {
         self.max_pending_requests = n;
         self
     }
+    /// Sets [`ResearcherConfig::max_nodes`].
+    pub fn max_nodes(mut self, n: usize) -> Self {
+        self.max_nodes = n;
+        self
+    }
     /// Sets [`ResearcherConfig::stream_pipeline`].
     pub fn stream_pipeline(mut self, n: usize) -> Self {
         self.stream_pipeline = n;
@@ -188,6 +199,9 @@ impl ResearcherConfig {
         }
         if self.max_pending_requests == 0 {
             return Err("max_pending_requests must be at least 1".into());
+        }
+        if self.max_nodes == 0 {
+            return Err("max_nodes must be at least 1".into());
         }
         if self.stream_pipeline == 0 {
             return Err("stream_pipeline must be at least 1".into());

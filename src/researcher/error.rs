@@ -33,6 +33,15 @@ pub enum ResearcherError {
         /// The limit.
         limit: usize,
     },
+    /// The researcher already serves its limit of node ids
+    /// (`ResearcherConfig::max_nodes`).
+    #[error("node {node_id:?} refused: {limit} nodes are already known")]
+    TooManyNodes {
+        /// The refused node id.
+        node_id: String,
+        /// The limit.
+        limit: usize,
+    },
     /// `Request` needs a message with a `request_id` to match the reply.
     #[error("a {class} message without request_id cannot be sent as a request")]
     MissingRequestId {
@@ -84,7 +93,8 @@ pub enum ResearcherError {
     #[error("the researcher actor is gone: {0}")]
     Mailbox(#[from] actix::MailboxError),
     /// Certificates or TLS configuration failed.
-    // TEMP-TLS
+    #[error("TLS set-up failed: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

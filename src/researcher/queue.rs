@@ -143,6 +143,12 @@ impl<T> TaskQueue<T> {
         self.items.iter().map(|t| t.deadline).min()
     }
 
+    /// The deadline of the head task (cheap; the queue is mostly in deadline
+    /// order since every task gets the same time to live).
+    pub fn front_deadline(&self) -> Option<Instant> {
+        self.items.front().map(|t| t.deadline)
+    }
+
     /// Removes the first waiting task matching `pred`.
     pub fn remove_where(&mut self, pred: impl Fn(&T) -> bool) -> Option<QueuedTask<T>> {
         let i = self.items.iter().position(|t| pred(&t.task))?;
