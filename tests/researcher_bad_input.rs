@@ -4,8 +4,8 @@
 mod researcher_support;
 
 use bytes::Bytes;
-use fedroute::proto::{FeedbackMessage, TaskRequest, TaskResult};
 use fedroute::proto::feedback_message::{FeedbackType, Log};
+use fedroute::proto::{FeedbackMessage, TaskRequest, TaskResult};
 use fedroute::researcher::{PendingCount, Request, ResearcherEvent};
 use fedroute::wire::{self, Value};
 use researcher_support::*;
@@ -49,7 +49,11 @@ async fn bad_replies_get_precise_statuses() {
             frames(pong(&request, "NODE_stranger").to_bytes()),
             Code::NotFound,
         ),
-        ("garbage msgpack", one_frame(b"\xc1\xc1\xc1"), Code::InvalidArgument),
+        (
+            "garbage msgpack",
+            one_frame(b"\xc1\xc1\xc1"),
+            Code::InvalidArgument,
+        ),
         (
             "msgpack without __type_message__",
             one_frame(b"\x81\xa1a\x01"),
@@ -104,7 +108,10 @@ async fn bad_replies_get_precise_statuses() {
                 message(
                     "PingReply",
                     vec![
-                        ("protocol_version", Value::Str(wire::PROTOCOL_VERSION.into())),
+                        (
+                            "protocol_version",
+                            Value::Str(wire::PROTOCOL_VERSION.into()),
+                        ),
                         ("request_id", Value::Str("r".into())),
                     ],
                 )
@@ -132,13 +139,16 @@ async fn bad_replies_get_precise_statuses() {
         ),
     ];
     for (what, frames, code) in cases {
-        let status = reply_frames(&mut client, frames)
-            .await
-            .expect_err(what);
+        let status = reply_frames(&mut client, frames).await.expect_err(what);
         assert_eq!(status.code(), code, "{what}: {status:?}");
         good_round(&handle, &mut client).await;
     }
-    assert_eq!(bounded("count", handle.addr.send(PendingCount)).await.unwrap(), 0);
+    assert_eq!(
+        bounded("count", handle.addr.send(PendingCount))
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 #[actix_rt::test]
@@ -148,12 +158,18 @@ async fn unknown_and_repeated_replies_are_dropped_with_ok() {
     register(&handle, &mut events, &client, NODE).await;
 
     let never_asked = pong(&ping(&handle), NODE);
-    reply(&mut client, &[never_asked.clone()]).await.unwrap();
+    reply(&mut client, std::slice::from_ref(&never_asked))
+        .await
+        .unwrap();
     match events
-        .wait_for("unmatched", |e| matches!(e, ResearcherEvent::UnmatchedReply(_)))
+        .wait_for("unmatched", |e| {
+            matches!(e, ResearcherEvent::UnmatchedReply(_))
+        })
         .await
     {
-        ResearcherEvent::UnmatchedReply(env) => assert_eq!(env.request_id(), never_asked.request_id()),
+        ResearcherEvent::UnmatchedReply(env) => {
+            assert_eq!(env.request_id(), never_asked.request_id())
+        }
         _ => unreachable!(),
     }
     // A good message after a dropped one in the same stream still counts.
@@ -164,9 +180,12 @@ async fn unknown_and_repeated_replies_are_dropped_with_ok() {
         timeout: T,
     }));
     let task = poll(&mut client, NODE).await.unwrap();
-    reply(&mut client, &[never_asked, pong(&task, NODE), pong(&task, NODE)])
-        .await
-        .unwrap();
+    reply(
+        &mut client,
+        &[never_asked, pong(&task, NODE), pong(&task, NODE)],
+    )
+    .await
+    .unwrap();
     bounded("request", ask).await.unwrap().unwrap().unwrap();
     good_round(&handle, &mut client).await;
 }
@@ -213,7 +232,9 @@ async fn bad_polls_and_feedback_get_precise_statuses() {
             msg: "hello".into(),
         })),
     };
-    let status = bounded("feedback", client.feedback(log("8"))).await.unwrap_err();
+    let status = bounded("feedback", client.feedback(log("8")))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     let status = bounded(
         "feedback",
@@ -227,7 +248,9 @@ async fn bad_polls_and_feedback_get_precise_statuses() {
     .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 
-    bounded("feedback", client.feedback(log("7"))).await.unwrap();
+    bounded("feedback", client.feedback(log("7")))
+        .await
+        .unwrap();
     events
         .wait_for("feedback", |e| matches!(e, ResearcherEvent::Feedback(_)))
         .await;

@@ -18,7 +18,11 @@ async fn client_certificate_decides_the_node_id() {
     ca.write_cert_pem(&ca_path).unwrap();
     let (handle, mut events) = start(config().client_ca(ca_path)).await;
 
-    let alice = ca.issue_node_identity("NODE_alice").unwrap().client_identity().unwrap();
+    let alice = ca
+        .issue_node_identity("NODE_alice")
+        .unwrap()
+        .client_identity()
+        .unwrap();
     let mut client = client_with(&handle, Some(&alice)).await.unwrap();
 
     // Polling under another node's id is refused.
@@ -39,10 +43,14 @@ async fn client_certificate_decides_the_node_id() {
     let task = bounded("poll", poller).await.unwrap().unwrap();
 
     // A reply claiming to come from another node is refused...
-    let status = reply(&mut client, &[pong(&task, "NODE_bob")]).await.unwrap_err();
+    let status = reply(&mut client, &[pong(&task, "NODE_bob")])
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     // ...the genuine one resolves the request.
-    reply(&mut client, &[pong(&task, "NODE_alice")]).await.unwrap();
+    reply(&mut client, &[pong(&task, "NODE_alice")])
+        .await
+        .unwrap();
     bounded("request", ask).await.unwrap().unwrap().unwrap();
 
     let feedback = |node: &str| FeedbackMessage {
@@ -80,7 +88,11 @@ async fn clients_without_a_certificate_are_refused() {
     }
     // A certificate from another CA is refused as well.
     let other = CertificateAuthority::generate("other CA").unwrap();
-    let mallory = other.issue_node_identity("NODE_alice").unwrap().client_identity().unwrap();
+    let mallory = other
+        .issue_node_identity("NODE_alice")
+        .unwrap()
+        .client_identity()
+        .unwrap();
     if let Ok(mut client) = client_with(&handle, Some(&mallory)).await {
         let status = bounded("poll", client.get_task_unary(task_request("NODE_alice")))
             .await

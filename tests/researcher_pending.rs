@@ -32,7 +32,12 @@ async fn pending_table_is_empty_after_replies_and_timeouts() {
     for r in bounded("timeouts", timed_out).await {
         assert!(matches!(r.unwrap(), Err(ResearcherError::Timeout { .. })));
     }
-    assert_eq!(bounded("count", handle.addr.send(PendingCount)).await.unwrap(), 0);
+    assert_eq!(
+        bounded("count", handle.addr.send(PendingCount))
+            .await
+            .unwrap(),
+        0
+    );
     until_node(&handle, NODE, "queue emptied", |n| n.queue_depth == 0).await;
 
     // 1,000 answered rounds, 16 at a time, against one polling node.
@@ -54,7 +59,12 @@ async fn pending_table_is_empty_after_replies_and_timeouts() {
         assert_eq!(r.unwrap().unwrap().request_id().map(str::to_owned), id);
     }
     node.abort();
-    assert_eq!(bounded("count", handle.addr.send(PendingCount)).await.unwrap(), 0);
+    assert_eq!(
+        bounded("count", handle.addr.send(PendingCount))
+            .await
+            .unwrap(),
+        0
+    );
     assert!(events
         .drain()
         .iter()
@@ -85,7 +95,14 @@ async fn a_late_reply_is_unmatched_and_leaves_nothing() {
     assert_eq!(task.request_id(), request.request_id());
     reply(&mut client, &[pong(&task, NODE)]).await.unwrap();
     events
-        .wait_for("unmatched", |e| matches!(e, ResearcherEvent::UnmatchedReply(_)))
+        .wait_for("unmatched", |e| {
+            matches!(e, ResearcherEvent::UnmatchedReply(_))
+        })
         .await;
-    assert_eq!(bounded("count", handle.addr.send(PendingCount)).await.unwrap(), 0);
+    assert_eq!(
+        bounded("count", handle.addr.send(PendingCount))
+            .await
+            .unwrap(),
+        0
+    );
 }

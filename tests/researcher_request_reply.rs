@@ -39,7 +39,12 @@ async fn ping_request_gets_its_reply() {
     let reply: PingReply = answer.to_typed().unwrap();
     assert_eq!(reply.node_id, NODE);
     assert_eq!(reply.request_id.as_deref(), request.request_id());
-    assert_eq!(bounded("count", handle.addr.send(PendingCount)).await.unwrap(), 0);
+    assert_eq!(
+        bounded("count", handle.addr.send(PendingCount))
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 async fn blob_round_trip(request_len: usize, reply_len: usize) -> (usize, usize) {
@@ -160,7 +165,12 @@ async fn several_replies_in_one_reply_stream() {
         let answer = r.unwrap().unwrap();
         assert_eq!(answer.request_id(), request.request_id());
     }
-    assert_eq!(bounded("count", handle.addr.send(PendingCount)).await.unwrap(), 0);
+    assert_eq!(
+        bounded("count", handle.addr.send(PendingCount))
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 #[actix_rt::test]
@@ -192,13 +202,19 @@ async fn streaming_poll_delivers_one_task_per_credit() {
     let asks = tokio::spawn(futures::future::join_all(asks));
 
     // One credit: exactly one task arrives; the rest stay queued.
-    let frame = bounded("first task", stream.message()).await.unwrap().unwrap();
+    let frame = bounded("first task", stream.message())
+        .await
+        .unwrap()
+        .unwrap();
     let first = Envelope::decode(frame.bytes).unwrap();
     until_node(&handle, NODE, "2 queued", |n| n.queue_depth == 2).await;
     let mut answers = vec![pong(&first, NODE)];
     for _ in 0..2 {
         credit_tx.send(task_request(NODE)).await.unwrap();
-        let frame = bounded("next task", stream.message()).await.unwrap().unwrap();
+        let frame = bounded("next task", stream.message())
+            .await
+            .unwrap()
+            .unwrap();
         answers.push(pong(&Envelope::decode(frame.bytes).unwrap(), NODE));
     }
     reply(&mut client, &answers).await.unwrap();
@@ -239,9 +255,14 @@ async fn send_to_node_and_broadcast_queue_for_known_nodes() {
     assert_eq!(got.request_id(), message.request_id());
 
     let message = ping(&handle);
-    let queued = bounded("broadcast", handle.addr.send(Broadcast { message: message.clone() }))
-        .await
-        .unwrap();
+    let queued = bounded(
+        "broadcast",
+        handle.addr.send(Broadcast {
+            message: message.clone(),
+        }),
+    )
+    .await
+    .unwrap();
     assert_eq!(queued, vec!["NODE_b".to_string(), "NODE_c".to_string()]);
     for node in ["NODE_b", "NODE_c"] {
         let got = poll(&mut client, node).await.unwrap();
@@ -284,7 +305,10 @@ async fn overlay_messages_are_relayed_unchanged() {
     .unwrap();
     let status = reply(&mut client, &[lost]).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
-    assert!(events.drain().iter().all(|e| !matches!(e, ResearcherEvent::UnmatchedReply(_))));
+    assert!(events
+        .drain()
+        .iter()
+        .all(|e| !matches!(e, ResearcherEvent::UnmatchedReply(_))));
 }
 
 #[actix_rt::test]
@@ -298,7 +322,8 @@ async fn plaintext_mode_serves_with_a_warning() {
     )
     .await
     .unwrap();
-    let mut client = fedroute::proto::researcher_service_client::ResearcherServiceClient::new(channel);
+    let mut client =
+        fedroute::proto::researcher_service_client::ResearcherServiceClient::new(channel);
     let poller = spawn_poll(&client, NODE);
     events.connected(NODE).await;
     let request = ping(&handle);

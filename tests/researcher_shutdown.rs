@@ -3,9 +3,7 @@
 
 mod researcher_support;
 
-use fedroute::researcher::{
-    PendingCount, Request, ResearcherError, ResearcherEvent, SendToNode,
-};
+use fedroute::researcher::{PendingCount, Request, ResearcherError, ResearcherEvent, SendToNode};
 use researcher_support::*;
 use tonic::Code;
 
@@ -45,7 +43,9 @@ async fn shutdown_ends_polls_and_reports_what_was_left() {
         Err(ResearcherError::ShuttingDown)
     ));
     match events
-        .wait_for("undelivered", |e| matches!(e, ResearcherEvent::Undelivered { .. }))
+        .wait_for("undelivered", |e| {
+            matches!(e, ResearcherEvent::Undelivered { .. })
+        })
         .await
     {
         ResearcherEvent::Undelivered { request_id, .. } => {
@@ -53,7 +53,12 @@ async fn shutdown_ends_polls_and_reports_what_was_left() {
         }
         _ => unreachable!(),
     }
-    assert_eq!(bounded("count", handle.addr.send(PendingCount)).await.unwrap(), 0);
+    assert_eq!(
+        bounded("count", handle.addr.send(PendingCount))
+            .await
+            .unwrap(),
+        0
+    );
     // No more service.
     let refused = tokio::time::timeout(T, poll(&mut client, "NODE_here")).await;
     assert!(matches!(refused, Ok(Err(_))), "{refused:?}");

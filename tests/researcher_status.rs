@@ -30,9 +30,10 @@ async fn active_waiting_disconnected_and_back() {
     until_status(&handle, NODE, NodeStatus::Waiting).await;
 
     events
-        .wait_for("disconnected", |e| {
-            matches!(e, ResearcherEvent::NodeDisconnected { node_id } if node_id == NODE)
-        })
+        .wait_for(
+            "disconnected",
+            |e| matches!(e, ResearcherEvent::NodeDisconnected { node_id } if node_id == NODE),
+        )
         .await;
     assert_eq!(
         node_info(&handle, NODE).await.unwrap().status,
@@ -104,7 +105,12 @@ async fn expired_tasks_are_reported_to_their_senders() {
         }
         other => panic!("expected Expired, got {other:?}"),
     }
-    assert_eq!(bounded("count", handle.addr.send(PendingCount)).await.unwrap(), 0);
+    assert_eq!(
+        bounded("count", handle.addr.send(PendingCount))
+            .await
+            .unwrap(),
+        0
+    );
 
     // A plain send: an Undelivered event.
     let message = ping(&handle);
@@ -195,7 +201,9 @@ async fn poll_cut_mid_stream_is_redelivered_exactly_once() {
     let answer = blob_reply(&task, NODE, bytes::Bytes::from_static(b"ok"));
     // The node answers twice (as a confused node might): the first answer
     // resolves the request, the second is reported as unmatched.
-    reply(&mut client, &[answer.clone()]).await.unwrap();
+    reply(&mut client, std::slice::from_ref(&answer))
+        .await
+        .unwrap();
     let result = bounded("request", ask).await.unwrap().unwrap().unwrap();
     assert_eq!(result.request_id(), request.request_id());
     reply(&mut client, &[answer]).await.unwrap();

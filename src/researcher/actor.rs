@@ -366,8 +366,11 @@ impl Handler<Nodes> for Researcher {
     fn handle(&mut self, _: Nodes, _ctx: &mut Self::Context) -> Self::Result {
         let asks: Vec<_> = self.agents.values().map(|a| a.send(Info)).collect();
         Box::pin(async move {
-            let mut infos: Vec<NodeInfo> =
-                join_all(asks).await.into_iter().filter_map(Result::ok).collect();
+            let mut infos: Vec<NodeInfo> = join_all(asks)
+                .await
+                .into_iter()
+                .filter_map(Result::ok)
+                .collect();
             infos.sort_by(|a, b| a.node_id.cmp(&b.node_id));
             infos
         })

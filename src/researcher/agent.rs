@@ -382,7 +382,10 @@ impl NodeAgent {
     }
 
     fn slot_mut(&mut self, poll_id: u64) -> Option<(usize, &mut PollSlot)> {
-        self.polls.iter_mut().enumerate().find(|(_, s)| s.id == poll_id)
+        self.polls
+            .iter_mut()
+            .enumerate()
+            .find(|(_, s)| s.id == poll_id)
     }
 }
 
@@ -402,14 +405,13 @@ impl Handler<OpenPoll> for NodeAgent {
 
     fn handle(&mut self, msg: OpenPoll, ctx: &mut Self::Context) {
         if self.closed {
-            let _ = msg
-                .tx
-                .try_send(PollItem::End(tonic::Status::unavailable(
-                    "the researcher is shutting down",
-                )));
+            let _ = msg.tx.try_send(PollItem::End(tonic::Status::unavailable(
+                "the researcher is shutting down",
+            )));
             return;
         }
-        if self.status.poll_opened(Instant::now(), SystemTime::now()) == Some(StatusChange::Connected)
+        if self.status.poll_opened(Instant::now(), SystemTime::now())
+            == Some(StatusChange::Connected)
         {
             log::info!("node {} connected", self.node_id);
             self.emit(ResearcherEvent::NodeConnected {

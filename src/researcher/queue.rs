@@ -190,14 +190,16 @@ mod tests {
         q.push(1, now).unwrap();
         q.push(2, now).unwrap();
         match q.push(3, now) {
-            Err(QueueRefusal::Full { task: 3, capacity: 2 }) => {}
+            Err(QueueRefusal::Full {
+                task: 3,
+                capacity: 2,
+            }) => {}
             other => panic!("expected Full, got {other:?}"),
         }
-        let t = q.take().unwrap();
+        let _in_flight = q.take().unwrap();
         assert!(q.push(3, now).is_err(), "in-flight task still counts");
         q.delivered();
         q.push(3, now).unwrap();
-        drop(t);
     }
 
     #[test]

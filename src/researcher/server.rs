@@ -116,7 +116,9 @@ pub async fn start(
     let done = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stopped.await;
     }));
-    researcher.send(SetServer(ServerControl { stop, done })).await?;
+    researcher
+        .send(SetServer(ServerControl { stop, done }))
+        .await?;
     log::info!(
         "researcher {} listening on {local_addr}{}",
         identity.researcher_id,

@@ -24,7 +24,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::actor::{Attach, Researcher, ReplyRoute, RouteError, RouteReply};
+use super::actor::{Attach, ReplyRoute, Researcher, RouteError, RouteReply};
 use super::agent::{Credit, CreditEnded, InFlight, NodeAgent, PollClosed, PollItem, PollMode};
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
@@ -151,9 +151,7 @@ impl Shared {
         match tokio::time::timeout(EVENT_SEND_TIMEOUT, events.send(event)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => log::warn!("event handler unreachable, event dropped: {e}"),
-            Err(_) => log::warn!(
-                "event handler busy for {EVENT_SEND_TIMEOUT:?}, event dropped"
-            ),
+            Err(_) => log::warn!("event handler busy for {EVENT_SEND_TIMEOUT:?}, event dropped"),
         }
     }
 
@@ -331,10 +329,7 @@ impl ResearcherService for ResearcherGrpc {
         Ok(Response::new(Empty {}))
     }
 
-    async fn feedback(
-        &self,
-        request: Request<FeedbackMessage>,
-    ) -> Result<Response<Empty>, Status> {
+    async fn feedback(&self, request: Request<FeedbackMessage>) -> Result<Response<Empty>, Status> {
         let certified = self.inner.certified_node(&request)?;
         let message = request.into_inner();
         let feedback = wire::FeedbackMessage::try_from(message)

@@ -80,9 +80,10 @@ impl Events {
 
     /// Waits for `NodeConnected` of `node`.
     pub async fn connected(&mut self, node: &str) {
-        self.wait_for(&format!("{node} connected"), |e| {
-            matches!(e, ResearcherEvent::NodeConnected { node_id } if node_id == node)
-        })
+        self.wait_for(
+            &format!("{node} connected"),
+            |e| matches!(e, ResearcherEvent::NodeConnected { node_id } if node_id == node),
+        )
         .await;
     }
 
@@ -106,9 +107,12 @@ pub async fn start(config: ResearcherConfig) -> (ResearcherHandle, Events) {
     let _ = env_logger::builder().is_test(true).try_init();
     let (tx, rx) = mpsc::unbounded_channel();
     let sink = EventSink { tx }.start();
-    let handle = bounded("researcher start", researcher::start(config, Some(sink.recipient())))
-        .await
-        .expect("researcher starts");
+    let handle = bounded(
+        "researcher start",
+        researcher::start(config, Some(sink.recipient())),
+    )
+    .await
+    .expect("researcher starts");
     (handle, Events { rx })
 }
 
@@ -176,7 +180,10 @@ pub async fn poll(client: &mut Client, node: &str) -> Result<Envelope, Status> {
 }
 
 /// A poll running in the background (its result via the join handle).
-pub fn spawn_poll(client: &Client, node: &str) -> tokio::task::JoinHandle<Result<Envelope, Status>> {
+pub fn spawn_poll(
+    client: &Client,
+    node: &str,
+) -> tokio::task::JoinHandle<Result<Envelope, Status>> {
     let mut client = client.clone();
     let node = node.to_string();
     tokio::spawn(async move { poll(&mut client, &node).await })
@@ -195,20 +202,14 @@ pub fn frames(payload: Bytes) -> Vec<TaskResult> {
 
 /// Sends raw `TaskResult`s in one `ReplyTask` stream.
 pub async fn reply_frames(client: &mut Client, frames: Vec<TaskResult>) -> Result<(), Status> {
-    bounded(
-        "ReplyTask",
-        client.reply_task(tokio_stream::iter(frames)),
-    )
-    .await
-    .map(|_| ())
+    bounded("ReplyTask", client.reply_task(tokio_stream::iter(frames)))
+        .await
+        .map(|_| ())
 }
 
 /// Sends `messages` in one `ReplyTask` stream.
 pub async fn reply(client: &mut Client, messages: &[Envelope]) -> Result<(), Status> {
-    let all = messages
-        .iter()
-        .flat_map(|m| frames(m.to_bytes()))
-        .collect();
+    let all = messages.iter().flat_map(|m| frames(m.to_bytes())).collect();
     reply_frames(client, all).await
 }
 
@@ -246,7 +247,10 @@ pub fn blob_request(handle: &ResearcherHandle, blob: Bytes) -> Envelope {
     message(
         "BlobRequest",
         vec![
-            ("protocol_version", Value::Str(wire::PROTOCOL_VERSION.into())),
+            (
+                "protocol_version",
+                Value::Str(wire::PROTOCOL_VERSION.into()),
+            ),
             ("researcher_id", Value::Str(handle.researcher_id.clone())),
             ("request_id", Value::Str(uuid::Uuid::new_v4().to_string())),
             ("blob", Value::Bin(blob)),
@@ -259,7 +263,10 @@ pub fn blob_reply(request: &Envelope, node: &str, blob: Bytes) -> Envelope {
     message(
         "BlobReply",
         vec![
-            ("protocol_version", Value::Str(wire::PROTOCOL_VERSION.into())),
+            (
+                "protocol_version",
+                Value::Str(wire::PROTOCOL_VERSION.into()),
+            ),
             (
                 "researcher_id",
                 Value::Str(request.researcher_id().unwrap().into()),
@@ -313,7 +320,10 @@ pub async fn until_node(
 
 /// Waits until `node` has `status`.
 pub async fn until_status(handle: &ResearcherHandle, node: &str, status: NodeStatus) -> NodeInfo {
-    until_node(handle, node, &format!("{node} {status}"), |n| n.status == status).await
+    until_node(handle, node, &format!("{node} {status}"), |n| {
+        n.status == status
+    })
+    .await
 }
 
 /// A node that answers every ping until the task is aborted.
