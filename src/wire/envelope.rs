@@ -187,24 +187,13 @@ impl Envelope {
             .cloned()
             .collect();
         from_value(Value::Map(entries)).map_err(|e| match e {
-            WireError::Serde(msg) => match msg.strip_prefix("missing field `") {
-                Some(rest) => missing_field::<T>(rest).unwrap_or(WireError::Serde(msg)),
-                None => WireError::Serde(msg),
+            WireError::MissingField { field, .. } => WireError::MissingField {
+                class: T::CLASS.to_owned(),
+                field,
             },
             other => other,
         })
     }
-}
-
-/// Turns serde's "missing field `x`" into [`WireError::MissingField`] when `x`
-/// is one of the typed message's known fields.
-fn missing_field<T: Typed>(rest: &str) -> Option<WireError> {
-    let name = rest.strip_suffix('`')?;
-    let field = T::FIELDS.iter().find(|f| **f == name)?;
-    Some(WireError::MissingField {
-        class: T::CLASS.to_owned(),
-        field,
-    })
 }
 
 fn validate(value: &Value) -> Result<(), WireError> {

@@ -86,12 +86,12 @@ pub enum WireError {
     /// A field holds a value of the wrong type.
     #[error("field `{field}` should be {expected}, found {found}")]
     WrongType {
-        /// The field (or a path such as `value[1]`).
+        /// The field, as a path such as `params.blob.value[1]` (empty for the top level).
         field: String,
         /// The expected type.
-        expected: &'static str,
-        /// The type found.
-        found: &'static str,
+        expected: String,
+        /// What was found.
+        found: String,
     },
     /// A serde (de)serialisation between a typed message and a value failed.
     #[error("cannot convert between a typed message and a msgpack value: {0}")]
@@ -169,7 +169,7 @@ pub enum WireError {
         expected: i32,
     },
     /// One or more frames were skipped.
-    #[error("frames {expected}..{iteration} of {size} are missing: frame {iteration} arrived when frame {expected} was expected")]
+    #[error("frame {iteration} of {size} arrived when frame {expected} was expected: frames are missing")]
     FramesMissing {
         /// The `iteration` received.
         iteration: i32,
@@ -217,5 +217,52 @@ impl serde::ser::Error for WireError {
 impl serde::de::Error for WireError {
     fn custom<T: std::fmt::Display>(msg: T) -> Self {
         WireError::Serde(msg.to_string())
+    }
+
+    /// A type mismatch becomes [`WireError::WrongType`]; the deserializer
+    /// fills in the field path as the error travels out of maps and arrays.
+    fn invalid_type(unexp: serde::de::Unexpected, exp: &dyn serde::de::Expected) -> Self {
+        WireError::WrongType {
+            field: String::new(),
+            expected: exp.to_string(),
+            found: unexp.to_string(),
+        }
+    }
+
+    /// A missing struct field becomes [`WireError::MissingField`] (the
+    /// envelope fills in the class).
+    fn missing_field(field: &'static str) -> Self {
+        WireError::MissingField {
+            class: String::new(),
+            field,
+        }
+    }
+}
+
+impl WireError {
+    /// Prefixes the field path of a [`WireError::WrongType`] with `segment`
+    /// (a map key, or `[i]` for an array index).
+    pub(crate) fn in_field(self, segment: &str) -> WireError {
+        match self {
+            WireError::WrongType {
+                field,
+                expected,
+                found,
+            } => {
+                let field = if field.is_empty() {
+                    segment.to_owned()
+                } else if field.starts_with('[') {
+                    format!("{segment}{field}")
+                } else {
+                    format!("{segment}.{field}")
+                };
+                WireError::WrongType {
+                    field,
+                    expected,
+                    found,
+                }
+            }
+            other => other,
+        }
     }
 }

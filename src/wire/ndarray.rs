@@ -36,10 +36,10 @@ impl NdArray {
 
     /// Reads an `np.ndarray` (or `torch.Tensor`) extension map.
     pub fn from_value(v: &Value) -> Result<NdArray, WireError> {
-        let wrong = |field: &str, expected: &'static str, found: &Value| WireError::WrongType {
+        let wrong = |field: &str, expected: &str, found: &Value| WireError::WrongType {
             field: field.to_owned(),
-            expected,
-            found: found.type_name(),
+            expected: expected.to_owned(),
+            found: found.type_name().to_owned(),
         };
         if v.as_map().is_none() {
             return Err(wrong("ndarray", "an extension map", v));
@@ -49,8 +49,12 @@ impl NdArray {
             _ => {
                 return Err(WireError::WrongType {
                     field: "__type__".to_owned(),
-                    expected: "\"np.ndarray\"",
-                    found: v.get("__type__").map_or("nothing", Value::type_name),
+                    expected: "\"np.ndarray\" or \"torch.Tensor\"".to_owned(),
+                    found: match v.get("__type__") {
+                        Some(Value::Str(s)) => format!("\"{s}\""),
+                        Some(other) => other.type_name().to_owned(),
+                        None => "nothing".to_owned(),
+                    },
                 })
             }
         }

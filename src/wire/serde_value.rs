@@ -497,7 +497,7 @@ impl<'de> de::Deserializer<'de> for Value {
             Value::Bin(b) => visitor.visit_byte_buf(b.to_vec()),
             Value::Array(a) => {
                 let len = a.len();
-                let mut seq = SeqDe(a.into_iter());
+                let mut seq = SeqDe(a.into_iter(), 0);
                 let out = visitor.visit_seq(&mut seq)?;
                 if seq.0.len() != 0 {
                     return Err(de::Error::invalid_length(len, &"fewer elements"));
@@ -507,10 +507,13 @@ impl<'de> de::Deserializer<'de> for Value {
             Value::Map(m) => visitor.visit_map(MapDe {
                 iter: m.into_iter(),
                 value: None,
+                key: String::new(),
             }),
             Value::Ext(tag, data) => {
-                let mut seq =
-                    SeqDe(vec![Value::from(i64::from(tag)), Value::Bin(data)].into_iter());
+                let mut seq = SeqDe(
+                    vec![Value::from(i64::from(tag)), Value::Bin(data)].into_iter(),
+                    0,
+                );
                 visitor.visit_seq(&mut seq)
             }
         }
@@ -595,7 +598,7 @@ fn unexpected(v: &Value) -> de::Unexpected<'_> {
     }
 }
 
-struct SeqDe(std::vec::IntoIter<Value>);
+struct SeqDe(std::vec::IntoIter<Value>, usize);
 
 impl<'de> de::SeqAccess<'de> for SeqDe {
     type Error = WireError;
@@ -604,7 +607,13 @@ impl<'de> de::SeqAccess<'de> for SeqDe {
         seed: T,
     ) -> Result<Option<T::Value>, WireError> {
         match self.0.next() {
-            Some(v) => seed.deserialize(v).map(Some),
+            Some(v) => {
+                let i = self.1;
+                self.1 += 1;
+                seed.deserialize(v)
+                    .map(Some)
+                    .map_err(|e| e.in_field(&format!("[{i}]")))
+            }
             None => Ok(None),
         }
     }
@@ -616,6 +625,8 @@ impl<'de> de::SeqAccess<'de> for SeqDe {
 struct MapDe {
     iter: std::vec::IntoIter<(Value, Value)>,
     value: Option<Value>,
+    /// The current key as text, for error paths.
+    key: String,
 }
 
 impl<'de> de::MapAccess<'de> for MapDe {
@@ -627,6 +638,10 @@ impl<'de> de::MapAccess<'de> for MapDe {
         match self.iter.next() {
             Some((k, v)) => {
                 self.value = Some(v);
+                self.key = match &k {
+                    Value::Str(s) => s.clone(),
+                    other => format!("<{}>", other.type_name()),
+                };
                 seed.deserialize(k).map(Some)
             }
             None => Ok(None),
@@ -634,7 +649,7 @@ impl<'de> de::MapAccess<'de> for MapDe {
     }
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, WireError> {
         match self.value.take() {
-            Some(v) => seed.deserialize(v),
+            Some(v) => seed.deserialize(v).map_err(|e| e.in_field(&self.key)),
             None => Err(WireError::Serde(
                 "map value requested before its key".into(),
             )),
@@ -752,7 +767,21 @@ mod tests {
     fn wrong_types_are_errors() {
         let v = Value::map([("a", Value::Str("no".into()))]);
         let r: Result<Inner, _> = from_value(v);
-        assert!(matches!(r, Err(WireError::Serde(_))));
+        assert!(
+            matches!(r, Err(WireError::WrongType { ref field, ref found, .. }) if field == "a" && found.contains("no")),
+            "{r:?}"
+        );
+        let v = Value::map([("c", Value::Array(vec![Value::UInt(1), Value::from("x")]))]);
+        let r: Result<Inner, _> = from_value(v);
+        assert!(
+            matches!(r, Err(WireError::WrongType { ref field, .. }) if field == "c[1]"),
+            "{r:?}"
+        );
+        let r: Result<Inner, _> = from_value(Value::map([("a", Value::UInt(1))]));
+        assert!(
+            matches!(r, Err(WireError::MissingField { field: "c", .. })),
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ use super::version::PROTOCOL_VERSION;
 pub trait Typed: serde::Serialize + serde::de::DeserializeOwned {
     /// The class name in `__type_message__.class`.
     const CLASS: &'static str;
-    /// The field names, in wire order (used for error messages).
+    /// The field names, in wire order.
     const FIELDS: &'static [&'static str] = &[];
 }
 
