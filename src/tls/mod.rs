@@ -8,7 +8,7 @@
 //! - [`client`]: trust policies, client configurations, trust on first use,
 //!   and tonic channels over our own TCP + rustls connector.
 //! - [`server`]: tonic's server TLS configuration, optional mutual TLS.
-//! - [`error`]: [`TlsError`].
+//! - [`error`]: the layer's error enum, [`TlsError`].
 //!
 //! # Crypto provider
 //! Only rustls' ring provider is compiled in. Every configuration built here
