@@ -10,10 +10,10 @@ use std::time::Duration;
 use fedroute::tls::{
     self, ca_client_config, connect_channel, connect_channel_with_peer, fetch_server_certificate,
     generate_researcher_identity, load_researcher_identity, pinned_client_config, researcher_id_of,
-    trusted_client_config, CertificateAuthority, ChannelOptions, ServerIdentity, TlsError,
-    TrustPolicy,
+    retrust_on_first_use, tls_failure_of, trusted_client_config, CertificateAuthority,
+    ChannelOptions, ServerIdentity, TlsError, TlsFailure, TrustPolicy,
 };
-use tls_support::{probe, within, TestServer};
+use tls_support::{probe, probe_as, within, TestServer};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
@@ -61,6 +61,7 @@ async fn a_different_pinned_certificate_is_refused() {
     .await
     .expect_err("a certificate other than the pinned one must be refused");
     assert!(matches!(err, TlsError::Handshake { .. }), "{err}");
+    assert_eq!(err.failure(), Some(TlsFailure::ServerCertificateRefused));
     server.stop().await;
 }
 
@@ -254,19 +255,14 @@ async fn mutual_tls_server(dir: &Path) -> (TestServer, CertificateAuthority, Ser
     (server, ca, id)
 }
 
-/// True when a client cannot get an RPC through: refused at connect or at the first call.
-async fn refused(channel: Result<Channel, TlsError>) -> bool {
+/// How a client was refused (at connect or at the first call); `None` when
+/// its RPC got through.
+async fn refusal(channel: Result<Channel, TlsError>) -> Option<Option<TlsFailure>> {
     match channel {
-        Err(e) => {
-            eprintln!("refused at connect: {e}");
-            true
-        }
+        Err(e) => Some(e.failure()),
         Ok(channel) => match probe(channel).await {
-            Err(status) => {
-                eprintln!("refused at the first call: {status}");
-                true
-            }
-            Ok(_) => false,
+            Err(status) => Some(tls_failure_of(&status)),
+            Ok(_) => None,
         },
     }
 }
@@ -281,9 +277,10 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
         connect_channel("127.0.0.1", server.port(), config, &opts()),
     )
     .await;
-    assert!(
-        refused(channel).await,
-        "a client without certificate got through"
+    assert_eq!(
+        refusal(channel).await,
+        Some(Some(TlsFailure::ClientCertificateRefused)),
+        "a client without certificate must be refused for that reason"
     );
     server.stop().await;
 }
@@ -305,7 +302,12 @@ async fn mutual_tls_accepts_a_ca_signed_node_and_the_server_sees_its_id() {
     )
     .await
     .expect("CA-signed node accepted");
-    assert_eq!(probe(channel).await.unwrap(), "NODE_a");
+    assert_eq!(probe(channel.clone()).await.unwrap(), "NODE_a");
+    // It may act as itself, not as another node.
+    assert_eq!(probe_as(channel.clone(), "NODE_a").await.unwrap(), "NODE_a");
+    let status = probe_as(channel, "NODE_b").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    assert!(status.message().contains("NODE_b"), "{status}");
 
     // Trust on first use against a mutual-TLS server, presenting the node identity.
     let fetched = within(
@@ -336,7 +338,11 @@ async fn mutual_tls_refuses_a_node_certificate_from_another_ca() {
         connect_channel("127.0.0.1", server.port(), config, &opts()),
     )
     .await;
-    assert!(refused(channel).await, "a node from another CA got through");
+    assert_eq!(
+        refusal(channel).await,
+        Some(Some(TlsFailure::ClientCertificateRefused)),
+        "a node from another CA must be refused for that reason"
+    );
     server.stop().await;
 }
 
@@ -402,9 +408,54 @@ async fn a_channel_reconnects_through_the_pinned_connector_after_a_restart() {
         !probe_with_retries(&connected.channel).await,
         "a channel pinned to the old certificate reached the new server"
     );
+    let status = probe(connected.channel.clone()).await.unwrap_err();
+    assert_eq!(
+        tls_failure_of(&status),
+        Some(TlsFailure::ServerCertificateRefused),
+        "{status:?}"
+    );
     assert_eq!(connected.latest_peer_certificate(), id.cert_der);
+
+    // Trust on first use again: same researcher id, new certificate: pinned anew.
+    let trusted = within(
+        "retrust",
+        retrust_on_first_use("127.0.0.1", port, "RESEARCHER_again", None, LIMIT_FETCH),
+    )
+    .await
+    .expect("same id, new certificate: accepted");
+    assert_eq!(trusted.certificate.as_ref(), Some(&replaced.cert_der));
+    let channel = within(
+        "connect",
+        connect_channel("127.0.0.1", port, trusted.config, &opts()),
+    )
+    .await
+    .unwrap();
+    probe(channel).await.unwrap();
+    server.stop().await;
+
+    // A researcher that comes back with another id is a security error.
+    let impostor = generate_researcher_identity(Some("RESEARCHER_other"), "127.0.0.1").unwrap();
+    let server = TestServer::start_on(port, &impostor, None).await;
+    let err = within(
+        "retrust",
+        retrust_on_first_use("127.0.0.1", port, "RESEARCHER_again", None, LIMIT_FETCH),
+    )
+    .await
+    .expect_err("another researcher id must be refused");
+    match &err {
+        TlsError::ResearcherIdChanged {
+            expected, found, ..
+        } => {
+            assert_eq!(expected, "RESEARCHER_again");
+            assert_eq!(found, "RESEARCHER_other");
+        }
+        other => panic!("unexpected error: {other}"),
+    }
     server.stop().await;
 }
+
+/// Time limit given to certificate fetches in these tests.
+const LIMIT_FETCH: Duration = Duration::from_secs(5);
 
 /// A few calls in a row (the first after a restart may fail while the dead
 /// connection is noticed; tonic then reconnects through our connector).

@@ -148,7 +148,7 @@ impl CertificateAuthority {
         if researcher_id.is_empty() {
             return Err(TlsError::EmptyId);
         }
-        let mut params = researcher_params(researcher_id, host)?;
+        let mut params = researcher_params(researcher_id, &[host])?;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().map_err(|source| TlsError::Generate {

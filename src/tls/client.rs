@@ -372,6 +372,37 @@ pub async fn trusted_client_config(
     }
 }
 
+/// Trust on first use, again: after a pinned connection was refused (the
+/// researcher came back with a new certificate), fetch the certificate anew
+/// and pin it only when it carries the same researcher id (Fed-BioMed never
+/// reconnects in that case; fedroute accepts it with a warning). A different
+/// or missing id is [`TlsError::ResearcherIdChanged`]: a security error.
+pub async fn retrust_on_first_use(
+    host: &str,
+    port: u16,
+    expected_researcher_id: &str,
+    client: Option<&ClientIdentity>,
+    timeout: Duration,
+) -> Result<TrustedServer, TlsError> {
+    let cert = fetch_server_certificate_with(host, port, timeout, client).await?;
+    let found = researcher_id_of(&cert).unwrap_or_default();
+    if found != expected_researcher_id {
+        log::error!(
+            "TLS: {host}:{port} presents researcher id \"{found}\" instead of \"{expected_researcher_id}\""
+        );
+        return Err(TlsError::ResearcherIdChanged {
+            host: host.to_string(),
+            port,
+            expected: expected_researcher_id.to_string(),
+            found,
+        });
+    }
+    log::warn!(
+        "TLS: {host}:{port} presents a new certificate for the same researcher id \"{found}\"; pinning it"
+    );
+    pinned_server(cert, client)
+}
+
 fn pinned_server(
     cert: CertificateDer<'static>,
     client: Option<&ClientIdentity>,
@@ -394,6 +425,15 @@ fn pinned_server(
 /// [`pinned_client_config`] or [`ca_client_config`]): eager connect bounded
 /// by the connect timeout, HTTP/2 keepalive as in `opts`. Message size limits
 /// belong on the generated clients built from the channel.
+///
+/// A refused server certificate fails here ([`TlsError::Handshake`]). A
+/// server that refuses *our* client certificate (mutual TLS) does so after
+/// the TLS 1.3 handshake has finished on our side, so that shows at the first
+/// RPC; [`tls_failure_of`](crate::tls::tls_failure_of) on the RPC's `Status`
+/// tells it apart ([`TlsFailure::ClientCertificateRefused`](crate::tls::TlsFailure)).
+/// When the connection drops, tonic reconnects lazily through the same
+/// connector and verifier (a pinned channel never reaches a server with
+/// another certificate).
 pub async fn connect_channel(
     host: &str,
     port: u16,

@@ -135,6 +135,33 @@ pub enum TlsError {
         /// The minimum.
         minimum: Duration,
     },
+    /// A researcher presented a certificate whose researcher id (O=) differs
+    /// from the one known for that endpoint: a security error.
+    #[error("{host}:{port} now presents researcher id \"{found}\" instead of \"{expected}\"")]
+    ResearcherIdChanged {
+        /// The host dialled.
+        host: String,
+        /// The port dialled.
+        port: u16,
+        /// The id known from before.
+        expected: String,
+        /// The id in the new certificate.
+        found: String,
+    },
+    /// Mutual TLS is required but the request came without a client certificate.
+    #[error("the request from node \"{claimed}\" came without a client certificate")]
+    NoClientCertificate {
+        /// The node id the request claims.
+        claimed: String,
+    },
+    /// The node id a request claims is not the one its client certificate certifies.
+    #[error("a node certified as \"{certified}\" claims to be \"{claimed}\"")]
+    NodeIdMismatch {
+        /// The node id the request claims.
+        claimed: String,
+        /// The node id in the client certificate (subject CN=).
+        certified: String,
+    },
     /// tonic could not build or connect the channel.
     #[error("could not open a gRPC channel to {uri}: {reason}")]
     Channel {
@@ -143,6 +170,97 @@ pub enum TlsError {
         /// tonic's error with its whole source chain.
         reason: String,
     },
+}
+
+impl TlsError {
+    /// What kind of TLS failure this is, when it is one (see [`tls_failure_of`]).
+    pub fn failure(&self) -> Option<TlsFailure> {
+        tls_failure_of(self)
+    }
+}
+
+/// Why a TLS handshake failed, as far as a caller needs to act on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// We refused the server's certificate (not the pinned one, not signed
+    /// by the CA, wrong host name): with trust on first use, fetch it again
+    /// and compare researcher ids.
+    ServerCertificateRefused,
+    /// The server refused our client certificate, or required one we did not
+    /// present (mutual TLS). With TLS 1.3 this shows at the first RPC.
+    ClientCertificateRefused,
+    /// Any other TLS error (protocol, cipher, peer misbehaviour).
+    Other(String),
+}
+
+/// Looks through an error and its sources (a [`TlsError`], a tonic
+/// `Status` or transport error, an `io::Error` from tokio-rustls) for a
+/// rustls error and classifies it; `None` when no TLS error is inside.
+///
+/// rustls reports an alert received after the handshake (how a server
+/// refuses a client certificate under TLS 1.3) as an `io::Error` holding
+/// only its text, so that case is recognised by rustls' wording
+/// ("received fatal alert: CertificateRequired"); the tests pin it.
+pub fn tls_failure_of(err: &(dyn std::error::Error + 'static)) -> Option<TlsFailure> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(rustls_error) = e.downcast_ref::<rustls::Error>() {
+            return Some(classify(rustls_error));
+        }
+        if current.and_then(|c| c.source()).is_none() {
+            if let Some(failure) = classify_text(&e.to_string()) {
+                return Some(failure);
+            }
+        }
+        // std's io::Error::source() skips the error it wraps: look inside.
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if let Some(rustls_error) = inner.downcast_ref::<rustls::Error>() {
+                    return Some(classify(rustls_error));
+                }
+                current = Some(inner);
+                continue;
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Classifies rustls' own wording of an alert received from the peer.
+fn classify_text(text: &str) -> Option<TlsFailure> {
+    const ALERT: &str = "received fatal alert: ";
+    let alert = &text[text.find(ALERT)? + ALERT.len()..];
+    let name = alert.split(|c: char| !c.is_alphanumeric()).next()?;
+    Some(match name {
+        "CertificateRequired"
+        | "BadCertificate"
+        | "UnknownCA"
+        | "CertificateExpired"
+        | "CertificateRevoked"
+        | "CertificateUnknown"
+        | "UnsupportedCertificate"
+        | "AccessDenied" => TlsFailure::ClientCertificateRefused,
+        _ => TlsFailure::Other(alert.to_string()),
+    })
+}
+
+fn classify(e: &rustls::Error) -> TlsFailure {
+    use rustls::AlertDescription as A;
+    match e {
+        rustls::Error::InvalidCertificate(_) => TlsFailure::ServerCertificateRefused,
+        rustls::Error::AlertReceived(
+            A::CertificateRequired
+            | A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::AccessDenied,
+        ) => TlsFailure::ClientCertificateRefused,
+        other => TlsFailure::Other(other.to_string()),
+    }
 }
 
 /// Formats an error with its whole `source()` chain (tonic's transport
@@ -159,4 +277,43 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rustls_errors_inside_io_errors_are_classified() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, refused);
+        assert_eq!(
+            tls_failure_of(&io),
+            Some(TlsFailure::ServerCertificateRefused)
+        );
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA);
+        assert_eq!(
+            tls_failure_of(&alert),
+            Some(TlsFailure::ClientCertificateRefused)
+        );
+    }
+
+    #[test]
+    fn alert_text_is_classified() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received fatal alert: CertificateRequired",
+        );
+        assert_eq!(
+            tls_failure_of(&io),
+            Some(TlsFailure::ClientCertificateRefused)
+        );
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received fatal alert: HandshakeFailure",
+        );
+        assert!(matches!(tls_failure_of(&io), Some(TlsFailure::Other(_))));
+        let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(tls_failure_of(&plain), None);
+    }
 }

@@ -95,12 +95,23 @@ pub fn generate_researcher_identity(
     researcher_id: Option<&str>,
     host: &str,
 ) -> Result<ServerIdentity, TlsError> {
+    generate_researcher_identity_for_hosts(researcher_id, &[host])
+}
+
+/// Like [`generate_researcher_identity`] for a server reached under several
+/// names (for example `localhost`, `127.0.0.1` and the machine's DNS name
+/// when it listens on all interfaces): CN = the first host, one SAN per host.
+/// At least one host is required.
+pub fn generate_researcher_identity_for_hosts(
+    researcher_id: Option<&str>,
+    hosts: &[&str],
+) -> Result<ServerIdentity, TlsError> {
     let researcher_id = match researcher_id {
         Some("") => return Err(TlsError::EmptyId),
         Some(id) => id.to_string(),
         None => new_researcher_id(),
     };
-    let params = researcher_params(&researcher_id, host)?;
+    let params = researcher_params(&researcher_id, hosts)?;
     let key = KeyPair::generate().map_err(|source| TlsError::Generate {
         what: "researcher key pair",
         source,
@@ -122,14 +133,22 @@ pub fn generate_researcher_identity(
 /// Certificate parameters of a researcher server certificate.
 pub(crate) fn researcher_params(
     researcher_id: &str,
-    host: &str,
+    hosts: &[&str],
 ) -> Result<CertificateParams, TlsError> {
+    let Some(first) = hosts.first() else {
+        return Err(TlsError::BadHostName {
+            host: String::new(),
+        });
+    };
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, host);
+    dn.push(DnType::CommonName, *first);
     dn.push(DnType::OrganizationName, researcher_id);
     params.distinguished_name = dn;
-    params.subject_alt_names = vec![host_san(host)?];
+    params.subject_alt_names = hosts
+        .iter()
+        .map(|h| host_san(h))
+        .collect::<Result<_, _>>()?;
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     Ok(params)
 }
@@ -390,6 +409,19 @@ mod tests {
                 (other, _) => panic!("{host}: unexpected SAN {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn several_hosts_give_several_sans() {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let id =
+            generate_researcher_identity_for_hosts(Some("R"), &["localhost", "127.0.0.1", "::1"])
+                .unwrap();
+        assert_eq!(common_name_of(&id.cert_der).unwrap(), "localhost");
+        let (_, cert) = X509Certificate::from_der(&id.cert_der).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(san.value.general_names.len(), 3);
+        assert!(generate_researcher_identity_for_hosts(Some("R"), &[]).is_err());
     }
 
     #[test]

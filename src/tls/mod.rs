@@ -32,17 +32,21 @@ use rustls::crypto::CryptoProvider;
 pub use ca::{generate_node_identity, CertificateAuthority, NodeIdentity};
 pub use client::{
     ca_client_config, connect_channel, connect_channel_with_peer, fetch_server_certificate,
-    fetch_server_certificate_with, pinned_client_config, trusted_client_config, ChannelOptions,
-    ConnectedChannel, TrustPolicy, TrustedServer, MIN_KEEPALIVE_INTERVAL,
+    fetch_server_certificate_with, pinned_client_config, retrust_on_first_use,
+    trusted_client_config, ChannelOptions, ConnectedChannel, TrustPolicy, TrustedServer,
+    MIN_KEEPALIVE_INTERVAL,
 };
 pub(crate) use error::error_chain;
-pub use error::TlsError;
+pub use error::{tls_failure_of, TlsError, TlsFailure};
 pub use identity::{
-    common_name_of, generate_researcher_identity, load_researcher_identity, new_researcher_id,
-    node_id_of_client_cert, researcher_id_of, ClientIdentity, ServerIdentity, RESEARCHER_ID_PREFIX,
+    common_name_of, generate_researcher_identity, generate_researcher_identity_for_hosts,
+    load_researcher_identity, new_researcher_id, node_id_of_client_cert, researcher_id_of,
+    ClientIdentity, ServerIdentity, RESEARCHER_ID_PREFIX,
 };
 pub use rustls_pki_types::CertificateDer;
-pub use server::{peer_node_id, server_rustls_config, server_tls_config, SERVER_HANDSHAKE_TIMEOUT};
+pub use server::{
+    authorize_node, peer_node_id, server_rustls_config, server_tls_config, SERVER_HANDSHAKE_TIMEOUT,
+};
 pub use verify::{AcceptAnyServerCert, PinnedCertVerifier};
 
 /// The ALPN protocol id of HTTP/2.

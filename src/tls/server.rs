@@ -102,3 +102,46 @@ pub fn peer_node_id<T>(request: &tonic::Request<T>) -> Option<Result<String, Tls
     let leaf = certs.first()?;
     Some(node_id_of_client_cert(leaf))
 }
+
+/// Checks that a request claiming to come from node `claimed` may act as it.
+/// With a client certificate, its node id (subject CN=) must equal
+/// `claimed`. Without one, the request passes only when `mutual_tls` is off.
+pub fn authorize_node<T>(
+    request: &tonic::Request<T>,
+    claimed: &str,
+    mutual_tls: bool,
+) -> Result<(), TlsError> {
+    match peer_node_id(request) {
+        None if mutual_tls => Err(TlsError::NoClientCertificate {
+            claimed: claimed.to_string(),
+        }),
+        None => Ok(()),
+        Some(certified) => {
+            let certified = certified?;
+            if certified == claimed {
+                Ok(())
+            } else {
+                Err(TlsError::NodeIdMismatch {
+                    claimed: claimed.to_string(),
+                    certified,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_client_certificate_only_plain_tls_passes() {
+        let request = tonic::Request::new(());
+        assert!(authorize_node(&request, "NODE_1", false).is_ok());
+        assert!(matches!(
+            authorize_node(&request, "NODE_1", true),
+            Err(TlsError::NoClientCertificate { .. })
+        ));
+        assert!(peer_node_id(&request).is_none());
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use fedroute::proto::researcher_service_client::ResearcherServiceClient;
 use fedroute::proto::researcher_service_server::{ResearcherService, ResearcherServiceServer};
 use fedroute::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
-use fedroute::tls::{peer_node_id, server_tls_config, ServerIdentity};
+use fedroute::tls::{authorize_node, peer_node_id, server_tls_config, ServerIdentity};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -23,6 +23,8 @@ use tonic::{Request, Response, Status, Streaming};
 pub const LIMIT: Duration = Duration::from_secs(20);
 /// The metadata key the test service answers the client's node id with.
 pub const PEER_NODE: &str = "x-peer-node";
+/// The metadata key a client claims a node id with (checked by `authorize_node`).
+pub const CLAIM_NODE: &str = "x-claim-node";
 
 pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
     tokio::time::timeout(LIMIT, f)
@@ -63,6 +65,11 @@ impl ResearcherService for Probe {
     }
 
     async fn feedback(&self, request: Request<FeedbackMessage>) -> Result<Response<Empty>, Status> {
+        if let Some(claimed) = request.metadata().get(CLAIM_NODE) {
+            let claimed = claimed.to_str().unwrap_or("").to_string();
+            authorize_node(&request, &claimed, true)
+                .map_err(|e| Status::permission_denied(e.to_string()))?;
+        }
         let who = match peer_node_id(&request) {
             None => "-".to_string(),
             Some(Ok(id)) => id,
@@ -144,8 +151,24 @@ impl Drop for TestServer {
 
 /// One `Feedback` call; returns the node id the server saw.
 pub async fn probe(channel: Channel) -> Result<String, Status> {
+    probe_request(channel, Request::new(FeedbackMessage::default())).await
+}
+
+/// One `Feedback` call claiming to come from node `claimed`.
+pub async fn probe_as(channel: Channel, claimed: &str) -> Result<String, Status> {
+    let mut request = Request::new(FeedbackMessage::default());
+    request
+        .metadata_mut()
+        .insert(CLAIM_NODE, claimed.parse().expect("ASCII node id"));
+    probe_request(channel, request).await
+}
+
+async fn probe_request(
+    channel: Channel,
+    request: Request<FeedbackMessage>,
+) -> Result<String, Status> {
     let mut client = ResearcherServiceClient::new(channel);
-    let response = within("Feedback RPC", client.feedback(FeedbackMessage::default())).await?;
+    let response = within("Feedback RPC", client.feedback(request)).await?;
     Ok(response
         .metadata()
         .get(PEER_NODE)
