@@ -10,6 +10,23 @@
 //! - [`server`]: tonic's server TLS configuration, optional mutual TLS.
 //! - [`error`]: the layer's error enum, [`TlsError`].
 //!
+//! # Example
+//! A researcher identity, the server configuration that presents it, and a
+//! node configuration that pins it (as trust on first use would):
+//! ```
+//! use fedroute::tls;
+//!
+//! let id = tls::generate_researcher_identity(None, "127.0.0.1")?;
+//! assert!(id.researcher_id.starts_with(tls::RESEARCHER_ID_PREFIX));
+//! let _server = tls::server_tls_config(&id, None)?; // Server::builder().tls_config(..)
+//! let client = tls::pinned_client_config(id.cert_der.clone(), None)?;
+//! assert_eq!(client.alpn_protocols, vec![b"h2".to_vec()]);
+//! assert_eq!(tls::researcher_id_of(&id.cert_der)?, id.researcher_id);
+//! # Ok::<(), tls::TlsError>(())
+//! ```
+//! A node then opens a channel with
+//! `tls::connect_channel(host, port, client, &tls::ChannelOptions::default()).await?`.
+//!
 //! # Crypto provider
 //! Only rustls' ring provider is compiled in. Every configuration built here
 //! passes it explicitly (`builder_with_provider`); tonic's server builds its
@@ -77,6 +94,14 @@ pub fn certificate_pem(der: &CertificateDer<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_error_can_cross_threads() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<TlsError>();
+        assert_send_sync::<ClientIdentity>();
+        assert_send_sync::<ServerIdentity>();
+    }
 
     #[test]
     fn install_crypto_provider_is_idempotent() {
