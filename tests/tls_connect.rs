@@ -478,3 +478,98 @@ async fn keepalive_below_two_seconds_is_refused() {
         .expect_err("keepalive too short");
     assert!(matches!(err, TlsError::KeepaliveTooShort { .. }), "{err}");
 }
+
+/// A listener that answers every connection with `reply` and closes it.
+async fn answering_listener(reply: &'static [u8]) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = within("bind", TcpListener::bind("127.0.0.1:0"))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = socket.write_all(reply).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn a_peer_that_is_not_tls_is_a_handshake_error() {
+    for reply in [&b""[..], &b"HTTP/1.1 400 Bad Request\r\n\r\n"[..]] {
+        let (port, task) = answering_listener(reply).await;
+        let err = within(
+            "fetch",
+            fetch_server_certificate("127.0.0.1", port, LIMIT_FETCH),
+        )
+        .await
+        .expect_err("no TLS, no certificate");
+        assert!(matches!(err, TlsError::Handshake { .. }), "{err}");
+        let config = pinned_client_config(
+            generate_researcher_identity(None, "127.0.0.1")
+                .unwrap()
+                .cert_der,
+            None,
+        )
+        .unwrap();
+        let err = within(
+            "connect",
+            connect_channel("127.0.0.1", port, config, &opts()),
+        )
+        .await
+        .expect_err("no TLS, no channel");
+        assert!(matches!(err, TlsError::Handshake { .. }), "{err}");
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn ca_bundle_policy_checks_dns_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::generate("fedroute test CA").unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    ca.write_cert_pem(&ca_file).unwrap();
+    let id = ca
+        .issue_researcher_identity("RESEARCHER_dns", "localhost")
+        .unwrap();
+    let server = TestServer::start(&id, None).await;
+    let config = ca_client_config(&ca_file, None).unwrap();
+    let channel = within(
+        "connect",
+        connect_channel("localhost", server.port(), config, &opts()),
+    )
+    .await
+    .expect("certificate for localhost accepted when dialling localhost");
+    probe(channel).await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ipv6_loopback_works_when_available() {
+    let Ok(listener) = within("bind", TcpListener::bind("[::1]:0")).await else {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    };
+    drop(listener);
+    let id = generate_researcher_identity(Some("RESEARCHER_v6"), "::1").unwrap();
+    let server = TestServer::start_on_host("::1", 0, &id, None).await;
+    let fetched = within(
+        "fetch",
+        fetch_server_certificate("::1", server.port(), LIMIT_FETCH),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fetched, id.cert_der);
+    for host in ["::1", "[::1]"] {
+        let config = pinned_client_config(id.cert_der.clone(), None).unwrap();
+        let channel = within(
+            "connect",
+            connect_channel(host, server.port(), config, &opts()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{host}: {e}"));
+        probe(channel).await.unwrap();
+    }
+    server.stop().await;
+}

@@ -103,8 +103,18 @@ impl TestServer {
         identity: &ServerIdentity,
         client_ca: Option<&Path>,
     ) -> TestServer {
+        TestServer::start_on_host("127.0.0.1", port, identity, client_ca).await
+    }
+
+    /// Starts on a given loopback address and port.
+    pub async fn start_on_host(
+        host: &str,
+        port: u16,
+        identity: &ServerIdentity,
+        client_ca: Option<&Path>,
+    ) -> TestServer {
         let tls = server_tls_config(identity, client_ca).expect("server TLS config");
-        let listener = within("bind", TcpListener::bind(("127.0.0.1", port)))
+        let listener = within("bind", TcpListener::bind((host, port)))
             .await
             .expect("bind 127.0.0.1");
         let addr = listener.local_addr().expect("local addr");
