@@ -58,9 +58,10 @@ impl ServerIdentity {
     /// leaf's subject O= and checking that the key parses.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<ServerIdentity, TlsError> {
         let certs = certificates_from_pem(cert_pem.as_bytes(), "the certificate PEM text")?;
-        private_key_from_pem(key_pem.as_bytes(), "the private key PEM text")?;
+        let key = private_key_from_pem(key_pem.as_bytes(), "the private key PEM text")?;
         let cert_der = certs[0].clone();
         let researcher_id = researcher_id_of(&cert_der)?;
+        check_server_key(certs, key)?;
         Ok(ServerIdentity {
             cert_pem: cert_pem.to_string(),
             key_pem: key_pem.to_string(),
@@ -185,21 +186,29 @@ pub fn load_researcher_identity(cert: &Path, key: &Path) -> Result<ServerIdentit
     })?;
     let cert_der = certs[0].clone();
     let researcher_id = researcher_id_of(&cert_der)?;
-    // Catch a key that does not belong to the certificate now, not at the
-    // first handshake.
-    rustls::ServerConfig::builder_with_provider(crypto_provider())
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, private_key))
-        .map_err(|source| TlsError::Config {
-            what: "server identity",
-            source,
-        })?;
+    check_server_key(certs, private_key)?;
     Ok(ServerIdentity {
         cert_pem,
         key_pem,
         cert_der,
         researcher_id,
     })
+}
+
+/// Catches a key that does not belong to its certificate now rather than at
+/// the first handshake (rustls compares the public keys).
+fn check_server_key(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<(), TlsError> {
+    rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map(drop)
+        .map_err(|source| TlsError::Config {
+            what: "server identity",
+            source,
+        })
 }
 
 /// The researcher id in a certificate: the subject's Organization (O=).
@@ -443,6 +452,16 @@ mod tests {
             Err(TlsError::BadCertificate { .. })
         ));
         assert!(node_id_of_client_cert(&[]).is_err());
+    }
+
+    #[test]
+    fn from_pem_refuses_a_key_of_another_certificate() {
+        let a = generate_researcher_identity(Some("A"), "localhost").unwrap();
+        let b = generate_researcher_identity(Some("B"), "localhost").unwrap();
+        assert!(matches!(
+            ServerIdentity::from_pem(&a.cert_pem, &b.key_pem),
+            Err(TlsError::Config { .. })
+        ));
     }
 
     #[test]
