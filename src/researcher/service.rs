@@ -213,7 +213,7 @@ fn status_of(e: ResearcherError) -> Status {
     }
 }
 
-/// Parses a `grpc-timeout` header value ("<digits><unit>", unit one of
+/// Parses a `grpc-timeout` header value (`<digits><unit>`, unit one of
 /// H M S m u n).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
