@@ -62,7 +62,8 @@ pub use identity::{
 };
 pub use rustls_pki_types::CertificateDer;
 pub use server::{
-    authorize_node, peer_node_id, server_rustls_config, server_tls_config, SERVER_HANDSHAKE_TIMEOUT,
+    authorize_node, nodelay_incoming, peer_node_id, server_rustls_config, server_tls_config,
+    SERVER_HANDSHAKE_TIMEOUT,
 };
 pub use verify::{AcceptAnyServerCert, PinnedCertVerifier};
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 use fedroute::proto::researcher_service_client::ResearcherServiceClient;
 use fedroute::proto::researcher_service_server::{ResearcherService, ResearcherServiceServer};
 use fedroute::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
-use fedroute::tls::{authorize_node, peer_node_id, server_tls_config, ServerIdentity};
+use fedroute::tls::{
+    authorize_node, nodelay_incoming, peer_node_id, server_tls_config, ServerIdentity,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -118,7 +120,8 @@ impl TestServer {
             .await
             .expect("bind 127.0.0.1");
         let addr = listener.local_addr().expect("local addr");
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // TCP_NODELAY on accepted sockets (see nodelay_incoming).
+        let incoming = nodelay_incoming(listener);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = Server::builder()
             .tls_config(tls)
