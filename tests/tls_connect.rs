@@ -573,3 +573,61 @@ async fn ipv6_loopback_works_when_available() {
     }
     server.stop().await;
 }
+
+/// A raw rustls server speaking only `versions`, requiring client
+/// certificates from `ca`; it completes handshakes and drops connections.
+async fn raw_mutual_tls_server(
+    id: &ServerIdentity,
+    ca: &CertificateAuthority,
+    versions: &'static [&'static rustls::SupportedProtocolVersion],
+) -> (u16, tokio::task::JoinHandle<()>) {
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(id.cert_chain().unwrap(), id.private_key().unwrap())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = within("bind", TcpListener::bind("127.0.0.1:0"))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(socket)).await;
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn fetch_returns_the_certificate_of_a_server_that_wants_a_client_certificate() {
+    let ca = CertificateAuthority::generate("node CA").unwrap();
+    let id = generate_researcher_identity(Some("RESEARCHER_m"), "127.0.0.1").unwrap();
+    static TLS12_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+    static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    for versions in [&TLS12_ONLY[..], &TLS13_ONLY[..]] {
+        let (port, task) = raw_mutual_tls_server(&id, &ca, versions).await;
+        let fetched = within(
+            "fetch",
+            fetch_server_certificate("127.0.0.1", port, LIMIT_FETCH),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{versions:?}: {e}"));
+        assert_eq!(fetched, id.cert_der);
+        task.abort();
+    }
+}

@@ -287,8 +287,10 @@ fn peer_leaf(
 }
 
 /// Fetches a server's leaf certificate without trusting it (trust on first
-/// use): a TLS handshake with an accept-anything verifier (the handshake
-/// signature is still checked), bounded by `timeout`.
+/// use): a TLS handshake with an accept-anything verifier, bounded by
+/// `timeout`. The certificate is returned once the server has proven it
+/// holds its key (the handshake signature verifies), even if the handshake
+/// then fails because the server wants a client certificate.
 pub async fn fetch_server_certificate(
     host: &str,
     port: u16,
@@ -309,7 +311,24 @@ pub async fn fetch_server_certificate_with(
     let config = accept_any_client_config(Arc::clone(&seen), client)?;
     let name = server_name(host)?;
     let fetch = async {
-        let mut tls = dial(host, port, name, config, true).await?;
+        let mut tls = match dial(host, port, name, config, true).await {
+            Ok(tls) => tls,
+            Err(e) => {
+                // A server that requires a client certificate we lack may
+                // end the handshake after it proved it holds its key (TLS
+                // 1.2): its certificate is known all the same.
+                let recorded = seen.lock().unwrap_or_else(|p| p.into_inner()).take();
+                return match recorded {
+                    Some(leaf) => {
+                        log::debug!(
+                            "TLS: the handshake with {host}:{port} failed after the server proved its certificate ({e}); keeping the certificate"
+                        );
+                        Ok(leaf)
+                    }
+                    None => Err(e),
+                };
+            }
+        };
         let leaf = match peer_leaf(&tls, host, port) {
             Ok(leaf) => leaf,
             Err(e) => seen
