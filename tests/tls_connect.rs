@@ -454,6 +454,9 @@ async fn a_channel_reconnects_through_the_pinned_connector_after_a_restart() {
     server.stop().await;
 }
 
+static TLS12_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+
 /// Time limit given to certificate fetches in these tests.
 const LIMIT_FETCH: Duration = Duration::from_secs(5);
 
@@ -617,8 +620,6 @@ async fn raw_mutual_tls_server(
 async fn fetch_returns_the_certificate_of_a_server_that_wants_a_client_certificate() {
     let ca = CertificateAuthority::generate("node CA").unwrap();
     let id = generate_researcher_identity(Some("RESEARCHER_m"), "127.0.0.1").unwrap();
-    static TLS12_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
-    static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
     for versions in [&TLS12_ONLY[..], &TLS13_ONLY[..]] {
         let (port, task) = raw_mutual_tls_server(&id, &ca, versions).await;
         let fetched = within(
@@ -628,6 +629,87 @@ async fn fetch_returns_the_certificate_of_a_server_that_wants_a_client_certifica
         .await
         .unwrap_or_else(|e| panic!("{versions:?}: {e}"));
         assert_eq!(fetched, id.cert_der);
+        task.abort();
+    }
+}
+
+/// Presents a certificate it does not hold the key of.
+#[derive(Debug)]
+struct Impostor(std::sync::Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Impostor {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_server_without_the_pinned_certificates_key_is_refused() {
+    use std::sync::Arc;
+    let victim = generate_researcher_identity(Some("RESEARCHER_v"), "127.0.0.1").unwrap();
+    let thief = generate_researcher_identity(Some("RESEARCHER_v"), "127.0.0.1").unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signing_key = provider
+        .key_provider
+        .load_private_key(thief.private_key().unwrap())
+        .unwrap();
+    // The victim's certificate with the thief's key.
+    let stolen = Arc::new(rustls::sign::CertifiedKey::new(
+        vec![victim.cert_der.clone()],
+        signing_key,
+    ));
+    for versions in [&TLS12_ONLY[..], &TLS13_ONLY[..]] {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Impostor(stolen.clone())));
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = within("bind", TcpListener::bind("127.0.0.1:0"))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), acceptor.accept(socket)).await;
+                });
+            }
+        });
+
+        let config = pinned_client_config(victim.cert_der.clone(), None).unwrap();
+        let err = within(
+            "connect",
+            connect_channel("127.0.0.1", port, config, &opts()),
+        )
+        .await
+        .expect_err("the pinned certificate without its key must be refused");
+        assert!(
+            matches!(err, TlsError::Handshake { .. }),
+            "{versions:?}: {err}"
+        );
+        assert_eq!(
+            err.failure(),
+            Some(TlsFailure::ServerCertificateRefused),
+            "{versions:?}: {err}"
+        );
+
+        let err = within(
+            "fetch",
+            fetch_server_certificate("127.0.0.1", port, LIMIT_FETCH),
+        )
+        .await
+        .expect_err("trust on first use must not record an unproven certificate");
+        assert!(
+            matches!(err, TlsError::Handshake { .. }),
+            "{versions:?}: {err}"
+        );
         task.abort();
     }
 }
