@@ -111,7 +111,7 @@ impl ServerCertVerifier for PinnedCertVerifier {
 /// Accepts any server certificate (trust on first use) and records the leaf
 /// once the server has proven it holds its key: the leaf is written to the
 /// slot only when the handshake signature made with it verifies.
-pub struct AcceptAnyServerCert {
+pub(crate) struct AcceptAnyServerCert {
     seen: Option<LeafSlot>,
     provider: Arc<CryptoProvider>,
 }
