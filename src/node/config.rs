@@ -23,6 +23,8 @@ pub const DEFAULT_STREAM_CREDITS: u32 = 2;
 pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 64;
 /// Default most payload bytes carried by one `ReplyTask` stream.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
+/// Default rejections of one message before it is dropped.
+pub const DEFAULT_MAX_REJECTIONS: u32 = 3;
 /// Smallest keepalive interval accepted (Fed-BioMed refuses closer pings).
 pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -57,6 +59,12 @@ pub struct ControllerConfig {
     pub max_batch_messages: usize,
     /// Most payload bytes per `ReplyTask` stream (one message may exceed it). Default 16 MiB.
     pub max_batch_bytes: usize,
+    /// Times the researcher may reject the same message (a gRPC error other
+    /// than a transport failure, retried after reconnecting) before it is
+    /// dropped with an error log. Default [`DEFAULT_MAX_REJECTIONS`] (3).
+    pub max_rejections: u32,
+    /// Node certificate presented when a researcher asks for one (mutual TLS). Default none.
+    pub client_identity: Option<crate::tls::ClientIdentity>,
 }
 
 impl Default for ControllerConfig {
@@ -75,6 +83,8 @@ impl Default for ControllerConfig {
             max_message_bytes: 2 << 30, // TODO(wire): crate::wire::DEFAULT_MAX_MESSAGE_BYTES
             max_batch_messages: DEFAULT_MAX_BATCH_MESSAGES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_rejections: DEFAULT_MAX_REJECTIONS,
+            client_identity: None,
         }
     }
 }

@@ -78,6 +78,8 @@ pub struct LinkStatus {
     pub bytes_sent: u64,
     /// Tasks dropped as bad (frames, msgpack, version).
     pub bad_tasks: u64,
+    /// Messages the researcher rejected repeatedly and that were dropped (logged).
+    pub rejected: u64,
     /// Messages waiting in the outgoing queue (including one being sent).
     pub queue_depth: usize,
     /// When a poll last opened or delivered a task.
@@ -101,6 +103,7 @@ impl LinkStatus {
             messages_sent: 0,
             bytes_sent: 0,
             bad_tasks: 0,
+            rejected: 0,
             queue_depth: 0,
             last_poll: None,
             last_error: None,
