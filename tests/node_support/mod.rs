@@ -299,6 +299,11 @@ impl MiniResearcher {
         self.tasks.send(envelope.to_bytes()).unwrap();
     }
 
+    /// Queues raw task bytes (possibly invalid).
+    pub fn send_raw(&self, bytes: Bytes) {
+        self.tasks.send(bytes).unwrap();
+    }
+
     /// Stops the server, cutting every connection.
     pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
