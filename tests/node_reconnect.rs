@@ -75,7 +75,10 @@ async fn replies_survive_restart(mode: PollMode) {
     // Replies queued while the researcher is down.
     for i in 0..10 {
         let reply = ping_reply(&ping_request(&id, &format!("q{i}")), "NODE_r");
-        within("send", controller.send(Send(reply))).await.unwrap().unwrap();
+        within("send", controller.send(Send(reply)))
+            .await
+            .unwrap()
+            .unwrap();
     }
     let depth = within("status", controller.send(Status)).await.unwrap()[0].queue_depth;
     assert_eq!(depth, 10);
@@ -93,7 +96,10 @@ async fn replies_survive_restart(mode: PollMode) {
     }
     // Nothing was duplicated: the next reply is a fresh marker.
     let marker = ping_reply(&ping_request(&id, "marker"), "NODE_r");
-    within("send", controller.send(Send(marker))).await.unwrap().unwrap();
+    within("send", controller.send(Send(marker)))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(researcher.next_reply().await.request_id(), Some("marker"));
 
     // The researcher saw the marker; its acknowledgement reaches the node just after.
@@ -102,7 +108,10 @@ async fn replies_survive_restart(mode: PollMode) {
         async move { c.send(Status).await.unwrap()[0].queue_depth == 0 }
     })
     .await;
-    let status = within("status", controller.send(Status)).await.unwrap().remove(0);
+    let status = within("status", controller.send(Status))
+        .await
+        .unwrap()
+        .remove(0);
     assert!(status.reconnects >= 1, "{status:?}");
     assert_eq!(status.messages_sent, 11);
 }
@@ -132,7 +141,10 @@ async fn researcher_back_with_another_id_is_refused() {
     let finished = within("on-finish", fin.recv()).await.unwrap();
     assert_eq!(finished.reason, FinishReason::AllLinksFailed);
 
-    let status = within("status", controller.send(Status)).await.unwrap().remove(0);
+    let status = within("status", controller.send(Status))
+        .await
+        .unwrap()
+        .remove(0);
     match &status.state {
         LinkState::Failed(reason) => {
             assert!(reason.contains("security"), "{reason}");
@@ -140,7 +152,9 @@ async fn researcher_back_with_another_id_is_refused() {
         }
         other => panic!("expected a failed link, got {other}"),
     }
-    assert!(!within("is connected", controller.send(IsConnected)).await.unwrap());
+    assert!(!within("is connected", controller.send(IsConnected))
+        .await
+        .unwrap());
     // The impostor never got a poll.
     assert!(impostor.polls.try_recv().is_err());
     // Sends to the first researcher are refused, not silently queued.
@@ -158,8 +172,14 @@ async fn task_with_another_researcher_id_stops_the_link() {
     researcher.send_task(&ping_request("RESEARCHER_someone_else", "evil"));
     let finished = within("on-finish", fin.recv()).await.unwrap();
     assert_eq!(finished.reason, FinishReason::AllLinksFailed);
-    assert!(seen.try_recv().is_err(), "the task must not reach the handler");
-    let status = within("status", controller.send(Status)).await.unwrap().remove(0);
+    assert!(
+        seen.try_recv().is_err(),
+        "the task must not reach the handler"
+    );
+    let status = within("status", controller.send(Status))
+        .await
+        .unwrap()
+        .remove(0);
     assert!(matches!(status.state, LinkState::Failed(_)), "{status:?}");
 }
 
@@ -180,7 +200,10 @@ async fn bad_tasks_are_dropped_and_polling_goes_on() {
     researcher.send_task(&ping_request(&id, "good"));
     let task = within("the good task", seen.recv()).await.unwrap();
     assert_eq!(task.message.request_id(), Some("good"));
-    let status = within("status", controller.send(Status)).await.unwrap().remove(0);
+    let status = within("status", controller.send(Status))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(status.bad_tasks, 2);
     assert_eq!(status.state, LinkState::Connected);
 }

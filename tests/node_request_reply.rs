@@ -15,7 +15,8 @@ async fn ping_round_trip(streaming_server: bool, mode: PollMode, expect_mode: Po
         poll_mode: mode,
         ..fast_config()
     };
-    let (controller, mut seen) = start_node("NODE_rr", vec![endpoint_of(&researcher)], config, true);
+    let (controller, mut seen) =
+        start_node("NODE_rr", vec![endpoint_of(&researcher)], config, true);
     for i in 0..20 {
         let request_id = format!("req-{i}");
         researcher.send_task(&ping_request(&researcher.researcher_id, &request_id));
@@ -55,19 +56,45 @@ async fn request_reply_in_unary_mode() {
 #[actix_rt::test]
 async fn send_to_an_unknown_researcher_is_an_error() {
     let mut researcher = MiniResearcher::start(0, None, true);
-    let (controller, _seen) = start_node("NODE_u", vec![endpoint_of(&researcher)], fast_config(), false);
+    let (controller, _seen) = start_node(
+        "NODE_u",
+        vec![endpoint_of(&researcher)],
+        fast_config(),
+        false,
+    );
     researcher.next_poll().await;
-    let r = within("send", controller.send(Send(ping_reply(&ping_request("RESEARCHER_nobody", "r1"), "NODE_u")))).await.unwrap();
-    assert!(matches!(r, Err(NodeError::UnknownResearcher { ref researcher_id }) if researcher_id == "RESEARCHER_nobody"), "{r:?}");
+    let r = within(
+        "send",
+        controller.send(Send(ping_reply(
+            &ping_request("RESEARCHER_nobody", "r1"),
+            "NODE_u",
+        ))),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(r, Err(NodeError::UnknownResearcher { ref researcher_id }) if researcher_id == "RESEARCHER_nobody"),
+        "{r:?}"
+    );
     // The known one works.
-    let r = within("send", controller.send(Send(ping_reply(&ping_request(&researcher.researcher_id, "r2"), "NODE_u")))).await.unwrap();
+    let r = within(
+        "send",
+        controller.send(Send(ping_reply(
+            &ping_request(&researcher.researcher_id, "r2"),
+            "NODE_u",
+        ))),
+    )
+    .await
+    .unwrap();
     assert!(r.is_ok(), "{r:?}");
     assert_eq!(researcher.next_reply().await.request_id(), Some("r2"));
 }
 
 #[actix_rt::test]
 async fn broadcast_reaches_three_researchers() {
-    let mut researchers: Vec<MiniResearcher> = (0..3).map(|_| MiniResearcher::start(0, None, true)).collect();
+    let mut researchers: Vec<MiniResearcher> = (0..3)
+        .map(|_| MiniResearcher::start(0, None, true))
+        .collect();
     let endpoints = researchers.iter().map(endpoint_of).collect();
     let (controller, _seen) = start_node("NODE_b", endpoints, fast_config(), false);
     for r in researchers.iter_mut() {
@@ -79,7 +106,9 @@ async fn broadcast_reaches_three_researchers() {
     })
     .await;
     let message = ping_reply(&ping_request("<unknown>", "b1"), "NODE_b");
-    let results = within("broadcast", controller.send(Broadcast(message))).await.unwrap();
+    let results = within("broadcast", controller.send(Broadcast(message)))
+        .await
+        .unwrap();
     assert_eq!(results.len(), 3);
     assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
     for r in researchers.iter_mut() {
@@ -93,7 +122,9 @@ async fn is_connected_follows_the_researcher() {
     let port = free_port();
     let endpoint = fedroute::node::ResearcherEndpoint::trust_on_first_use("127.0.0.1", port);
     let (controller, _seen) = start_node("NODE_c", vec![endpoint], fast_config(), false);
-    assert!(!within("is connected", controller.send(IsConnected)).await.unwrap());
+    assert!(!within("is connected", controller.send(IsConnected))
+        .await
+        .unwrap());
     let status = within("status", controller.send(Status)).await.unwrap();
     assert_ne!(status[0].state, LinkState::Connected);
 
@@ -116,11 +147,22 @@ async fn is_connected_follows_the_researcher() {
 #[actix_rt::test]
 async fn status_moves_as_traffic_flows() {
     let mut researcher = MiniResearcher::start(0, None, true);
-    let (controller, mut seen) = start_node("NODE_s", vec![endpoint_of(&researcher)], fast_config(), true);
+    let (controller, mut seen) = start_node(
+        "NODE_s",
+        vec![endpoint_of(&researcher)],
+        fast_config(),
+        true,
+    );
     researcher.next_poll().await;
-    let before = within("status", controller.send(Status)).await.unwrap().remove(0);
+    let before = within("status", controller.send(Status))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(before.endpoint, format!("127.0.0.1:{}", researcher.port()));
-    assert_eq!(before.researcher_id.as_deref(), Some(researcher.researcher_id.as_str()));
+    assert_eq!(
+        before.researcher_id.as_deref(),
+        Some(researcher.researcher_id.as_str())
+    );
     assert_eq!(before.messages_received, 0);
     assert_eq!(before.messages_sent, 0);
     for i in 0..3 {
@@ -133,7 +175,10 @@ async fn status_moves_as_traffic_flows() {
         async move { c.send(Status).await.unwrap()[0].messages_sent == 3 }
     })
     .await;
-    let after = within("status", controller.send(Status)).await.unwrap().remove(0);
+    let after = within("status", controller.send(Status))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(after.state, LinkState::Connected);
     assert!(after.polling);
     assert_eq!(after.messages_received, 3);

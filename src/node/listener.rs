@@ -100,17 +100,11 @@ impl TaskAssembler {
         self.decode(payload).map(Some)
     }
 
-    /// Forgets a partly received task (the stream ended in the middle).
-    /// Returns true when a task was in progress.
-    pub fn abandon(&mut self) -> bool {
-        let was = self.reassembler.in_progress() || self.skipping;
+    /// Forgets a partly received task (the stream ended in the middle);
+    /// returns the bad-task error to log when one was in progress.
+    pub fn abandon(&mut self) -> Option<NodeError> {
         self.skipping = false;
-        if self.reassembler.in_progress() {
-            // The reassembler resets itself on error; a zero-size frame is an
-            // error for it, which is exactly the reset we want.
-            let _ = self.reassembler.push(0, 0, Bytes::new());
-        }
-        was
+        self.reassembler.finish().err().map(|e| self.bad(e))
     }
 
     fn decode(&mut self, payload: Bytes) -> Result<(Envelope, usize), NodeError> {
@@ -286,11 +280,9 @@ impl Poller {
                     Ok(Err(status)) => return self.lost("GetTaskUnary", status),
                 }
             }
-            if self.assembler.abandon() {
-                log::warn!(
-                    "{}: a poll ended in the middle of a task; the partial task was dropped",
-                    self.endpoint
-                );
+            if let Some(e) = self.assembler.abandon() {
+                log::warn!("{e}");
+                self.shared.status().bad_tasks += 1;
             }
         }
     }
@@ -339,7 +331,10 @@ impl Poller {
                     Ok(Err(status)) => return self.lost("GetTask", status),
                 }
             }
-            self.assembler.abandon();
+            if let Some(e) = self.assembler.abandon() {
+                log::warn!("{e}");
+                self.shared.status().bad_tasks += 1;
+            }
         }
     }
 

@@ -195,18 +195,16 @@ pub fn install(
 mod tests {
     use super::*;
 
-    fn record<'a>(
-        level: Level,
-        target: &'a str,
-        args: std::fmt::Arguments<'a>,
-        kvs: &'a dyn log::kv::Source,
-    ) -> Record<'a> {
-        Record::builder()
-            .level(level)
-            .target(target)
-            .args(args)
-            .key_values(kvs)
-            .build()
+    fn forward(level: Level, target: &str, msg: &str, kvs: &[(&str, &str)]) -> Option<ForwardLog> {
+        forwarded(
+            &Record::builder()
+                .level(level)
+                .target(target)
+                .args(format_args!("{msg}"))
+                .key_values(&kvs)
+                .build(),
+            LevelFilter::Info,
+        )
     }
 
     #[test]
@@ -222,28 +220,28 @@ mod tests {
         for target in ["fedroute::app", "my_node", "h2o", "fedroute::nodes"] {
             assert!(!is_transport_target(target), "{target}");
         }
-        let none: &[(&str, &str)] = &[];
-        let r = record(Level::Error, "tonic::transport", format_args!("x"), &none);
-        assert!(forwarded(&r, LevelFilter::Info).is_none());
+        assert!(forward(Level::Error, "tonic::transport", "x", &[]).is_none());
     }
 
     #[test]
     fn level_threshold_and_names() {
-        let none: &[(&str, &str)] = &[];
-        let r = record(Level::Debug, "my_node", format_args!("x"), &none);
-        assert!(forwarded(&r, LevelFilter::Info).is_none());
-        let r = record(Level::Warn, "my_node", format_args!("disk {}", 3), &none);
-        let f = forwarded(&r, LevelFilter::Info).unwrap();
+        assert!(forward(Level::Debug, "my_node", "x", &[]).is_none());
+        let f = forward(Level::Warn, "my_node", "disk 3", &[]).unwrap();
         assert_eq!(f.level, "WARNING");
         assert_eq!(f.msg, "disk 3");
         assert_eq!(f.researcher_id, None);
+        assert_eq!(level_name(Level::Trace), "DEBUG");
     }
 
     #[test]
     fn researcher_named_in_the_record() {
-        let kvs: &[(&str, &str)] = &[("researcher_id", "RESEARCHER_1")];
-        let r = record(Level::Info, "my_node", format_args!("hi"), &kvs);
-        let f = forwarded(&r, LevelFilter::Info).unwrap();
+        let f = forward(
+            Level::Info,
+            "my_node",
+            "hi",
+            &[("researcher_id", "RESEARCHER_1")],
+        )
+        .unwrap();
         assert_eq!(f.researcher_id.as_deref(), Some("RESEARCHER_1"));
     }
 }

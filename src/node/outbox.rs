@@ -197,6 +197,6 @@ mod tests {
             ..Default::default()
         });
         assert!(f.is_feedback());
-        assert!(f.len() > 0);
+        assert!(!f.is_empty());
     }
 }

@@ -147,7 +147,8 @@ async fn serve_one(tasks: &TaskQueue, tx: &mpsc::Sender<Result<TaskResponse, Sta
     true
 }
 
-type TaskStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<TaskResponse, Status>> + std::marker::Send>>;
+type TaskStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<TaskResponse, Status>> + std::marker::Send>>;
 
 #[tonic::async_trait]
 impl ResearcherService for Service {
@@ -188,7 +189,10 @@ impl ResearcherService for Service {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn reply_task(&self, request: Request<Streaming<TaskResult>>) -> Result<Response<Empty>, Status> {
+    async fn reply_task(
+        &self,
+        request: Request<Streaming<TaskResult>>,
+    ) -> Result<Response<Empty>, Status> {
         let mut frames = request.into_inner();
         let mut reassembler = Reassembler::new(wire::DEFAULT_MAX_MESSAGE_BYTES);
         while let Some(frame) = frames.message().await? {
@@ -196,7 +200,8 @@ impl ResearcherService for Service {
                 .push(frame.size, frame.iteration, frame.bytes)
                 .map_err(|e| Status::unknown(e.to_string()))?;
             if let Some(payload) = done {
-                let envelope = Envelope::decode(payload).map_err(|e| Status::unknown(e.to_string()))?;
+                let envelope =
+                    Envelope::decode(payload).map_err(|e| Status::unknown(e.to_string()))?;
                 let _ = self.replies.send(envelope);
             }
         }
@@ -316,12 +321,16 @@ impl MiniResearcher {
 
     /// The next reply, within [`STEP`].
     pub async fn next_reply(&mut self) -> Envelope {
-        within("a reply", self.replies.recv()).await.expect("reply channel closed")
+        within("a reply", self.replies.recv())
+            .await
+            .expect("reply channel closed")
     }
 
     /// The next poll, within [`STEP`].
     pub async fn next_poll(&mut self) -> Instant {
-        within("a poll", self.polls.recv()).await.expect("poll channel closed")
+        within("a poll", self.polls.recv())
+            .await
+            .expect("poll channel closed")
     }
 }
 
