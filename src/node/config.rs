@@ -18,13 +18,38 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default bound on one send RPC (a `ReplyTask` batch or a `Feedback`).
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default number of tasks requested ahead on a streaming poll.
-pub const DEFAULT_STREAM_CREDITS: u32 = 2;
+pub const DEFAULT_STREAM_CREDITS: u32 = 16;
 /// Default most messages carried by one `ReplyTask` stream.
 pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 64;
 /// Default most payload bytes carried by one `ReplyTask` stream.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
 /// Default rejections of one message before it is dropped.
 pub const DEFAULT_MAX_REJECTIONS: u32 = 3;
+/// Default time a persistent `ReplyTask` stream stays open without new messages.
+pub const DEFAULT_REPLY_STREAM_IDLE: Duration = Duration::from_millis(20);
+/// Default most messages carried by one persistent `ReplyTask` stream.
+pub const DEFAULT_REPLY_STREAM_MESSAGES: usize = 1024;
+/// Default longest life of one persistent `ReplyTask` stream.
+pub const DEFAULT_REPLY_STREAM_AGE: Duration = Duration::from_secs(1);
+
+/// How replies travel on `ReplyTask`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyStreamMode {
+    /// One `ReplyTask` call per batch of queued messages; a batch is removed
+    /// from the queue when its call succeeds.
+    PerBatch,
+    /// One `ReplyTask` call stays open and messages are written to it as
+    /// they are queued (no call set-up per message); the call is closed, and
+    /// its messages acknowledged, when the queue has been idle for
+    /// `reply_stream_idle`, after `reply_stream_messages` messages, or after
+    /// `reply_stream_age`. If it fails, its messages are sent again after
+    /// reconnecting (researchers keep the first copy of a reply, by request id).
+    Persistent,
+    /// `Persistent` on links that poll in streaming mode (fedroute researchers),
+    /// `PerBatch` on unary links (Fed-BioMed researchers).
+    Auto,
+}
+
 /// Smallest keepalive interval accepted (Fed-BioMed refuses closer pings).
 pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -50,7 +75,7 @@ pub struct ControllerConfig {
     pub send_timeout: Duration,
     /// Streaming or unary polling. Default [`PollMode::Auto`].
     pub poll_mode: PollMode,
-    /// Tasks requested ahead on a streaming poll. Default 2.
+    /// Tasks requested ahead on a streaming poll. Default [`DEFAULT_STREAM_CREDITS`] (16).
     pub stream_credits: u32,
     /// Largest incoming message accepted after reassembly.
     /// Default `wire::DEFAULT_MAX_MESSAGE_BYTES` (2 GiB).
@@ -63,6 +88,18 @@ pub struct ControllerConfig {
     /// than a transport failure, retried after reconnecting) before it is
     /// dropped with an error log. Default [`DEFAULT_MAX_REJECTIONS`] (3).
     pub max_rejections: u32,
+    /// How replies travel. Default [`ReplyStreamMode::Auto`].
+    pub reply_stream: ReplyStreamMode,
+    /// Idle time after which a persistent reply stream is closed. Default 20 ms.
+    pub reply_stream_idle: Duration,
+    /// Most messages per persistent reply stream. Default 1024.
+    pub reply_stream_messages: usize,
+    /// Longest life of a persistent reply stream. Default 1 s.
+    pub reply_stream_age: Duration,
+    /// HTTP/2 initial stream window (bytes); `None` keeps hyper's default. Default 4 MiB.
+    pub stream_window: Option<u32>,
+    /// HTTP/2 initial connection window (bytes); `None` keeps hyper's default. Default 8 MiB.
+    pub connection_window: Option<u32>,
     /// Node certificate presented when a researcher asks for one (mutual TLS). Default none.
     pub client_identity: Option<crate::tls::ClientIdentity>,
 }
@@ -84,6 +121,12 @@ impl Default for ControllerConfig {
             max_batch_messages: DEFAULT_MAX_BATCH_MESSAGES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_rejections: DEFAULT_MAX_REJECTIONS,
+            reply_stream: ReplyStreamMode::Auto,
+            reply_stream_idle: DEFAULT_REPLY_STREAM_IDLE,
+            reply_stream_messages: DEFAULT_REPLY_STREAM_MESSAGES,
+            reply_stream_age: DEFAULT_REPLY_STREAM_AGE,
+            stream_window: Some(4 << 20),
+            connection_window: Some(8 << 20),
             client_identity: None,
         }
     }

@@ -381,6 +381,10 @@ impl ResearcherLink {
             max_batch_messages: self.config.max_batch_messages,
             max_batch_bytes: self.config.max_batch_bytes,
             max_rejections: self.config.max_rejections,
+            reply_stream: self.config.reply_stream,
+            stream_idle: self.config.reply_stream_idle,
+            stream_messages: self.config.reply_stream_messages,
+            stream_age: self.config.reply_stream_age,
         };
         ctx.spawn(
             pump.run()
@@ -480,7 +484,8 @@ async fn dial(
     let opts = ChannelOptions::default()
         .connect_timeout(config.connect_timeout)
         .keepalive_interval(config.effective_keepalive())
-        .keepalive_timeout(config.keepalive_timeout);
+        .keepalive_timeout(config.keepalive_timeout)
+        .window_sizes(config.stream_window, config.connection_window);
     let connected =
         tls::connect_channel_with_peer(&endpoint.host, endpoint.port, trusted.config, &opts)
             .await

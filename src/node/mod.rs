@@ -19,7 +19,7 @@ pub mod outbox;
 pub mod sender;
 pub mod status;
 
-pub use config::ControllerConfig;
+pub use config::{ControllerConfig, ReplyStreamMode};
 pub use controller::{
     AddResearcher, Broadcast, Controller, FinishReason, Finished, ForwardLog, IsConnected,
     RemoveResearcher, Send, SendFeedback, Shutdown, ShutdownReport, Status, TaskReceived,

@@ -102,6 +102,11 @@ impl<T: Clone> Outbox<T> {
         batch
     }
 
+    /// A clone of the item at `index` (0 = first), if any.
+    pub fn get(&self, index: usize) -> Option<T> {
+        self.items.get(index).cloned()
+    }
+
     /// Removes the first `n` items (they were acknowledged).
     pub fn pop(&mut self, n: usize) {
         let n = n.min(self.items.len());
@@ -161,6 +166,8 @@ mod tests {
         assert_eq!(q.peek_batch(3, usize::MAX, |_| 1, all), batch);
         q.pop(3);
         assert_eq!(q.peek_batch(3, usize::MAX, |_| 1, all), vec![3, 4]);
+        assert_eq!(q.get(1), Some(4));
+        assert_eq!(q.get(2), None);
         q.pop(10);
         assert!(q.peek_batch(3, usize::MAX, |_| 1, all).is_empty());
     }

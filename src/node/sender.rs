@@ -12,7 +12,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+
+use super::config::ReplyStreamMode;
+use super::status::PollMode;
 
 use super::error::NodeError;
 use super::link::LinkShared;
@@ -20,6 +26,9 @@ use super::outbox::Outgoing;
 use crate::proto::researcher_service_client::ResearcherServiceClient;
 use crate::proto::TaskResult;
 use crate::wire;
+
+/// Frames buffered ahead of the network on a persistent reply call.
+const STREAM_FRAME_BUFFER: usize = 8;
 
 /// The `TaskResult` frames of a batch of messages, in order (feedback items
 /// are skipped: they never share a batch with messages).
@@ -102,6 +111,14 @@ pub struct Pump {
     pub max_batch_bytes: usize,
     /// Rejections of one message before it is dropped.
     pub max_rejections: u32,
+    /// Per-batch or persistent `ReplyTask` calls.
+    pub reply_stream: ReplyStreamMode,
+    /// Idle time closing a persistent call.
+    pub stream_idle: Duration,
+    /// Most messages per persistent call.
+    pub stream_messages: usize,
+    /// Longest life of a persistent call.
+    pub stream_age: Duration,
 }
 
 impl Pump {
@@ -116,27 +133,32 @@ impl Pump {
     pub async fn run(mut self) -> NodeError {
         loop {
             let single = self.shared.isolate.load(Ordering::Relaxed);
+            let front = self.shared.outbox().get(0);
+            let Some(front) = front else {
+                self.shared.drained.notify_waiters();
+                self.shared.wake.notified().await;
+                continue;
+            };
+            if !single && !front.is_feedback() && self.persistent() {
+                if let Err(e) = self.run_stream().await {
+                    if e.is_rejection() {
+                        // Which message was refused is unknown: go one by one.
+                        self.shared.isolate.store(true, Ordering::Relaxed);
+                    }
+                    return e;
+                }
+                continue;
+            }
             let batch = self.shared.outbox().peek_batch(
                 if single { 1 } else { self.max_batch_messages },
                 self.max_batch_bytes,
                 Outgoing::len,
                 same_batch,
             );
-            if batch.is_empty() {
-                self.shared.drained.notify_waiters();
-                self.shared.wake.notified().await;
-                continue;
-            }
             let sent =
                 send_batch(&mut self.client, &self.endpoint, &batch, self.send_timeout).await;
             match sent {
-                Ok(()) => {
-                    let bytes: usize = batch.iter().map(Outgoing::len).sum();
-                    self.shared.outbox().pop(batch.len());
-                    self.shared.status().record_sent(batch.len(), bytes);
-                    self.shared.rejections.store(0, Ordering::Relaxed);
-                    self.shared.isolate.store(false, Ordering::Relaxed);
-                }
+                Ok(()) => self.acknowledge(batch.len(), batch.iter().map(Outgoing::len).sum()),
                 Err(e) if e.is_rejection() && batch.len() > 1 => {
                     self.shared.isolate.store(true, Ordering::Relaxed);
                     return e;
@@ -157,6 +179,109 @@ impl Pump {
                 }
                 Err(e) => return e,
             }
+        }
+    }
+
+    fn persistent(&self) -> bool {
+        match self.reply_stream {
+            ReplyStreamMode::PerBatch => false,
+            ReplyStreamMode::Persistent => true,
+            ReplyStreamMode::Auto => self.shared.status().poll_mode == PollMode::Streaming,
+        }
+    }
+
+    fn acknowledge(&self, messages: usize, bytes: usize) {
+        self.shared.outbox().pop(messages);
+        self.shared.status().record_sent(messages, bytes);
+        self.shared.rejections.store(0, Ordering::Relaxed);
+        self.shared.isolate.store(false, Ordering::Relaxed);
+    }
+
+    /// One persistent `ReplyTask` call: messages are written as they are
+    /// queued (they stay queued, unacknowledged); the call is closed when the
+    /// queue is idle, full of unacknowledged messages, or old, or when a
+    /// feedback item is next (order is kept). Success acknowledges everything
+    /// written.
+    async fn run_stream(&mut self) -> Result<(), NodeError> {
+        let (tx, rx) = mpsc::channel::<TaskResult>(STREAM_FRAME_BUFFER);
+        let mut client = self.client.clone();
+        let mut call = Box::pin(async move { client.reply_task(ReceiverStream::new(rx)).await });
+        let closes_at = Instant::now() + self.stream_age;
+        let mut written = 0usize;
+        let mut written_bytes = 0usize;
+        let mut tx = Some(tx);
+        while let Some(sender) = &tx {
+            let next = if written < self.stream_messages && Instant::now() < closes_at {
+                self.shared.outbox().get(written)
+            } else {
+                None
+            };
+            match next {
+                Some(Outgoing::Message(bytes)) => {
+                    let mut complete = true;
+                    for f in wire::chunks(bytes.clone()) {
+                        let frame = TaskResult {
+                            size: f.size,
+                            iteration: f.iteration,
+                            bytes: f.bytes,
+                        };
+                        tokio::select! {
+                            sent = sender.send(frame) => if sent.is_err() {
+                                // The call is over; its result says why.
+                                complete = false;
+                                break;
+                            },
+                            res = &mut call => return self.stream_ended(res.map(|_| ()), written, written_bytes),
+                        }
+                    }
+                    if complete {
+                        written += 1;
+                        written_bytes += bytes.len();
+                    } else {
+                        tx = None;
+                    }
+                }
+                Some(Outgoing::Feedback(_)) => tx = None,
+                None if written < self.stream_messages && Instant::now() < closes_at => {
+                    tokio::select! {
+                        _ = self.shared.wake.notified() => {}
+                        _ = tokio::time::sleep(self.stream_idle) => {
+                            if self.shared.outbox().len() <= written {
+                                tx = None;
+                            }
+                        }
+                        res = &mut call => return self.stream_ended(res.map(|_| ()), written, written_bytes),
+                    }
+                }
+                None => tx = None,
+            }
+        }
+        match tokio::time::timeout(self.send_timeout, call).await {
+            Ok(res) => self.stream_ended(res.map(|_| ()), written, written_bytes),
+            Err(_) => Err(NodeError::Timeout {
+                endpoint: self.endpoint.clone(),
+                rpc: "ReplyTask",
+                after: self.send_timeout,
+            }),
+        }
+    }
+
+    fn stream_ended(
+        &self,
+        res: Result<(), tonic::Status>,
+        written: usize,
+        bytes: usize,
+    ) -> Result<(), NodeError> {
+        match res {
+            Ok(()) => {
+                self.acknowledge(written, bytes);
+                Ok(())
+            }
+            Err(status) => Err(NodeError::Rpc {
+                endpoint: self.endpoint.clone(),
+                rpc: "ReplyTask",
+                status: Box::new(status),
+            }),
         }
     }
 }

@@ -214,6 +214,19 @@ impl ResearcherService for Service {
     }
 }
 
+/// Accepted connections with TCP_NODELAY (without it, Nagle's algorithm and
+/// delayed ACKs add ~40 ms to every small message).
+fn incoming_nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        let s = s?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    })
+}
+
 /// A small researcher server in its own thread and runtime.
 pub struct MiniResearcher {
     /// Where it listens.
@@ -270,7 +283,7 @@ impl MiniResearcher {
                             .max_decoding_message_size(wire::GRPC_MAX_MESSAGE_BYTES)
                             .max_encoding_message_size(wire::GRPC_MAX_MESSAGE_BYTES),
                     )
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+                    .serve_with_incoming(incoming_nodelay(listener));
                 let stop = tokio::task::spawn_blocking(move || {
                     let _ = stop_rx.recv();
                 });
