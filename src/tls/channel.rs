@@ -113,8 +113,9 @@ impl ChannelOptions {
 }
 
 /// Opens a tonic channel to `host:port` over TLS with `config` (from
-/// [`pinned_client_config`](super::pinned_client_config) or [`ca_client_config`](super::ca_client_config)): eager connect bounded
-/// by the connect timeout, HTTP/2 keepalive as in `opts`. Message size limits
+/// [`pinned_client_config`](super::pinned_client_config) or
+/// [`ca_client_config`](super::ca_client_config)): eager connect bounded by
+/// the connect timeout, HTTP/2 keepalive as in `opts`. Message size limits
 /// belong on the generated clients built from the channel.
 ///
 /// A refused server certificate fails here ([`TlsError::Handshake`]). A

@@ -35,7 +35,9 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
 }
 
 /// A throwaway researcher service: `Feedback` answers with the node id of
-/// the client certificate (or "-") in the response metadata.
+/// the client certificate (or "-") in the response metadata (and checks a
+/// claimed node id with `authorize_node`); `GetTaskUnary` is a long poll
+/// that never yields.
 pub struct Probe;
 
 type TaskStream = Pin<Box<dyn Stream<Item = Result<TaskResponse, Status>> + Send>>;
@@ -52,11 +54,12 @@ impl ResearcherService for Probe {
         Err(Status::unimplemented("not in this test"))
     }
 
+    /// A long poll that never yields a task.
     async fn get_task_unary(
         &self,
         _request: Request<TaskRequest>,
     ) -> Result<Response<TaskStream>, Status> {
-        Err(Status::unimplemented("not in this test"))
+        Ok(Response::new(Box::pin(tokio_stream::pending())))
     }
 
     async fn reply_task(
