@@ -4,12 +4,12 @@
 //! The envelope keeps the decoded tree and, until it is modified, the original
 //! bytes: a router relays a message it does not understand byte for byte.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::error::WireError;
 use super::message::Typed;
 use super::serde_value::{from_value, to_value};
-use super::value::{decode_value, encode_to_bytes, Value};
+use super::value::{decode_value, encode_to_buf, encode_to_bytes, Value};
 use super::version::{check_version, VersionCompat};
 
 /// The key naming a message's class.
@@ -56,6 +56,15 @@ impl Envelope {
         match &self.raw {
             Some(raw) => raw.clone(),
             None => encode_to_bytes(&self.value),
+        }
+    }
+
+    /// Like [`Envelope::to_bytes`], but a fresh encoding goes into `buf`,
+    /// reusing its allocation when possible (see [`super::value::encode_to_buf`]).
+    pub fn to_bytes_in(&self, buf: &mut BytesMut) -> Bytes {
+        match &self.raw {
+            Some(raw) => raw.clone(),
+            None => encode_to_buf(&self.value, buf),
         }
     }
 
