@@ -17,12 +17,23 @@ pub const TYPE_MESSAGE_KEY: &str = "__type_message__";
 /// The `module` Fed-BioMed writes in `__type_message__` (receivers ignore it).
 pub const MESSAGE_MODULE: &str = "fedbiomed.common.message";
 
-/// A decoded Fed-BioMed message.
-#[derive(Clone, Debug)]
+/// A decoded Fed-BioMed message. `Debug` shows the value tree with binary
+/// data abbreviated (see [`Value`]).
+#[derive(Clone)]
 pub struct Envelope {
     value: Value,
     /// The bytes `value` was decoded from, while unmodified.
     raw: Option<Bytes>,
+}
+
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("class", &self.class())
+            .field("raw_len", &self.raw.as_ref().map(Bytes::len))
+            .field("value", &self.value)
+            .finish()
+    }
 }
 
 impl PartialEq for Envelope {

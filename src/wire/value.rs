@@ -20,7 +20,10 @@ use super::error::WireError;
 pub const MAX_DEPTH: usize = 128;
 
 /// A msgpack value.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `Debug` shows `bin` and `ext` data as their length and first bytes, so
+/// logging a message never dumps a 100 MiB model.
+#[derive(Clone, PartialEq)]
 pub enum Value {
     /// nil (Python `None`).
     Nil,
@@ -44,6 +47,49 @@ pub enum Value {
     Map(Vec<(Value, Value)>),
     /// ext: type tag and data.
     Ext(i8, Bytes),
+}
+
+/// How many leading bytes of bin/ext data `Debug` shows.
+const DEBUG_PREFIX: usize = 8;
+
+struct BytesPreview<'a>(&'a [u8]);
+
+impl std::fmt::Debug for BytesPreview<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes", self.0.len())?;
+        if !self.0.is_empty() {
+            f.write_str(": ")?;
+            for b in self.0.iter().take(DEBUG_PREFIX) {
+                write!(f, "{b:02x}")?;
+            }
+            if self.0.len() > DEBUG_PREFIX {
+                f.write_str("..")?;
+            }
+        }
+        f.write_str(">")
+    }
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Nil => f.write_str("Nil"),
+            Value::Bool(b) => f.debug_tuple("Bool").field(b).finish(),
+            Value::Int(i) => f.debug_tuple("Int").field(i).finish(),
+            Value::UInt(u) => f.debug_tuple("UInt").field(u).finish(),
+            Value::F32(x) => f.debug_tuple("F32").field(x).finish(),
+            Value::F64(x) => f.debug_tuple("F64").field(x).finish(),
+            Value::Str(s) => f.debug_tuple("Str").field(s).finish(),
+            Value::Bin(b) => f.debug_tuple("Bin").field(&BytesPreview(b)).finish(),
+            Value::Array(a) => f.debug_tuple("Array").field(a).finish(),
+            Value::Map(m) => f.debug_tuple("Map").field(m).finish(),
+            Value::Ext(t, b) => f
+                .debug_tuple("Ext")
+                .field(t)
+                .field(&BytesPreview(b))
+                .finish(),
+        }
+    }
 }
 
 impl Value {
@@ -704,6 +750,16 @@ mod tests {
         }
         let b = encode_to_bytes(&Value::Int(-1));
         assert_eq!(&b[..], &[0xff]);
+    }
+
+    #[test]
+    fn debug_shows_only_a_prefix_of_binary_data() {
+        let v = Value::Bin(Bytes::from(vec![0xabu8; 1 << 20]));
+        assert_eq!(format!("{v:?}"), "Bin(<1048576 bytes: abababababababab..>)");
+        assert_eq!(
+            format!("{:?}", Value::Ext(1, Bytes::new())),
+            "Ext(1, <0 bytes>)"
+        );
     }
 
     #[test]
