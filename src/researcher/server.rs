@@ -111,9 +111,11 @@ pub async fn start(
         })?;
 
     let researcher = Researcher::new(&config, events.clone()).start();
+    let (cut, cut_rx) = tokio::sync::watch::channel(false);
     let service = ResearcherServiceServer::new(ResearcherGrpc::new(
         researcher.clone(),
         events,
+        cut_rx,
         config.client_ca.is_some(),
         config.max_message_bytes,
         config.stream_pipeline,
@@ -142,7 +144,7 @@ pub async fn start(
         let _ = stopped.await;
     }));
     researcher
-        .send(SetServer(ServerControl { stop, done }))
+        .send(SetServer(ServerControl { stop, cut, done }))
         .await?;
     log::info!(
         "researcher {} listening on {local_addr}{}",
