@@ -10,6 +10,13 @@
 //! more attempt (bounded retries), one that never started goes back without
 //! penalty. So a task is never lost silently, whatever way a stream ends.
 //!
+//! Delivery guarantee: a task counts as delivered once its last chunk has
+//! been handed to HTTP/2. A connection cut after that point, with the bytes
+//! still in buffers or on the wire, loses the task without the researcher
+//! knowing (Fed-BioMed behaves the same). Closing that gap needs an
+//! end-to-end acknowledgement and node-side deduplication by `request_id`;
+//! the gRPC contract has no field for it.
+//!
 //! Timers are single per agent (one for task expiry, one for the
 //! disconnection timeout), re-armed when they fire, so traffic does not
 //! pile up timers in the actor's context.
