@@ -75,11 +75,17 @@ async fn echo_100_mib() {
 }
 
 /// Round trips driven by the real researcher: `in_flight` requests at a time.
-async fn real_round_trips(mode: PollMode, rounds: usize, in_flight: usize) {
+async fn real_round_trips(
+    mode: PollMode,
+    reply_stream: fedroute::node::ReplyStreamMode,
+    rounds: usize,
+    in_flight: usize,
+) {
     use fedroute::wire::{Envelope, PingRequest};
     let mut researcher = node_support::real::RealResearcher::start(0, None).await;
     let config = ControllerConfig {
         poll_mode: mode,
+        reply_stream,
         ..fast_config()
     };
     let (_controller, mut seen) = start_node("NODE_rt", vec![researcher.endpoint()], config, true);
@@ -106,7 +112,7 @@ async fn real_round_trips(mode: PollMode, rounds: usize, in_flight: usize) {
     }
     let elapsed = start.elapsed();
     println!(
-        "real researcher, {mode}, {in_flight} in flight: {rounds} round trips in {elapsed:?} = {:.0}/s",
+        "real researcher, {mode}, replies {reply_stream:?}, {in_flight} in flight: {rounds} round trips in {elapsed:?} = {:.0}/s",
         rounds as f64 / elapsed.as_secs_f64()
     );
     researcher.shutdown().await;
@@ -116,8 +122,11 @@ async fn real_round_trips(mode: PollMode, rounds: usize, in_flight: usize) {
 #[actix_rt::test]
 #[ignore]
 async fn real_researcher_round_trips() {
-    real_round_trips(PollMode::Streaming, 5000, 1).await;
-    real_round_trips(PollMode::Streaming, 20000, 64).await;
-    real_round_trips(PollMode::Unary, 2000, 1).await;
-    real_round_trips(PollMode::Unary, 5000, 64).await;
+    use fedroute::node::ReplyStreamMode::{Auto, PerBatch};
+    real_round_trips(PollMode::Streaming, Auto, 5000, 1).await;
+    real_round_trips(PollMode::Streaming, Auto, 20000, 64).await;
+    real_round_trips(PollMode::Streaming, PerBatch, 5000, 1).await;
+    real_round_trips(PollMode::Streaming, PerBatch, 20000, 64).await;
+    real_round_trips(PollMode::Unary, Auto, 2000, 1).await;
+    real_round_trips(PollMode::Unary, Auto, 5000, 64).await;
 }
