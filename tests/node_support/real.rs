@@ -53,6 +53,25 @@ impl RealResearcher {
         RealResearcher { handle, events }
     }
 
+    /// Starts a researcher on 127.0.0.1:0 serving the given certificate and key files.
+    pub async fn start_with_identity(
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    ) -> RealResearcher {
+        let config = ResearcherConfig::default()
+            .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .identity(cert, key);
+        let (tx, events) = mpsc::unbounded_channel();
+        let sink = EventSink(tx).start();
+        let handle = within(
+            "the researcher to start",
+            researcher::start(config, Some(sink.recipient())),
+        )
+        .await
+        .expect("researcher start");
+        RealResearcher { handle, events }
+    }
+
     /// Its endpoint, trusted on first use.
     pub fn endpoint(&self) -> ResearcherEndpoint {
         ResearcherEndpoint::trust_on_first_use("127.0.0.1", self.port())
