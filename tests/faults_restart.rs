@@ -13,116 +13,13 @@ use fedroute::node::{
     Controller, ControllerConfig, IsConnected, ResearcherEndpoint, Send as NodeSend, Shutdown,
     Status,
 };
-use fedroute::researcher::{self, ResearcherConfig, ResearcherEvent};
+use faults_support::Crashable;
+use fedroute::researcher::{ResearcherConfig, ResearcherEvent};
 use fedroute::wire::{Envelope, Value};
-use tokio::sync::mpsc;
 
 const RID: &str = "RESEARCHER_restart-test";
-const STEP: Duration = Duration::from_secs(30);
 
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(STEP, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-struct Sink(mpsc::UnboundedSender<ResearcherEvent>);
-impl Actor for Sink {
-    type Context = Context<Self>;
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(100_000);
-    }
-}
-impl Handler<ResearcherEvent> for Sink {
-    type Result = ();
-    fn handle(&mut self, ev: ResearcherEvent, _: &mut Context<Self>) {
-        let _ = self.0.send(ev);
-    }
-}
-
-/// A researcher in its own thread and actix system: `kill` drops that
-/// system's runtime, aborting the server task and cutting every connection.
-struct Crashable {
-    addr: SocketAddr,
-    events: mpsc::UnboundedReceiver<ResearcherEvent>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Crashable {
-    fn start(port: u16) -> Crashable {
-        let (ev_tx, events) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let sys = actix::System::new();
-            sys.block_on(async move {
-                let sink = Sink(ev_tx).start();
-                let config = ResearcherConfig::default()
-                    .listen(SocketAddr::from(([127, 0, 0, 1], port)))
-                    .researcher_id(RID);
-                let handle = researcher::start(config, Some(sink.recipient()))
-                    .await
-                    .expect("researcher starts");
-                addr_tx.send(handle.local_addr).unwrap();
-                let _ = stop_rx.await;
-            });
-            // `sys` drops here with its runtime: a crash, not a shutdown.
-        });
-        let addr = addr_rx
-            .recv_timeout(STEP)
-            .expect("researcher thread reports its address");
-        Crashable {
-            addr,
-            events,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-
-    /// Waits for `NodeConnected` of `node`.
-    async fn connected(&mut self, node: &str) {
-        within(&format!("{node} connects"), async {
-            loop {
-                match self.events.recv().await.expect("events") {
-                    ResearcherEvent::NodeConnected { node_id } if node_id == node => return,
-                    _ => {}
-                }
-            }
-        })
-        .await
-    }
-
-    /// The next `n` replies that matched no request (as the test's replies do).
-    async fn unmatched(&mut self, n: usize) -> Vec<Envelope> {
-        let mut out = Vec::new();
-        within(&format!("{n} replies"), async {
-            while out.len() < n {
-                if let ResearcherEvent::UnmatchedReply(e) = self.events.recv().await.expect("events")
-                {
-                    out.push(e);
-                }
-            }
-        })
-        .await;
-        out
-    }
-}
-
-impl Drop for Crashable {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use faults_support::within;
 
 /// A handler that ignores tasks.
 struct Quiet;
@@ -132,6 +29,12 @@ impl Actor for Quiet {
 impl Handler<fedroute::node::TaskReceived> for Quiet {
     type Result = ();
     fn handle(&mut self, _: fedroute::node::TaskReceived, _: &mut Context<Self>) {}
+}
+
+fn config(port: u16) -> ResearcherConfig {
+    ResearcherConfig::default()
+        .listen(SocketAddr::from(([127, 0, 0, 1], port)))
+        .researcher_id(RID)
 }
 
 fn fast() -> ControllerConfig {
@@ -188,7 +91,7 @@ async fn wait_connected(c: &Addr<Controller>, want: bool) {
 #[actix_rt::test]
 async fn replies_queued_during_a_researcher_crash_all_arrive_after_restart() {
     let _ = env_logger::builder().is_test(true).try_init();
-    let mut r = Crashable::start(0);
+    let mut r = Crashable::start(config(0));
     let port = r.addr.port();
     let names = ["NODE_r1", "NODE_r2", "NODE_r3"];
     let nodes: Vec<_> = names.iter().map(|n| node(n, port, fast())).collect();
@@ -208,7 +111,7 @@ async fn replies_queued_during_a_researcher_crash_all_arrive_after_restart() {
                 .expect("a reply is queued while the researcher is down");
         }
     }
-    let mut r = Crashable::start(port);
+    let mut r = Crashable::start(config(port));
     let got = r.unmatched(per_node * names.len()).await;
     for n in names {
         let seqs: Vec<u64> = got
@@ -241,7 +144,7 @@ async fn replies_queued_during_a_researcher_crash_all_arrive_after_restart() {
 async fn shutdown_sends_queued_replies_or_reports_them_unsent() {
     let _ = env_logger::builder().is_test(true).try_init();
     // Researcher up: everything queued is sent before the deadline.
-    let mut r = Crashable::start(0);
+    let mut r = Crashable::start(config(0));
     let port = r.addr.port();
     let c = node("NODE_s1", port, fast());
     r.connected("NODE_s1").await;
@@ -278,7 +181,7 @@ async fn shutdown_sends_queued_replies_or_reports_them_unsent() {
 #[actix_rt::test]
 async fn an_unreachable_researcher_is_retried_with_backoff_and_flat_memory() {
     let _ = env_logger::builder().is_test(true).try_init();
-    let mut r = Crashable::start(0);
+    let mut r = Crashable::start(config(0));
     let port = r.addr.port();
     let c = node("NODE_u", port, fast());
     r.connected("NODE_u").await;
@@ -325,7 +228,7 @@ async fn an_unreachable_researcher_is_retried_with_backoff_and_flat_memory() {
         "memory grew by {} KiB while the researcher was down",
         rss_after - rss_before
     );
-    let mut r = Crashable::start(port);
+    let mut r = Crashable::start(config(port));
     wait_connected(&c, true).await;
     let got = r.unmatched(queued).await;
     let seqs: Vec<u64> = got.iter().map(|e| e.get("seq").and_then(Value::as_u64).unwrap()).collect();

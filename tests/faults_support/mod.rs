@@ -477,3 +477,127 @@ impl Drop for EvilResearcher {
         self.task.abort();
     }
 }
+
+// ---------------------------------------------------------------------------
+// A researcher that can crash.
+
+use actix::prelude::*;
+use fedroute::researcher::{self, ResearcherConfig, ResearcherEvent};
+
+/// Bound on the awaits of the helpers below.
+pub const STEP: Duration = Duration::from_secs(30);
+
+/// Awaits `f` at most [`STEP`].
+pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(STEP, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+struct Sink(mpsc::UnboundedSender<ResearcherEvent>);
+impl Actor for Sink {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(100_000);
+    }
+}
+impl Handler<ResearcherEvent> for Sink {
+    type Result = ();
+    fn handle(&mut self, ev: ResearcherEvent, _: &mut Context<Self>) {
+        let _ = self.0.send(ev);
+    }
+}
+
+/// A researcher in its own thread and actix system: `kill` drops that
+/// system's runtime, aborting the server task and cutting every connection.
+pub struct Crashable {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its researcher id.
+    pub researcher_id: String,
+    /// Its actor (messages cross threads).
+    pub actor: actix::Addr<fedroute::researcher::Researcher>,
+    /// Its events.
+    pub events: mpsc::UnboundedReceiver<ResearcherEvent>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Crashable {
+    /// Starts a researcher with `config` (events recorded).
+    pub fn start(config: ResearcherConfig) -> Crashable {
+        let (ev_tx, events) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let sys = actix::System::new();
+            sys.block_on(async move {
+                let sink = Sink(ev_tx).start();
+                let handle = researcher::start(config, Some(sink.recipient()))
+                    .await
+                    .expect("researcher starts");
+                addr_tx
+                    .send((handle.local_addr, handle.researcher_id.clone(), handle.addr.clone()))
+                    .unwrap();
+                let _ = stop_rx.await;
+            });
+            // `sys` drops here with its runtime: a crash, not a shutdown.
+        });
+        let (addr, researcher_id, actor) = addr_rx
+            .recv_timeout(STEP)
+            .expect("researcher thread reports its address");
+        Crashable {
+            addr,
+            researcher_id,
+            actor,
+            events,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Drops its runtime: the server task is aborted, connections cut.
+    pub fn kill(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+
+    /// Waits for `NodeConnected` of `node`.
+    pub async fn connected(&mut self, node: &str) {
+        within(&format!("{node} connects"), async {
+            loop {
+                match self.events.recv().await.expect("events") {
+                    ResearcherEvent::NodeConnected { node_id } if node_id == node => return,
+                    _ => {}
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next `n` replies that matched no request (as the test's replies do).
+    pub async fn unmatched(&mut self, n: usize) -> Vec<Envelope> {
+        let mut out = Vec::new();
+        within(&format!("{n} replies"), async {
+            while out.len() < n {
+                if let ResearcherEvent::UnmatchedReply(e) = self.events.recv().await.expect("events")
+                {
+                    out.push(e);
+                }
+            }
+        })
+        .await;
+        out
+    }
+}
+
+impl Drop for Crashable {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
