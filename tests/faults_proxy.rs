@@ -47,7 +47,9 @@ impl Handler<fedroute::node::TaskReceived> for App {
     type Result = ();
     fn handle(&mut self, task: fedroute::node::TaskReceived, _: &mut Context<Self>) {
         let m = &task.message;
-        let _ = self.seen.send(m.request_id().unwrap_or_default().to_string());
+        let _ = self
+            .seen
+            .send(m.request_id().unwrap_or_default().to_string());
         let reply = match m.class() {
             "PingRequest" => pong(m, NODE),
             _ => {
@@ -201,7 +203,10 @@ async fn cut_during_a_task_download() {
         message: request.clone(),
         timeout: Duration::from_secs(60),
     });
-    let reply = bounded("reply to the big task", ask).await.unwrap().unwrap();
+    let reply = bounded("reply to the big task", ask)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(s.proxy.cuts() >= 1, "the download was never cut");
     assert_eq!(reply.request_id(), request.request_id());
     no_duplicate_task(&mut s, request.request_id().unwrap()).await;

@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix::prelude::*;
+use faults_support::Crashable;
 use fedroute::node::{
     Controller, ControllerConfig, IsConnected, ResearcherEndpoint, Send as NodeSend, Shutdown,
     Status,
 };
-use faults_support::Crashable;
 use fedroute::researcher::{ResearcherConfig, ResearcherEvent};
 use fedroute::wire::{Envelope, Value};
 
@@ -126,9 +126,14 @@ async fn replies_queued_during_a_researcher_crash_all_arrive_after_restart() {
         );
     }
     for c in &nodes {
-        let report = within("shutdown", c.send(Shutdown { deadline: Duration::from_secs(2) }))
-            .await
-            .unwrap();
+        let report = within(
+            "shutdown",
+            c.send(Shutdown {
+                deadline: Duration::from_secs(2),
+            }),
+        )
+        .await
+        .unwrap();
         assert!(report.unsent.is_empty());
     }
     // Nothing more arrives (no duplicates).
@@ -149,14 +154,25 @@ async fn shutdown_sends_queued_replies_or_reports_them_unsent() {
     let c = node("NODE_s1", port, fast());
     r.connected("NODE_s1").await;
     for i in 0..20 {
-        c.send(NodeSend(numbered("NODE_s1", i))).await.unwrap().unwrap();
+        c.send(NodeSend(numbered("NODE_s1", i)))
+            .await
+            .unwrap()
+            .unwrap();
     }
-    let report = within("shutdown", c.send(Shutdown { deadline: Duration::from_secs(10) }))
-        .await
-        .unwrap();
+    let report = within(
+        "shutdown",
+        c.send(Shutdown {
+            deadline: Duration::from_secs(10),
+        }),
+    )
+    .await
+    .unwrap();
     assert!(report.unsent.is_empty(), "unsent: {}", report.unsent.len());
     let got = r.unmatched(20).await;
-    let seqs: Vec<u64> = got.iter().map(|e| e.get("seq").and_then(Value::as_u64).unwrap()).collect();
+    let seqs: Vec<u64> = got
+        .iter()
+        .map(|e| e.get("seq").and_then(Value::as_u64).unwrap())
+        .collect();
     assert_eq!(seqs, (0..20).collect::<Vec<_>>());
 
     // Researcher down: what cannot be sent by the deadline is reported, in order.
@@ -165,17 +181,29 @@ async fn shutdown_sends_queued_replies_or_reports_them_unsent() {
     r.kill();
     wait_connected(&c, false).await;
     for i in 0..20 {
-        c.send(NodeSend(numbered("NODE_s2", i))).await.unwrap().unwrap();
+        c.send(NodeSend(numbered("NODE_s2", i)))
+            .await
+            .unwrap()
+            .unwrap();
     }
-    let report = within("shutdown", c.send(Shutdown { deadline: Duration::from_millis(300) }))
-        .await
-        .unwrap();
+    let report = within(
+        "shutdown",
+        c.send(Shutdown {
+            deadline: Duration::from_millis(300),
+        }),
+    )
+    .await
+    .unwrap();
     let unsent: Vec<u64> = report
         .unsent
         .iter()
         .map(|e| e.get("seq").and_then(Value::as_u64).unwrap())
         .collect();
-    assert_eq!(unsent, (0..20).collect::<Vec<_>>(), "queued replies neither sent nor reported");
+    assert_eq!(
+        unsent,
+        (0..20).collect::<Vec<_>>(),
+        "queued replies neither sent nor reported"
+    );
 }
 
 #[actix_rt::test]
@@ -189,7 +217,9 @@ async fn an_unreachable_researcher_is_retried_with_backoff_and_flat_memory() {
     wait_connected(&c, false).await;
     // While down, a listener on the port accepts and drops every connection:
     // each accept is one connection attempt of the node.
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let attempts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = {
         let attempts = attempts.clone();
@@ -206,7 +236,10 @@ async fn an_unreachable_researcher_is_retried_with_backoff_and_flat_memory() {
     let mut queued = 0;
     let start = tokio::time::Instant::now();
     while start.elapsed() < outage {
-        c.send(NodeSend(numbered("NODE_u", queued))).await.unwrap().unwrap();
+        c.send(NodeSend(numbered("NODE_u", queued)))
+            .await
+            .unwrap()
+            .unwrap();
         queued += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -222,7 +255,10 @@ async fn an_unreachable_researcher_is_retried_with_backoff_and_flat_memory() {
     // Without backoff (10 ms) it would be ~300; capped exponential backoff
     // at 200 ms gives about 15 to 25.
     assert!(attempts >= 3, "only {attempts} attempts: the link gave up");
-    assert!(attempts <= 60, "{attempts} attempts in {outage:?}: no backoff");
+    assert!(
+        attempts <= 60,
+        "{attempts} attempts in {outage:?}: no backoff"
+    );
     assert!(
         rss_after.saturating_sub(rss_before) < 16 * 1024,
         "memory grew by {} KiB while the researcher was down",
@@ -231,7 +267,16 @@ async fn an_unreachable_researcher_is_retried_with_backoff_and_flat_memory() {
     let mut r = Crashable::start(config(port));
     wait_connected(&c, true).await;
     let got = r.unmatched(queued).await;
-    let seqs: Vec<u64> = got.iter().map(|e| e.get("seq").and_then(Value::as_u64).unwrap()).collect();
+    let seqs: Vec<u64> = got
+        .iter()
+        .map(|e| e.get("seq").and_then(Value::as_u64).unwrap())
+        .collect();
     assert_eq!(seqs, (0..queued as u64).collect::<Vec<_>>());
-    let _ = within("shutdown", c.send(Shutdown { deadline: Duration::from_secs(2) })).await;
+    let _ = within(
+        "shutdown",
+        c.send(Shutdown {
+            deadline: Duration::from_secs(2),
+        }),
+    )
+    .await;
 }

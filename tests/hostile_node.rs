@@ -53,9 +53,15 @@ fn bad_scripts(researcher_id: &str) -> Vec<(&'static str, Script)> {
             "claims 4 GB with a full frame",
             vec![tr(1_000, 1, Bytes::from(vec![0u8; CHUNK_SIZE]))],
         ),
-        ("garbage msgpack", vec![tr(1, 1, Bytes::from_static(b"\xc1\xc1"))]),
+        (
+            "garbage msgpack",
+            vec![tr(1, 1, Bytes::from_static(b"\xc1\xc1"))],
+        ),
         ("empty payload", vec![tr(1, 1, Bytes::new())]),
-        ("a map without class", script_of(Bytes::from_static(b"\x81\xa1a\x01"))),
+        (
+            "a map without class",
+            script_of(Bytes::from_static(b"\x81\xa1a\x01")),
+        ),
         ("nesting 100,000 deep", script_of(Bytes::from(deep))),
         (
             "protocol version 8",
@@ -133,7 +139,8 @@ async fn bad_tasks_are_dropped(mode: PollMode, streaming_server: bool) {
         ..node_support::fast_config()
     };
     let endpoint = ResearcherEndpoint::trust_on_first_use("127.0.0.1", evil.addr.port());
-    let (controller, mut seen) = node_support::start_node("NODE_target", vec![endpoint], config, false);
+    let (controller, mut seen) =
+        node_support::start_node("NODE_target", vec![endpoint], config, false);
 
     let rounds = 3;
     let bad = bad_scripts(&evil.researcher_id);
@@ -168,7 +175,10 @@ async fn bad_tasks_are_dropped(mode: PollMode, streaming_server: bool) {
         last.message.request_id(),
         Some(format!("good-{n_good}").as_str())
     );
-    assert!(seen.try_recv().is_err(), "an extra task reached the handler");
+    assert!(
+        seen.try_recv().is_err(),
+        "an extra task reached the handler"
+    );
 
     let status = node_support::within("status", controller.send(LinkStatusMsg))
         .await

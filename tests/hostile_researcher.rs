@@ -438,7 +438,11 @@ async fn a_thousand_malformed_requests_get_precise_statuses_and_good_traffic_flo
             )
             .await;
             let status = got.err().expect("a bad poll is refused");
-            assert_eq!(status.code(), expect, "poll {node:?} {version:?}: {status:?}");
+            assert_eq!(
+                status.code(),
+                expect,
+                "poll {node:?} {version:?}: {status:?}"
+            );
             bad_calls += 1;
         }
     }
@@ -498,11 +502,18 @@ async fn a_thousand_malformed_requests_get_precise_statuses_and_good_traffic_flo
         };
         assert_eq!(env.node_id(), Some(MALLORY));
     }
-    assert!(!ask.is_finished(), "a reply from mallory answered the victim's request");
+    assert!(
+        !ask.is_finished(),
+        "a reply from mallory answered the victim's request"
+    );
     reply(&mut victim_client, &[pong(&task, VICTIM)])
         .await
         .unwrap();
-    let answer = bounded("victim request", ask).await.unwrap().unwrap().unwrap();
+    let answer = bounded("victim request", ask)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(answer.node_id(), Some(VICTIM));
 
     let total = sent + bad_calls + posing;

@@ -156,7 +156,10 @@ async fn with_mutual_tls_a_node_is_who_its_certificate_says() {
     let mallory = node("NODE_alice", port, Some(mallory_id));
     for (name, c) in [("bob", &bob), ("carol", &carol), ("mallory", &mallory)] {
         let s = refused(c).await;
-        eprintln!("security: {name} refused: {:?} / {:?}", s.state, s.last_error);
+        eprintln!(
+            "security: {name} refused: {:?} / {:?}",
+            s.state, s.last_error
+        );
         assert!(!within("is connected", c.send(IsConnected)).await.unwrap());
         assert_eq!(s.messages_received, 0, "{name} received a task");
     }
@@ -165,8 +168,14 @@ async fn with_mutual_tls_a_node_is_who_its_certificate_says() {
     // one after it arrives.
     let forged = unsolicited(&r.researcher_id, "NODE_bob", "forged");
     let genuine = unsolicited(&r.researcher_id, "NODE_alice", "genuine");
-    within("send", alice.send(NodeSend(forged))).await.unwrap().unwrap();
-    within("send", alice.send(NodeSend(genuine))).await.unwrap().unwrap();
+    within("send", alice.send(NodeSend(forged)))
+        .await
+        .unwrap()
+        .unwrap();
+    within("send", alice.send(NodeSend(genuine)))
+        .await
+        .unwrap()
+        .unwrap();
     let got = r.unmatched(1).await;
     assert_eq!(got[0].node_id(), Some("NODE_alice"));
     assert_eq!(got[0].get("tag").and_then(Value::as_str), Some("genuine"));

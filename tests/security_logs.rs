@@ -167,7 +167,11 @@ async fn no_key_material_reaches_the_logs() {
     plain.kill();
 
     let lines = capture.0.lock().unwrap().clone();
-    assert!(lines.len() > 20, "too few log lines captured: {}", lines.len());
+    assert!(
+        lines.len() > 20,
+        "too few log lines captured: {}",
+        lines.len()
+    );
     let mut leaks = Vec::new();
     for l in &lines {
         let upper = l.to_uppercase();
@@ -178,7 +182,11 @@ async fn no_key_material_reaches_the_logs() {
             leaks.push(l.clone());
         }
     }
-    assert!(leaks.is_empty(), "key material in logs:\n{}", leaks.join("\n"));
+    assert!(
+        leaks.is_empty(),
+        "key material in logs:\n{}",
+        leaks.join("\n")
+    );
     assert!(
         lines
             .iter()

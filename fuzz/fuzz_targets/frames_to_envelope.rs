@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
     let mut r = Reassembler::new(1 << 20);
     let mut out = None;
     for f in chunks_of(payload.clone(), chunk) {
-        if let Some(p) = r.push(f.size, f.iteration, f.bytes).expect("well-formed frames refused") {
+        if let Some(p) = r
+            .push(f.size, f.iteration, f.bytes)
+            .expect("well-formed frames refused")
+        {
             out = Some(p);
         }
     }

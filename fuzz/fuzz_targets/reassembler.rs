@@ -32,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
             Ok(Some(payload)) => {
                 expected.extend_from_slice(frame);
                 assert!(payload.len() <= LIMIT, "payload above the limit");
-                assert_eq!(&payload[..], &expected[..], "payload is not the frames joined");
+                assert_eq!(
+                    &payload[..],
+                    &expected[..],
+                    "payload is not the frames joined"
+                );
                 assert!(!r.in_progress(), "in progress after a complete message");
                 assert_eq!(iteration, size, "message completed before its last frame");
                 expected.clear();

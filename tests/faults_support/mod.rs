@@ -133,7 +133,10 @@ impl Proxy {
             Dir::Up => (&self.ctl.up, &self.ctl.cut_at_up),
             Dir::Down => (&self.ctl.down, &self.ctl.cut_at_down),
         };
-        at.store(counter.load(Ordering::SeqCst) + bytes.max(1), Ordering::SeqCst);
+        at.store(
+            counter.load(Ordering::SeqCst) + bytes.max(1),
+            Ordering::SeqCst,
+        );
     }
 
     /// Waits (bounded by `within`) until a cut armed with [`Proxy::cut_after`] happened.
@@ -289,7 +292,9 @@ async fn forward(
         at.store(0, Ordering::SeqCst);
         // Forward only up to the limit, then cut.
         let over = (total - limit) as usize;
-        let _ = to.write_all(&data[..data.len() - over.min(data.len())]).await;
+        let _ = to
+            .write_all(&data[..data.len() - over.min(data.len())])
+            .await;
         cut_all(ctl, cut_tx);
         let _ = events.send(total);
         return false;
@@ -399,7 +404,8 @@ impl ResearcherService for EvilService {
                 .push(f.size, f.iteration, f.bytes)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?
             {
-                let env = Envelope::decode(p).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let env =
+                    Envelope::decode(p).map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let _ = self.replies.send(env);
             }
         }
@@ -537,7 +543,11 @@ impl Crashable {
                     .await
                     .expect("researcher starts");
                 addr_tx
-                    .send((handle.local_addr, handle.researcher_id.clone(), handle.addr.clone()))
+                    .send((
+                        handle.local_addr,
+                        handle.researcher_id.clone(),
+                        handle.addr.clone(),
+                    ))
                     .unwrap();
                 let _ = stop_rx.await;
             });
@@ -584,7 +594,8 @@ impl Crashable {
         let mut out = Vec::new();
         within(&format!("{n} replies"), async {
             while out.len() < n {
-                if let ResearcherEvent::UnmatchedReply(e) = self.events.recv().await.expect("events")
+                if let ResearcherEvent::UnmatchedReply(e) =
+                    self.events.recv().await.expect("events")
                 {
                     out.push(e);
                 }
@@ -600,4 +611,3 @@ impl Drop for Crashable {
         self.kill();
     }
 }
-
