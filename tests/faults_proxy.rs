@@ -325,3 +325,53 @@ async fn hundred_cuts(mode: fedroute::node::PollMode) {
     let _ = Bytes::new();
     stop(s).await;
 }
+
+#[actix_rt::test]
+async fn bytes_dropped_mid_download_break_tls_and_the_task_arrives_once() {
+    let mut s = setup().await;
+    // Let 2 MiB of the task through, then lose 1,000 bytes: the TLS record
+    // fails to authenticate, the node drops the connection and reconnects.
+    let request = blob_task(&s.handle, 12 * MIB, 8);
+    s.proxy.drop_bytes_after(Dir::Down, 2 * MIB as u64, 1_000);
+    let ask = s.handle.addr.send(Request {
+        node_id: NODE.into(),
+        message: request.clone(),
+        timeout: Duration::from_secs(60),
+    });
+    let reply = bounded("reply after a corrupted download", ask)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.request_id(), request.request_id());
+    assert!(s.proxy.accepted() >= 2, "the node never reconnected");
+    no_duplicate_task(&mut s, request.request_id().unwrap()).await;
+    stop(s).await;
+}
+
+#[actix_rt::test]
+async fn a_stalled_connection_resumes_without_loss() {
+    let mut s = setup().await;
+    s.proxy.stall(true);
+    let request = researcher_support::ping(&s.handle);
+    let ask = tokio::spawn(s.handle.addr.send(Request {
+        node_id: NODE.into(),
+        message: request.clone(),
+        timeout: Duration::from_secs(30),
+    }));
+    // Nothing moves while stalled.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), s.seen.recv())
+            .await
+            .is_err(),
+        "a task went through a stalled proxy"
+    );
+    s.proxy.stall(false);
+    let reply = bounded("reply after the stall", ask)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.request_id(), request.request_id());
+    no_duplicate_task(&mut s, request.request_id().unwrap()).await;
+    stop(s).await;
+}

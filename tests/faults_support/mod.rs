@@ -61,6 +61,11 @@ struct Control {
     /// Bytes still to drop up / down.
     drop_up: AtomicU64,
     drop_down: AtomicU64,
+    /// Start dropping `drop_n_*` bytes once the counter reaches `drop_at_*` (0: disarmed).
+    drop_at_up: AtomicU64,
+    drop_at_down: AtomicU64,
+    drop_n_up: AtomicU64,
+    drop_n_down: AtomicU64,
     /// Connections accepted.
     accepted: AtomicU64,
     /// Cuts done.
@@ -162,6 +167,23 @@ impl Proxy {
             Dir::Up => self.ctl.drop_up.store(bytes, Ordering::SeqCst),
             Dir::Down => self.ctl.drop_down.store(bytes, Ordering::SeqCst),
         }
+    }
+
+    /// Drops `bytes` bytes going in `dir` once `after` more bytes went through.
+    pub fn drop_bytes_after(&self, dir: Dir, after: u64, bytes: u64) {
+        let (counter, at, n) = match dir {
+            Dir::Up => (&self.ctl.up, &self.ctl.drop_at_up, &self.ctl.drop_n_up),
+            Dir::Down => (
+                &self.ctl.down,
+                &self.ctl.drop_at_down,
+                &self.ctl.drop_n_down,
+            ),
+        };
+        n.store(bytes, Ordering::SeqCst);
+        at.store(
+            counter.load(Ordering::SeqCst) + after.max(1),
+            Ordering::SeqCst,
+        );
     }
 
     /// Bytes forwarded in `dir` so far.
@@ -269,10 +291,27 @@ async fn forward(
     cut_tx: &watch::Sender<u64>,
     events: &mpsc::UnboundedSender<u64>,
 ) -> bool {
-    let (counter, at, drop) = match dir {
-        Dir::Up => (&ctl.up, &ctl.cut_at_up, &ctl.drop_up),
-        Dir::Down => (&ctl.down, &ctl.cut_at_down, &ctl.drop_down),
+    let (counter, at, drop, drop_at, drop_n) = match dir {
+        Dir::Up => (
+            &ctl.up,
+            &ctl.cut_at_up,
+            &ctl.drop_up,
+            &ctl.drop_at_up,
+            &ctl.drop_n_up,
+        ),
+        Dir::Down => (
+            &ctl.down,
+            &ctl.cut_at_down,
+            &ctl.drop_down,
+            &ctl.drop_at_down,
+            &ctl.drop_n_down,
+        ),
     };
+    let armed = drop_at.load(Ordering::SeqCst);
+    if armed > 0 && counter.load(Ordering::SeqCst) + data.len() as u64 >= armed {
+        drop_at.store(0, Ordering::SeqCst);
+        drop.store(drop_n.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
     let mut data = data;
     let to_drop = drop.load(Ordering::SeqCst);
     if to_drop > 0 {
