@@ -508,6 +508,22 @@ mod tests {
     }
 
     #[test]
+    fn a_first_frame_cutting_a_task_short_starts_the_next_one() {
+        let mut a = assembler(Some("R1"));
+        let small = Bytes::from_static(b"\x80");
+        assert!(a.push(frame(3, 1, small.clone())).unwrap().is_none());
+        assert!(a.push(frame(3, 2, small)).unwrap().is_none());
+        // The next task's single frame: the cut one is a bad task...
+        let e = a.push(frame(1, 1, task("R1", "7", 0))).unwrap_err();
+        assert!(e.is_bad_task(), "{e}");
+        // ...and the frame is handed back to start the next one.
+        let again = a.take_restart().expect("the frame to push again");
+        let (env, _) = a.push(again).unwrap().unwrap();
+        assert_eq!(env.request_id(), Some("r1"));
+        assert!(a.take_restart().is_none());
+    }
+
+    #[test]
     fn bad_tasks_are_errors_that_keep_the_link() {
         let mut a = assembler(Some("R1"));
         let e = a
