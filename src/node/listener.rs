@@ -49,6 +49,9 @@ pub struct TaskAssembler {
     reassembler: Reassembler,
     researcher_id: Option<String>,
     skipping: bool,
+    /// The first frame of a new message that cut the previous message short;
+    /// to be pushed again by the caller (see [`TaskAssembler::take_restart`]).
+    restart: Option<TaskResponse>,
 }
 
 impl TaskAssembler {
@@ -64,7 +67,15 @@ impl TaskAssembler {
             reassembler: Reassembler::new(max_message_bytes),
             researcher_id,
             skipping: false,
+            restart: None,
         }
+    }
+
+    /// The frame that started a new message while another one was still
+    /// incomplete: the incomplete one was reported as a bad task by
+    /// [`TaskAssembler::push`], and this frame must be pushed again.
+    pub fn take_restart(&mut self) -> Option<TaskResponse> {
+        self.restart.take()
     }
 
     /// The researcher id expected from tasks (known from the certificate or
@@ -85,6 +96,16 @@ impl TaskAssembler {
                 return Ok(None);
             }
             self.skipping = false;
+        }
+        if frame.iteration == 1 && self.reassembler.in_progress() {
+            // A new message starts before the previous one ended: that one
+            // is a bad task, this frame begins the next one.
+            let truncated = self.reassembler.finish().err();
+            self.restart = Some(frame);
+            if let Some(e) = truncated {
+                return Err(self.bad(e));
+            }
+            return Ok(None);
         }
         let payload = match self
             .reassembler
@@ -235,8 +256,22 @@ impl Poller {
         status.poll_mode = mode;
     }
 
-    /// Handles one frame; `Err` ends the loop.
-    async fn on_frame(&mut self, frame: TaskResponse) -> Result<bool, PollEnd> {
+    /// Handles one frame; answers how many tasks it ended (good or bad:
+    /// each gives back one streaming credit); `Err` ends the loop.
+    async fn on_frame(&mut self, frame: TaskResponse) -> Result<usize, PollEnd> {
+        let mut ended = 0;
+        let mut next = Some(frame);
+        while let Some(frame) = next.take() {
+            if self.on_one_frame(frame).await? {
+                ended += 1;
+            }
+            next = self.assembler.take_restart();
+        }
+        Ok(ended)
+    }
+
+    /// Handles one frame; true when it ended a task; `Err` ends the loop.
+    async fn on_one_frame(&mut self, frame: TaskResponse) -> Result<bool, PollEnd> {
         let had_id = self.assembler.researcher_id().is_some();
         match self.assembler.push(frame) {
             Ok(None) => Ok(false),
@@ -370,16 +405,22 @@ impl Poller {
                 match tokio::time::timeout_at(until, stream.message()).await {
                     Err(_) => break,
                     Ok(Ok(Some(frame))) => match self.on_frame(frame).await {
-                        Ok(true) => {
+                        Ok(ended) => {
                             frames += 1;
-                            // One task consumed one credit: give it back. The
-                            // channel holds at most `credits` + 1, so this
-                            // never waits long.
-                            if tx.send(self.request()).await.is_err() {
+                            // Each task ended consumed one credit: give it
+                            // back. The channel holds at most `credits` + 1,
+                            // so this never waits long.
+                            let mut closed = false;
+                            for _ in 0..ended {
+                                if tx.send(self.request()).await.is_err() {
+                                    closed = true;
+                                    break;
+                                }
+                            }
+                            if closed {
                                 break;
                             }
                         }
-                        Ok(false) => frames += 1,
                         Err(end) => return end,
                     },
                     Ok(Ok(None)) => break,
@@ -464,6 +505,22 @@ mod tests {
         let (env, len) = out.unwrap();
         assert_eq!(len, payload.len());
         assert_eq!(env.request_id(), Some("r1"));
+    }
+
+    #[test]
+    fn a_first_frame_cutting_a_task_short_starts_the_next_one() {
+        let mut a = assembler(Some("R1"));
+        let small = Bytes::from_static(b"\x80");
+        assert!(a.push(frame(3, 1, small.clone())).unwrap().is_none());
+        assert!(a.push(frame(3, 2, small)).unwrap().is_none());
+        // The next task's single frame: the cut one is a bad task...
+        let e = a.push(frame(1, 1, task("R1", "7", 0))).unwrap_err();
+        assert!(e.is_bad_task(), "{e}");
+        // ...and the frame is handed back to start the next one.
+        let again = a.take_restart().expect("the frame to push again");
+        let (env, _) = a.push(again).unwrap().unwrap();
+        assert_eq!(env.request_id(), Some("r1"));
+        assert!(a.take_restart().is_none());
     }
 
     #[test]
