@@ -3,7 +3,7 @@
 # is bounded by `timeout`; ports are picked free at run time.
 #
 #   tests/interop/run.sh                 # all scenarios
-#   tests/interop/run.sh self bytes      # some of them: self node researcher bytes
+#   tests/interop/run.sh self bytes      # some of them: self node node-lib researcher bytes
 #
 # Scenarios:
 #   self        Fed-BioMed researcher (fbm_researcher.py) <-> Fed-BioMed node (fbm_node.py):
@@ -12,6 +12,8 @@
 #   node        `fedroute node` <-> Fed-BioMed researcher: ping, search, list, approval
 #               -> error, 16 MiB TrainRequest -> ErrorMessage, logs as Feedback,
 #               researcher restarted with a fresh certificate and the same id
+#   node-lib    the same against fedroute's node library (tests/interop/node.rs): tells a
+#               CLI problem from a library one
 #   researcher  fedroute researcher (library, tests/interop/main.rs) <-> Fed-BioMed node:
 #               ping, search, 16 MiB each way, Feedback logs, node restarted
 #   bytes       fedroute's typed messages <-> Fed-BioMed's Message.from_dict, both ways
@@ -25,7 +27,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 cd "$ROOT"
 
-ALL=(self node researcher bytes)
+ALL=(self node node-lib researcher bytes)
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=("${ALL[@]}"); fi
 for s in "${SCENARIOS[@]}"; do
   case " ${ALL[*]} " in *" $s "*) ;; *) echo "interop: unknown scenario '$s' (known: ${ALL[*]})" >&2; exit 2 ;; esac
@@ -113,6 +115,9 @@ scenario_self() {
 scenario_node() {
   local d="$WORK/node" port
   mkdir -p "$d"; port="$(free_port)"
+  if ! timeout 20 "$BIN" node --help >/dev/null 2>&1; then
+    say "node: '$BIN node' is not available (the CLI sub-command is missing)"; return 1
+  fi
   timeout 300 "$PY" "$HERE/fbm_researcher.py" --port "$port" --node-id NODE_fedroute \
     --expect-dataset cohort --search-tag '#a' --train-mib 16 --train-expect error \
     --restart-cert fresh --timeout 280 >"$d/researcher.out" 2>"$d/researcher.err" &
@@ -128,11 +133,21 @@ scenario_node() {
   [ "$rc" = 0 ] && [ "$(json_field "$res" ok)" = True ] || { show_logs "$d"; return 1; }
 }
 
+scenario_node_lib() {
+  local d="$WORK/node-lib"
+  mkdir -p "$d"
+  RUST_LOG="${RUST_LOG:-info}" FEDROUTE_INTEROP_PYTHON="$PY" FEDROUTE_INTEROP_RESEARCHER="$HERE/fbm_researcher.py" \
+    FEDROUTE_INTEROP_LOGS="$d" interop_test node::fedroute_node_library_serves_fedbiomed_researcher "$d/cargo-test.log" \
+    || { grep -E '^(PASS|FAIL) ' "$d/cargo-test.log" >&2; show_logs "$d"; return 1; }
+  grep -E '^(PASS|FAIL) ' "$d/cargo-test.log" >&2 || true
+}
+
 scenario_researcher() {
   local d="$WORK/researcher"
   mkdir -p "$d"
   FEDROUTE_INTEROP_PYTHON="$PY" FEDROUTE_INTEROP_NODE="$HERE/fbm_node.py" FEDROUTE_INTEROP_LOGS="$d" \
-    interop_test fedroute_researcher_drives_fedbiomed_node "$d/cargo-test.log" || { show_logs "$d"; return 1; }
+    interop_test researcher::fedroute_researcher_drives_fedbiomed_node "$d/cargo-test.log" \
+    || { grep -E '^(PASS|FAIL) ' "$d/cargo-test.log" >&2; show_logs "$d"; return 1; }
   grep -E '^(PASS|FAIL) ' "$d/cargo-test.log" >&2 || true
 }
 
@@ -140,8 +155,8 @@ scenario_bytes() {
   local d="$WORK/bytes" rc=0
   mkdir -p "$d/from-fedbiomed" "$d/from-fedroute"
   timeout 120 "$PY" "$HERE/fbm_bytes.py" write "$d/from-fedbiomed" >"$d/fbm-write.out" 2>"$d/fbm-write.err" || rc=1
-  FEDROUTE_INTEROP_OUT="$d/from-fedroute" interop_test fedroute_writes_typed_messages "$d/rust-write.log" || rc=1
-  FEDROUTE_INTEROP_IN="$d/from-fedbiomed" interop_test fedroute_reads_fedbiomed_messages "$d/rust-read.log" || rc=1
+  FEDROUTE_INTEROP_OUT="$d/from-fedroute" interop_test bytes::fedroute_writes_typed_messages "$d/rust-write.log" || rc=1
+  FEDROUTE_INTEROP_IN="$d/from-fedbiomed" interop_test bytes::fedroute_reads_fedbiomed_messages "$d/rust-read.log" || rc=1
   timeout 120 "$PY" "$HERE/fbm_bytes.py" check "$d/from-fedroute" --expect-class typed \
     >"$d/fbm-check.out" 2>"$d/fbm-check.err" || rc=1
   # Same values, same bytes: fedroute writes exactly what Fed-BioMed writes.
@@ -160,7 +175,7 @@ PASSED=0; FAILED=0
 for s in "${SCENARIOS[@]}"; do
   say "== scenario $s"
   start=$(date +%s)
-  if "scenario_$s"; then
+  if "scenario_${s//-/_}"; then
     echo "PASS $s ($(( $(date +%s) - start )) s)"; PASSED=$((PASSED + 1))
   else
     echo "FAIL $s ($(( $(date +%s) - start )) s)"; FAILED=$((FAILED + 1))
