@@ -1,1 +1,42 @@
-//! researcher (work in progress).
+//! The researcher side: the gRPC server nodes dial.
+//!
+//! ```text
+//!  application ──SendToNode/Request/Broadcast/Nodes/Shutdown──▶ Researcher ──▶ NodeAgent (one per node id)
+//!       ▲                                                       (pending       queue, status, polls
+//!       └──── ResearcherEvent (Recipient) ◀──────────────────    requests)         │ tasks (InFlight)
+//!                                                                   ▲               ▼
+//!                     tonic ResearcherGrpc: ReplyTask ─ RouteReply ─┘    GetTaskUnary / GetTask PollStream
+//! ```
+//!
+//! # Layout
+//! - [`config`] - [`ResearcherConfig`], limits and their defaults.
+//! - [`error`] - [`ResearcherError`].
+//! - [`status`] - node status ACTIVE / WAITING / DISCONNECTED (plain struct).
+//! - [`queue`] - a node's bounded task queue with time to live and retries.
+//! - [`pending`] - requests waiting for replies (plain struct).
+//! - [`agent`] - the [`NodeAgent`] actor: queue, status and polls of a node.
+//! - [`actor`] - the [`Researcher`] actor and its messages.
+//! - [`service`] - the tonic service and the poll response stream.
+//! - [`events`] - [`ResearcherEvent`] for the handler.
+//! - [`server`] - [`start`] and [`ResearcherHandle`].
+
+pub mod actor;
+pub mod agent;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod pending;
+pub mod queue;
+pub mod server;
+pub mod service;
+pub mod status;
+
+pub use actor::{
+    Broadcast, Nodes, PendingCount, Request, Researcher, SendToNode, Shutdown, SHUTDOWN_GRACE,
+};
+pub use agent::{NodeAgent, NodeInfo};
+pub use config::ResearcherConfig;
+pub use error::ResearcherError;
+pub use events::ResearcherEvent;
+pub use server::{start, ResearcherHandle};
+pub use status::NodeStatus;

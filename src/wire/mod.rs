@@ -1,1 +1,39 @@
-//! The Fed-BioMed payload.
+//! The Fed-BioMed payload: msgpack values, the message envelope, typed
+//! messages, protocol version checks, chunking and reassembly.
+//!
+//! A message travels as msgpack bytes ([`value`]), cut into frames of
+//! [`CHUNK_SIZE`] bytes ([`chunk`]) and joined again on the other side
+//! ([`reassemble`]). [`Envelope`] wraps any message losslessly; the typed
+//! structs in [`message`] build and read the common classes. Along the way a
+//! model's parameter bytes are copied at most once per side: chunks are slices
+//! of the encoded buffer, a one-frame message is not copied at all, and
+//! decoding slices `bin` values out of the reassembled buffer.
+
+pub mod chunk;
+pub mod envelope;
+pub mod error;
+pub mod feedback;
+pub mod json;
+pub mod message;
+pub mod ndarray;
+pub mod reassemble;
+pub mod serde_value;
+pub mod value;
+pub mod version;
+
+pub use chunk::{chunks, chunks_of, frame_count, Chunks, Frame, CHUNK_SIZE};
+pub use envelope::{Envelope, MESSAGE_MODULE, TYPE_MESSAGE_KEY};
+pub use error::WireError;
+pub use feedback::{Feedback, FeedbackMessage, Log, Scalar};
+pub use message::{
+    ApprovalReply, ApprovalRequest, ErrorMessage, ListReply, ListRequest, OverlayMessage,
+    PingReply, PingRequest, SearchReply, SearchRequest, TrainReply, TrainRequest, Typed,
+};
+pub use ndarray::NdArray;
+pub use reassemble::{Reassembler, DEFAULT_MAX_MESSAGE_BYTES};
+pub use serde_value::{bin, from_value, to_value};
+pub use value::{decode_value, encode_to_bytes, encode_value, encoded_len, Value, MAX_DEPTH};
+pub use version::{check_version, VersionCompat, PROTOCOL_VERSION};
+
+/// gRPC message size limit on every fedroute client and server (as Fed-BioMed).
+pub const GRPC_MAX_MESSAGE_BYTES: usize = 100 * 1024 * 1024;

@@ -1,0 +1,262 @@
+//! [`ResearcherConfig`]: where the researcher listens, its identity, and the
+//! limits of its queues. Every field has a documented default
+//! ([`ResearcherConfig::default`]) and a chainable setter.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a node may go without polling before it is DISCONNECTED.
+pub const DEFAULT_DISCONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a task may wait in a node's queue (Fed-BioMed: 300 s).
+pub const DEFAULT_TASK_TTL: Duration = Duration::from_secs(300);
+/// Tasks one node may have queued or in delivery.
+pub const DEFAULT_NODE_QUEUE_CAPACITY: usize = 1024;
+/// How often a task whose delivery was cut is queued again (Fed-BioMed: 5).
+pub const DEFAULT_MAX_TASK_RETRIES: u32 = 5;
+/// Requests that may wait for their replies at the same time.
+pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 65_536;
+/// Distinct node ids the researcher keeps an agent for.
+pub const DEFAULT_MAX_NODES: usize = 10_000;
+/// Tasks handed ahead to one streaming (`GetTask`) poll while earlier ones
+/// are still being written.
+pub const DEFAULT_STREAM_PIPELINE: usize = 16;
+/// HTTP/2 keepalive interval of the server (Fed-BioMed's Python peers refuse
+/// pings closer than about 1.8 s apart).
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The researcher's configuration. Build with [`ResearcherConfig::default`]
+/// and the setters:
+///
+/// ```
+/// use std::time::Duration;
+/// use fedroute::researcher::ResearcherConfig;
+///
+/// let config = ResearcherConfig::default()
+///     .listen("127.0.0.1:0".parse().unwrap())
+///     .disconnection_timeout(Duration::from_secs(2));
+/// assert_eq!(config.task_ttl, Duration::from_secs(300));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ResearcherConfig {
+    /// Address to listen on; port 0 picks a free port (reported in
+    /// `ResearcherHandle::local_addr`). Default `127.0.0.1:50051`.
+    pub listen: SocketAddr,
+    /// Host name or IP written into a generated certificate (CN and SAN).
+    /// Default: the listen IP (`localhost` when it is unspecified).
+    pub host: Option<String>,
+    /// The researcher id (`RESEARCHER_<uuid4>` when `None`). Ignored when an
+    /// identity is loaded: the id is the certificate's O=.
+    pub researcher_id: Option<String>,
+    /// Certificate and key PEM files; a self-signed certificate is generated
+    /// when `None`.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// CA bundle (PEM) for mutual TLS: when set, nodes must present a client
+    /// certificate signed by it, and a poll or a reply is accepted only for
+    /// the node id in that certificate. Default `None`.
+    pub client_ca: Option<PathBuf>,
+    /// Serve plaintext HTTP/2 (no TLS), for interop and debugging only; a
+    /// warning is logged. Default `false`.
+    pub insecure: bool,
+    /// A node without an open poll for this long becomes DISCONNECTED.
+    /// Default [`DEFAULT_DISCONNECTION_TIMEOUT`].
+    pub disconnection_timeout: Duration,
+    /// Time to live of a queued task. Default [`DEFAULT_TASK_TTL`].
+    pub task_ttl: Duration,
+    /// Tasks one node may have queued or in delivery.
+    /// Default [`DEFAULT_NODE_QUEUE_CAPACITY`].
+    pub node_queue_capacity: usize,
+    /// Cut deliveries tolerated per task before the sender is told.
+    /// Default [`DEFAULT_MAX_TASK_RETRIES`].
+    pub max_task_retries: u32,
+    /// Largest reassembled reply accepted, in bytes.
+    /// Default `wire::DEFAULT_MAX_MESSAGE_BYTES`.
+    pub max_message_bytes: usize,
+    /// Requests that may wait for replies at once.
+    /// Default [`DEFAULT_MAX_PENDING_REQUESTS`].
+    pub max_pending_requests: usize,
+    /// Distinct node ids served (a poll from one more node id is refused).
+    /// Default [`DEFAULT_MAX_NODES`].
+    pub max_nodes: usize,
+    /// Tasks handed ahead to a streaming poll. Default [`DEFAULT_STREAM_PIPELINE`].
+    pub stream_pipeline: usize,
+    /// HTTP/2 keepalive interval (at least 2 s). Default [`DEFAULT_KEEPALIVE_INTERVAL`].
+    pub keepalive_interval: Duration,
+}
+
+impl Default for ResearcherConfig {
+    fn default() -> Self {
+        ResearcherConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 50051)),
+            host: None,
+            researcher_id: None,
+            identity: None,
+            client_ca: None,
+            insecure: false,
+            disconnection_timeout: DEFAULT_DISCONNECTION_TIMEOUT,
+            task_ttl: DEFAULT_TASK_TTL,
+            node_queue_capacity: DEFAULT_NODE_QUEUE_CAPACITY,
+            max_task_retries: DEFAULT_MAX_TASK_RETRIES,
+            max_message_bytes: crate::wire::DEFAULT_MAX_MESSAGE_BYTES,
+            max_pending_requests: DEFAULT_MAX_PENDING_REQUESTS,
+            max_nodes: DEFAULT_MAX_NODES,
+            stream_pipeline: DEFAULT_STREAM_PIPELINE,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+        }
+    }
+}
+
+impl ResearcherConfig {
+    /// Sets [`ResearcherConfig::listen`].
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+    /// Sets [`ResearcherConfig::host`].
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
+    /// Sets [`ResearcherConfig::researcher_id`].
+    pub fn researcher_id(mut self, id: impl Into<String>) -> Self {
+        self.researcher_id = Some(id.into());
+        self
+    }
+    /// Sets [`ResearcherConfig::identity`].
+    pub fn identity(mut self, cert: PathBuf, key: PathBuf) -> Self {
+        self.identity = Some((cert, key));
+        self
+    }
+    /// Sets [`ResearcherConfig::client_ca`] (mutual TLS).
+    pub fn client_ca(mut self, ca: PathBuf) -> Self {
+        self.client_ca = Some(ca);
+        self
+    }
+    /// Sets [`ResearcherConfig::insecure`].
+    pub fn insecure(mut self, on: bool) -> Self {
+        self.insecure = on;
+        self
+    }
+    /// Sets [`ResearcherConfig::disconnection_timeout`].
+    pub fn disconnection_timeout(mut self, d: Duration) -> Self {
+        self.disconnection_timeout = d;
+        self
+    }
+    /// Sets [`ResearcherConfig::task_ttl`].
+    pub fn task_ttl(mut self, d: Duration) -> Self {
+        self.task_ttl = d;
+        self
+    }
+    /// Sets [`ResearcherConfig::node_queue_capacity`].
+    pub fn node_queue_capacity(mut self, n: usize) -> Self {
+        self.node_queue_capacity = n;
+        self
+    }
+    /// Sets [`ResearcherConfig::max_task_retries`].
+    pub fn max_task_retries(mut self, n: u32) -> Self {
+        self.max_task_retries = n;
+        self
+    }
+    /// Sets [`ResearcherConfig::max_message_bytes`].
+    pub fn max_message_bytes(mut self, n: usize) -> Self {
+        self.max_message_bytes = n;
+        self
+    }
+    /// Sets [`ResearcherConfig::max_pending_requests`].
+    pub fn max_pending_requests(mut self, n: usize) -> Self {
+        self.max_pending_requests = n;
+        self
+    }
+    /// Sets [`ResearcherConfig::max_nodes`].
+    pub fn max_nodes(mut self, n: usize) -> Self {
+        self.max_nodes = n;
+        self
+    }
+    /// Sets [`ResearcherConfig::stream_pipeline`].
+    pub fn stream_pipeline(mut self, n: usize) -> Self {
+        self.stream_pipeline = n;
+        self
+    }
+    /// Sets [`ResearcherConfig::keepalive_interval`].
+    pub fn keepalive_interval(mut self, d: Duration) -> Self {
+        self.keepalive_interval = d;
+        self
+    }
+
+    /// The host written into a generated certificate.
+    pub fn certificate_host(&self) -> String {
+        match &self.host {
+            Some(h) => h.clone(),
+            None if self.listen.ip().is_unspecified() => "localhost".to_string(),
+            None => self.listen.ip().to_string(),
+        }
+    }
+
+    /// Checks the limits are usable (non-zero capacities and durations).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_queue_capacity == 0 {
+            return Err("node_queue_capacity must be at least 1".into());
+        }
+        if self.max_pending_requests == 0 {
+            return Err("max_pending_requests must be at least 1".into());
+        }
+        if self.max_nodes == 0 {
+            return Err("max_nodes must be at least 1".into());
+        }
+        if self.stream_pipeline == 0 {
+            return Err("stream_pipeline must be at least 1".into());
+        }
+        if self.task_ttl.is_zero() {
+            return Err("task_ttl must be positive".into());
+        }
+        if self.disconnection_timeout.is_zero() {
+            return Err("disconnection_timeout must be positive".into());
+        }
+        if self.keepalive_interval < Duration::from_secs(2) {
+            return Err(format!(
+                "keepalive_interval {:?} is below 2 s (peers refuse faster pings)",
+                self.keepalive_interval
+            ));
+        }
+        if self.max_message_bytes == 0 {
+            return Err("max_message_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = ResearcherConfig::default();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.task_ttl, Duration::from_secs(300));
+        assert_eq!(c.max_task_retries, 5);
+        assert!(!c.insecure);
+    }
+
+    #[test]
+    fn certificate_host_follows_listen_address() {
+        let c = ResearcherConfig::default().listen("127.0.0.1:0".parse().unwrap());
+        assert_eq!(c.certificate_host(), "127.0.0.1");
+        let c = ResearcherConfig::default().listen("0.0.0.0:0".parse().unwrap());
+        assert_eq!(c.certificate_host(), "localhost");
+        let c = c.host("researcher.example");
+        assert_eq!(c.certificate_host(), "researcher.example");
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        assert!(ResearcherConfig::default()
+            .node_queue_capacity(0)
+            .validate()
+            .is_err());
+        assert!(ResearcherConfig::default()
+            .keepalive_interval(Duration::from_secs(1))
+            .validate()
+            .is_err());
+    }
+}

@@ -1,0 +1,270 @@
+//! [`TaskQueue`]: a node's bounded queue of tasks with a time to live and a
+//! count of cut deliveries, as a plain struct (no timers, no I/O).
+//!
+//! A task leaves the queue with [`TaskQueue::take`] and is then *in flight*
+//! until it is [`TaskQueue::delivered`], [`TaskQueue::requeue`]d (its delivery
+//! was cut: back to the head, one more attempt counted) or
+//! [`TaskQueue::restore`]d (never started: back to the head, no attempt
+//! counted). In-flight tasks count against the capacity, so the number of
+//! tasks a node holds never exceeds it.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// A task with its bookkeeping.
+#[derive(Debug)]
+pub struct QueuedTask<T> {
+    /// The task itself.
+    pub task: T,
+    /// When it expires if still undelivered.
+    pub deadline: Instant,
+    /// Deliveries of it that were cut so far.
+    pub attempts: u32,
+}
+
+/// Why a task was refused or given back.
+#[derive(Debug)]
+pub enum QueueRefusal<T> {
+    /// The queue (with the tasks in flight) holds `capacity` tasks already.
+    Full {
+        /// The refused task.
+        task: T,
+        /// The capacity.
+        capacity: usize,
+    },
+    /// The task's delivery was cut more than the allowed number of times.
+    RetriesExhausted(QueuedTask<T>),
+}
+
+/// A bounded FIFO of tasks for one node.
+#[derive(Debug)]
+pub struct TaskQueue<T> {
+    items: VecDeque<QueuedTask<T>>,
+    in_flight: usize,
+    capacity: usize,
+    max_retries: u32,
+}
+
+impl<T> TaskQueue<T> {
+    /// An empty queue holding at most `capacity` tasks (queued plus in
+    /// flight); a task may be cut `max_retries` times and queued again.
+    pub fn new(capacity: usize, max_retries: u32) -> TaskQueue<T> {
+        TaskQueue {
+            items: VecDeque::new(),
+            in_flight: 0,
+            capacity,
+            max_retries,
+        }
+    }
+
+    /// Tasks waiting (not in flight).
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// No task waiting.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Tasks being delivered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Queues `task` at the tail, to expire at `deadline`.
+    pub fn push(&mut self, task: T, deadline: Instant) -> Result<(), QueueRefusal<T>> {
+        if self.items.len() + self.in_flight >= self.capacity {
+            return Err(QueueRefusal::Full {
+                task,
+                capacity: self.capacity,
+            });
+        }
+        self.items.push_back(QueuedTask {
+            task,
+            deadline,
+            attempts: 0,
+        });
+        Ok(())
+    }
+
+    /// Takes the head task for delivery (it is in flight until reported).
+    pub fn take(&mut self) -> Option<QueuedTask<T>> {
+        let t = self.items.pop_front()?;
+        self.in_flight += 1;
+        Some(t)
+    }
+
+    /// An in-flight task was delivered.
+    pub fn delivered(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// An in-flight task's delivery was cut: back to the head with one more
+    /// attempt, or refused when it has been cut too often.
+    pub fn requeue(&mut self, mut t: QueuedTask<T>) -> Result<(), QueueRefusal<T>> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        t.attempts += 1;
+        if t.attempts > self.max_retries {
+            return Err(QueueRefusal::RetriesExhausted(t));
+        }
+        self.items.push_front(t);
+        Ok(())
+    }
+
+    /// An in-flight task never started being delivered: back to the head,
+    /// no attempt counted.
+    pub fn restore(&mut self, t: QueuedTask<T>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.items.push_front(t);
+    }
+
+    /// Removes and returns the waiting tasks whose deadline is at or before
+    /// `now`, oldest first.
+    pub fn expire(&mut self, now: Instant) -> Vec<QueuedTask<T>> {
+        if !self.items.iter().any(|t| t.deadline <= now) {
+            return Vec::new();
+        }
+        let mut expired = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.items.len());
+        for t in self.items.drain(..) {
+            if t.deadline <= now {
+                expired.push(t);
+            } else {
+                kept.push_back(t);
+            }
+        }
+        self.items = kept;
+        expired
+    }
+
+    /// The earliest deadline of a waiting task.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.items.iter().map(|t| t.deadline).min()
+    }
+
+    /// The deadline of the head task (cheap; the queue is mostly in deadline
+    /// order since every task gets the same time to live).
+    pub fn front_deadline(&self) -> Option<Instant> {
+        self.items.front().map(|t| t.deadline)
+    }
+
+    /// Removes the first waiting task matching `pred`.
+    pub fn remove_where(&mut self, pred: impl Fn(&T) -> bool) -> Option<QueuedTask<T>> {
+        let i = self.items.iter().position(|t| pred(&t.task))?;
+        self.items.remove(i)
+    }
+
+    /// Removes every waiting task (shutdown).
+    pub fn drain(&mut self) -> Vec<QueuedTask<T>> {
+        self.items.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn q(cap: usize) -> TaskQueue<u32> {
+        TaskQueue::new(cap, 2)
+    }
+
+    #[test]
+    fn fifo_order() {
+        let now = Instant::now();
+        let mut q = q(10);
+        for i in 0..3 {
+            q.push(i, now).unwrap();
+        }
+        assert_eq!(q.take().unwrap().task, 0);
+        assert_eq!(q.take().unwrap().task, 1);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.in_flight(), 2);
+    }
+
+    #[test]
+    fn capacity_counts_in_flight_tasks() {
+        let now = Instant::now();
+        let mut q = q(2);
+        q.push(1, now).unwrap();
+        q.push(2, now).unwrap();
+        match q.push(3, now) {
+            Err(QueueRefusal::Full {
+                task: 3,
+                capacity: 2,
+            }) => {}
+            other => panic!("expected Full, got {other:?}"),
+        }
+        let _in_flight = q.take().unwrap();
+        assert!(q.push(3, now).is_err(), "in-flight task still counts");
+        q.delivered();
+        q.push(3, now).unwrap();
+    }
+
+    #[test]
+    fn requeue_goes_to_head_and_counts_attempts() {
+        let now = Instant::now();
+        let mut q = q(10);
+        q.push(1, now).unwrap();
+        q.push(2, now).unwrap();
+        let t = q.take().unwrap();
+        q.requeue(t).unwrap();
+        assert_eq!(q.in_flight(), 0);
+        let t = q.take().unwrap();
+        assert_eq!((t.task, t.attempts), (1, 1));
+        q.requeue(t).unwrap();
+        let t = q.take().unwrap();
+        assert_eq!(t.attempts, 2);
+        match q.requeue(t) {
+            Err(QueueRefusal::RetriesExhausted(t)) => assert_eq!((t.task, t.attempts), (1, 3)),
+            other => panic!("expected RetriesExhausted, got {other:?}"),
+        }
+        assert_eq!(q.in_flight(), 0);
+        assert_eq!(q.take().unwrap().task, 2);
+    }
+
+    #[test]
+    fn restore_does_not_count_an_attempt() {
+        let now = Instant::now();
+        let mut q = q(10);
+        q.push(1, now).unwrap();
+        let t = q.take().unwrap();
+        q.restore(t);
+        let t = q.take().unwrap();
+        assert_eq!(t.attempts, 0);
+    }
+
+    #[test]
+    fn expire_removes_only_due_tasks() {
+        let t0 = Instant::now();
+        let mut q = q(10);
+        q.push(1, t0 + Duration::from_secs(1)).unwrap();
+        q.push(2, t0 + Duration::from_secs(5)).unwrap();
+        q.push(3, t0 + Duration::from_secs(2)).unwrap();
+        assert!(q.expire(t0).is_empty());
+        assert_eq!(q.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        let gone: Vec<u32> = q
+            .expire(t0 + Duration::from_secs(2))
+            .into_iter()
+            .map(|t| t.task)
+            .collect();
+        assert_eq!(gone, vec![1, 3]);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.next_deadline(), Some(t0 + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn remove_where_and_drain() {
+        let now = Instant::now();
+        let mut q = q(10);
+        for i in 0..4 {
+            q.push(i, now).unwrap();
+        }
+        assert_eq!(q.remove_where(|t| *t == 2).unwrap().task, 2);
+        assert!(q.remove_where(|t| *t == 9).is_none());
+        let rest: Vec<u32> = q.drain().into_iter().map(|t| t.task).collect();
+        assert_eq!(rest, vec![0, 1, 3]);
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,137 @@
+//! [`start`]: builds the researcher's identity, binds the listening socket,
+//! starts the [`Researcher`] actor and serves the gRPC service on the
+//! current runtime (inside the actix `System`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Recipient};
+use tokio::sync::oneshot;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+use super::actor::{Researcher, ServerControl, SetServer, Shutdown};
+use super::config::ResearcherConfig;
+use super::error::ResearcherError;
+use super::events::ResearcherEvent;
+use super::service::ResearcherGrpc;
+use crate::proto::researcher_service_server::ResearcherServiceServer;
+use crate::tls::{self, CertificateDer};
+use crate::wire::GRPC_MAX_MESSAGE_BYTES;
+
+/// HTTP/2 stream window: large enough that a 4 MB chunk does not wait for
+/// many window updates.
+const STREAM_WINDOW: u32 = 4 << 20;
+/// HTTP/2 connection window.
+const CONNECTION_WINDOW: u32 = 16 << 20;
+/// How long an unanswered keepalive ping may take before the connection is
+/// closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running researcher.
+#[derive(Clone, Debug)]
+pub struct ResearcherHandle {
+    /// The actor to send [`super::SendToNode`], [`super::Request`],
+    /// [`super::Broadcast`], [`super::Nodes`], [`super::Shutdown`] to.
+    pub addr: Addr<Researcher>,
+    /// The address the server listens on (the bound port when 0 was asked).
+    pub local_addr: SocketAddr,
+    /// The researcher id (the certificate's O=).
+    pub researcher_id: String,
+    /// The server certificate nodes will see (pin it on the client side).
+    pub cert_der: CertificateDer<'static>,
+}
+
+impl ResearcherHandle {
+    /// Shuts the researcher down (see [`Shutdown`]).
+    pub async fn shutdown(&self) -> Result<(), ResearcherError> {
+        Ok(self.addr.send(Shutdown).await?)
+    }
+}
+
+/// Starts a researcher: identity (loaded or generated), TLS (mutual when
+/// `client_ca` is set; plaintext only with `insecure`), the actor, and the
+/// gRPC server on `config.listen`. Must run inside an actix `System`.
+/// Handler events go to `events` when given.
+pub async fn start(
+    config: ResearcherConfig,
+    events: Option<Recipient<ResearcherEvent>>,
+) -> Result<ResearcherHandle, ResearcherError> {
+    config.validate().map_err(ResearcherError::Config)?;
+    if config.insecure && config.client_ca.is_some() {
+        return Err(ResearcherError::Config(
+            "insecure (plaintext) and client_ca (mutual TLS) exclude each other".into(),
+        ));
+    }
+    tls::install_crypto_provider();
+    let identity = match &config.identity {
+        Some((cert, key)) => tls::load_researcher_identity(cert, key)?,
+        None => tls::generate_researcher_identity(
+            config.researcher_id.as_deref(),
+            &config.certificate_host(),
+        )?,
+    };
+
+    let incoming = TcpIncoming::bind(config.listen)
+        .map_err(|source| ResearcherError::Bind {
+            addr: config.listen,
+            source,
+        })?
+        .with_nodelay(Some(true));
+    let local_addr = incoming
+        .local_addr()
+        .map_err(|source| ResearcherError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+
+    let researcher = Researcher::new(&config, events.clone()).start();
+    let service = ResearcherServiceServer::new(ResearcherGrpc::new(
+        researcher.clone(),
+        events,
+        config.client_ca.is_some(),
+        config.max_message_bytes,
+        config.stream_pipeline,
+    ))
+    .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES);
+
+    let mut builder = Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    if config.insecure {
+        log::warn!(
+            "researcher on {local_addr} serves PLAINTEXT gRPC (insecure mode): for interop and debugging only"
+        );
+    } else {
+        builder = builder.tls_config(tls::server_tls_config(
+            &identity,
+            config.client_ca.as_deref(),
+        )?)?;
+    }
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = builder.add_service(service);
+    let done = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    }));
+    researcher
+        .send(SetServer(ServerControl { stop, done }))
+        .await?;
+    log::info!(
+        "researcher {} listening on {local_addr}{}",
+        identity.researcher_id,
+        if config.client_ca.is_some() {
+            " (mutual TLS)"
+        } else {
+            ""
+        }
+    );
+    Ok(ResearcherHandle {
+        addr: researcher,
+        local_addr,
+        researcher_id: identity.researcher_id.clone(),
+        cert_der: identity.cert_der.clone(),
+    })
+}

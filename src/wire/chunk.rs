@@ -1,0 +1,130 @@
+//! Splitting a payload into gRPC frames.
+//!
+//! Fed-BioMed cuts a message's msgpack bytes into slices of [`CHUNK_SIZE`]
+//! bytes and sends each as `{size, iteration, bytes_}` with `size` the number
+//! of slices and `iteration` counting from 1. Here every frame is a cheap
+//! [`Bytes`] slice of the one payload buffer.
+
+use bytes::Bytes;
+
+/// Bytes per frame (Fed-BioMed's `MAX_SEND_SIZE` slice length).
+pub const CHUNK_SIZE: usize = 3_999_967;
+
+/// One frame of a chunked message (the fields of `TaskResponse`/`TaskResult`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// Number of frames of the message.
+    pub size: i32,
+    /// This frame's position, 1..=size.
+    pub iteration: i32,
+    /// This frame's slice of the payload.
+    pub bytes: Bytes,
+}
+
+/// The number of frames a payload of `len` bytes travels in (at least 1).
+pub fn frame_count(len: usize) -> usize {
+    frame_count_of(len, CHUNK_SIZE)
+}
+
+fn frame_count_of(len: usize, chunk_size: usize) -> usize {
+    len.div_ceil(chunk_size).max(1)
+}
+
+/// Splits `payload` into frames of [`CHUNK_SIZE`] bytes; an empty payload is
+/// one empty frame.
+pub fn chunks(payload: Bytes) -> Chunks {
+    chunks_of(payload, CHUNK_SIZE)
+}
+
+/// Splits `payload` into frames of `chunk_size` bytes (at least 1).
+///
+/// A payload needing more than `i32::MAX` frames cannot be represented on the
+/// wire; such a payload is far above any message limit, and its frame count
+/// saturates at `i32::MAX`.
+pub fn chunks_of(payload: Bytes, chunk_size: usize) -> Chunks {
+    let chunk_size = chunk_size.max(1);
+    let count = frame_count_of(payload.len(), chunk_size);
+    Chunks {
+        payload,
+        chunk_size,
+        size: i32::try_from(count).unwrap_or(i32::MAX),
+        next: 1,
+    }
+}
+
+/// Iterator over the frames of one payload; see [`chunks`].
+#[derive(Clone, Debug)]
+pub struct Chunks {
+    payload: Bytes,
+    chunk_size: usize,
+    size: i32,
+    next: i32,
+}
+
+impl Chunks {
+    /// The number of frames (the `size` of every frame).
+    pub fn size(&self) -> i32 {
+        self.size
+    }
+}
+
+impl Iterator for Chunks {
+    type Item = Frame;
+
+    fn next(&mut self) -> Option<Frame> {
+        if self.next > self.size {
+            return None;
+        }
+        let start = (self.next as usize - 1) * self.chunk_size;
+        let end = (start + self.chunk_size).min(self.payload.len());
+        let frame = Frame {
+            size: self.size,
+            iteration: self.next,
+            bytes: self.payload.slice(start.min(end)..end),
+        };
+        self.next += 1;
+        Some(frame)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = (self.size - self.next + 1).max(0) as usize;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Chunks {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_payload_is_one_empty_frame() {
+        let f: Vec<_> = chunks(Bytes::new()).collect();
+        assert_eq!(
+            f,
+            vec![Frame {
+                size: 1,
+                iteration: 1,
+                bytes: Bytes::new()
+            }]
+        );
+        assert_eq!(frame_count(0), 1);
+    }
+
+    #[test]
+    fn frames_are_slices_of_the_payload() {
+        let p = Bytes::from(vec![1u8; 10]);
+        let f: Vec<_> = chunks_of(p.clone(), 4).collect();
+        assert_eq!(f.len(), 3);
+        assert_eq!(chunks_of(p.clone(), 4).len(), 3);
+        assert_eq!(
+            f.iter().map(|f| f.bytes.len()).collect::<Vec<_>>(),
+            [4, 4, 2]
+        );
+        assert!(f.iter().all(|f| f.size == 3));
+        assert_eq!(f[1].bytes.as_ptr(), p[4..].as_ptr());
+        assert_eq!(frame_count(CHUNK_SIZE), 1);
+        assert_eq!(frame_count(CHUNK_SIZE + 1), 2);
+    }
+}

@@ -1,0 +1,128 @@
+//! The payload bytes are copied at most once per side, checked with a
+//! counting allocator: encoding allocates the wire buffer once at its final
+//! size, chunking allocates nothing, reassembly allocates the message buffer
+//! once, and decoding (envelope and typed) allocates only small bookkeeping;
+//! the decoded ndarray points into the reassembled buffer.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use fedroute::wire::{chunks, Envelope, NdArray, Reassembler, TrainRequest, Value, CHUNK_SIZE};
+
+struct Counting;
+
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+static LARGE: AtomicUsize = AtomicUsize::new(0);
+const LARGE_ALLOC: usize = 1 << 20;
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        BYTES.fetch_add(l.size(), Ordering::Relaxed);
+        if l.size() >= LARGE_ALLOC {
+            LARGE.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        BYTES.fetch_add(new, Ordering::Relaxed);
+        if new >= LARGE_ALLOC {
+            LARGE.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// (bytes allocated, large allocations) while running `f`.
+fn measure<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
+    let b0 = BYTES.load(Ordering::SeqCst);
+    let l0 = LARGE.load(Ordering::SeqCst);
+    let out = f();
+    (
+        out,
+        BYTES.load(Ordering::SeqCst) - b0,
+        LARGE.load(Ordering::SeqCst) - l0,
+    )
+}
+
+const SMALL: usize = 64 * 1024;
+
+fn within(range: &Bytes, ptr: *const u8) -> bool {
+    let start = range.as_ptr() as usize;
+    (start..start + range.len()).contains(&(ptr as usize))
+}
+
+/// One test function: the counters are global, so the scenarios run in sequence.
+#[test]
+fn payload_bytes_are_copied_at_most_once_per_side() {
+    for len in [CHUNK_SIZE / 2, 10 * 1024 * 1024] {
+        let data = Bytes::from(vec![7u8; len]);
+        let params = Value::map([("w", NdArray::u8(data.clone()).to_value())]);
+        let req = TrainRequest::new("R", "exp", "ds", params);
+
+        // sending side
+        let (env, bytes, large) = measure(|| Envelope::from_typed(&req).unwrap());
+        assert!(
+            bytes < SMALL && large == 0,
+            "from_typed allocated {bytes} bytes"
+        );
+        let (wire, bytes, large) = measure(|| env.to_bytes());
+        assert!(
+            bytes < len + SMALL && large == 1,
+            "encoding allocated {bytes} bytes in {large} large blocks"
+        );
+        let (frames, bytes, large) = measure(|| chunks(wire.clone()).collect::<Vec<_>>());
+        assert!(
+            bytes < SMALL && large == 0,
+            "chunking allocated {bytes} bytes"
+        );
+        // every frame is a slice of the one wire buffer
+        assert!(frames.iter().all(|f| within(&wire, f.bytes.as_ptr())));
+
+        // receiving side
+        let frame_total = frames.len() * CHUNK_SIZE;
+        let (payload, bytes, large) = measure(|| {
+            let mut r = Reassembler::default();
+            let mut out = None;
+            for f in frames {
+                out = r.push(f.size, f.iteration, f.bytes).unwrap();
+            }
+            out.unwrap()
+        });
+        if len > CHUNK_SIZE {
+            // one buffer of the upper bound the first frame gives: size x frame length
+            assert!(
+                bytes < frame_total + SMALL && large == 1,
+                "reassembly allocated {bytes} bytes in {large} large blocks"
+            );
+        } else {
+            assert_eq!(
+                payload.as_ptr(),
+                wire.as_ptr(),
+                "a one-frame message is not copied"
+            );
+            assert!(bytes < SMALL && large == 0);
+        }
+        assert_eq!(payload, wire);
+        let (typed, bytes, large) = measure(|| {
+            let env = Envelope::decode(payload.clone()).unwrap();
+            env.to_typed::<TrainRequest>().unwrap()
+        });
+        assert!(
+            bytes < SMALL && large == 0,
+            "decoding allocated {bytes} bytes"
+        );
+        let arr = NdArray::from_value(typed.params.get("w").unwrap()).unwrap();
+        assert_eq!(arr.data.len(), len);
+        assert!(
+            within(&payload, arr.data.as_ptr()),
+            "the ndarray is a slice of the reassembled buffer"
+        );
+    }
+}
