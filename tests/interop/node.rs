@@ -20,12 +20,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use fedroute::node::{
-    log_forward, Controller, ControllerConfig, ResearcherEndpoint, Send as SendReply,
-    TaskReceived,
+    log_forward, Controller, ControllerConfig, ResearcherEndpoint, Send as SendReply, TaskReceived,
 };
-use fedroute::wire::{
-    Envelope, ErrorMessage, ListReply, PingReply, SearchReply, Typed, Value,
-};
+use fedroute::wire::{Envelope, ErrorMessage, ListReply, PingReply, SearchReply, Typed, Value};
 
 const NODE: &str = "NODE_fedroute_lib";
 
@@ -137,8 +134,7 @@ async fn fedroute_node_library_serves_fedbiomed_researcher() {
         log_forward::install(builder, log::LevelFilter::Info).expect("install the logger");
 
     let python = std::env::var("FEDROUTE_INTEROP_PYTHON").expect("FEDROUTE_INTEROP_PYTHON");
-    let script =
-        std::env::var("FEDROUTE_INTEROP_RESEARCHER").expect("FEDROUTE_INTEROP_RESEARCHER");
+    let script = std::env::var("FEDROUTE_INTEROP_RESEARCHER").expect("FEDROUTE_INTEROP_RESEARCHER");
     let logs = PathBuf::from(std::env::var("FEDROUTE_INTEROP_LOGS").unwrap_or_else(|_| ".".into()));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -150,7 +146,14 @@ async fn fedroute_node_library_serves_fedbiomed_researcher() {
         .arg(script)
         .args(["--port", &port.to_string(), "--node-id", NODE])
         .args(["--expect-dataset", "cohort", "--search-tag", "#a"])
-        .args(["--train-expect", "error", "--restart-cert", "fresh", "--timeout", "280"])
+        .args([
+            "--train-expect",
+            "error",
+            "--restart-cert",
+            "fresh",
+            "--timeout",
+            "280",
+        ])
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -190,7 +193,11 @@ async fn fedroute_node_library_serves_fedbiomed_researcher() {
     for phase in v["phases"].as_array().cloned().unwrap_or_default() {
         for c in phase["checks"].as_array().cloned().unwrap_or_default() {
             let ok = c["ok"].as_bool().unwrap_or(false);
-            eprintln!("{} {}", if ok { "PASS" } else { "FAIL" }, c["check"].as_str().unwrap_or("?"));
+            eprintln!(
+                "{} {}",
+                if ok { "PASS" } else { "FAIL" },
+                c["check"].as_str().unwrap_or("?")
+            );
         }
     }
     assert!(
