@@ -149,6 +149,7 @@ class Phase:
             label,
             isinstance(reply, PingReply) and self.common_reply_checks(reply, req),
             reply=type(reply).__name__ if reply is not None else None,
+            request_id=req.request_id,
             rtt_s=rtt,
         )
 
@@ -179,6 +180,7 @@ class Phase:
             and set(a.expect_dataset).issubset(names)
             and reply.count == len(reply.databases),
             reply=type(reply).__name__ if reply is not None else None,
+            request_id=req.request_id,
             tags=a.search_tag,
             datasets=names,
             rtt_s=rtt,
@@ -235,6 +237,7 @@ class Phase:
                 f"TrainRequest ({a.train_mib} MiB) -> ErrorMessage with its request_id",
                 isinstance(reply, ErrorMessage) and self.common_reply_checks(reply, req),
                 reply=name,
+                request_id=req.request_id,
                 errnum=getattr(reply, "errnum", None),
                 extra_msg=(getattr(reply, "extra_msg", "") or "")[:200],
                 rtt_s=rtt,

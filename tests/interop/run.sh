@@ -90,7 +90,7 @@ fi
 
 # The ignored integration tests in tests/interop/main.rs (test target "interop").
 interop_test() { # test-name, log; env passed through
-  timeout 900 cargo test --release --quiet --test interop -- --ignored --exact "$1" --nocapture >"$2" 2>&1
+  RUST_BACKTRACE=0 timeout 900 cargo test --release --quiet --test interop -- --ignored --exact "$1" --nocapture >"$2" 2>&1
 }
 
 # --- scenarios ---------------------------------------------------------------------------------
