@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Fed-BioMed interoperability scenarios (issue 8). Loopback only; every process
+# is bounded by `timeout`; ports are picked free at run time.
+#
+#   tests/interop/run.sh                 # all scenarios
+#   tests/interop/run.sh self bytes      # some of them: self node node-lib researcher bytes
+#
+# Scenarios:
+#   self        Fed-BioMed researcher (fbm_researcher.py) <-> Fed-BioMed node (fbm_node.py):
+#               proves the harness itself (restart keeps the certificate: a Fed-BioMed
+#               node never re-fetches it, see FEDBIOMED_FACTS.md 3.2)
+#   node        `fedroute node` <-> Fed-BioMed researcher: ping, search, list, approval
+#               -> error, 16 MiB TrainRequest -> ErrorMessage, logs as Feedback,
+#               researcher restarted with a fresh certificate and the same id
+#   node-lib    the same against fedroute's node library (tests/interop/node.rs): tells a
+#               CLI problem from a library one
+#   researcher  fedroute researcher (library, tests/interop/main.rs) <-> Fed-BioMed node:
+#               ping, search, 16 MiB each way, Feedback logs, node restarted
+#   bytes       fedroute's typed messages <-> Fed-BioMed's Message.from_dict, both ways
+#
+# Environment: CARGO_TARGET_DIR (default ./target), FEDROUTE_BIN (skip the build
+# and use this binary), INTEROP_KEEP=1 (keep the work dir with every log).
+# Prints PASS/FAIL per scenario and 'N passed, N failed'; exits non-zero on any failure.
+set -uo pipefail
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+cd "$ROOT"
+
+ALL=(self node node-lib researcher bytes)
+if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=("${ALL[@]}"); fi
+for s in "${SCENARIOS[@]}"; do
+  case " ${ALL[*]} " in *" $s "*) ;; *) echo "interop: unknown scenario '$s' (known: ${ALL[*]})" >&2; exit 2 ;; esac
+done
+
+say() { echo "interop: $*" >&2; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/fedroute-interop.XXXXXX")"
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  done
+  wait 2>/dev/null
+  if [ "${INTEROP_KEEP:-0}" = "1" ]; then say "logs kept in $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- the Python side ---------------------------------------------------------------------------
+VENV="$(timeout 1800 "$HERE/setup.sh")" || { say "setup.sh failed"; echo "0 passed, ${#SCENARIOS[@]} failed"; exit 1; }
+PY="$VENV/bin/python"
+export PYTHONPATH="$HERE/stubs"
+export GRPC_VERBOSITY="${GRPC_VERBOSITY:-ERROR}"
+export PYTHONUNBUFFERED=1
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+
+# The last JSON line of a program's stdout, or {} when there is none.
+result_of() { grep '^{' "$1" 2>/dev/null | tail -n 1 || true; }
+json_field() { "$PY" -c 'import json,sys; d=json.loads(sys.argv[1] or "{}"); print(d.get(sys.argv[2], ""))' "$1" "$2"; }
+
+show_logs() { # dir: print the tail of each log for a failed scenario
+  local f
+  for f in "$1"/*; do
+    [ -f "$f" ] || continue
+    echo "----- $(basename "$f") (last 40 lines)" >&2
+    grep -v -E '^\s*$' "$f" | tail -n 40 >&2
+  done
+}
+
+# --- the Rust side -----------------------------------------------------------------------------
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="${FEDROUTE_BIN:-}"
+need_rust() {
+  for s in "${SCENARIOS[@]}"; do [ "$s" != self ] && return 0; done
+  return 1
+}
+if need_rust && [ -z "$BIN" ]; then
+  say "building fedroute (cargo build --release; CARGO_TARGET_DIR=$TARGET)"
+  if ! timeout 2400 cargo build --release --quiet --bin fedroute >"$WORK/cargo-build.log" 2>&1; then
+    tail -n 40 "$WORK/cargo-build.log" >&2
+    say "cargo build --release failed"
+    echo "0 passed, ${#SCENARIOS[@]} failed"
+    exit 1
+  fi
+  BIN="$TARGET/release/fedroute"
+fi
+
+# The ignored integration tests in tests/interop/main.rs (test target "interop").
+interop_test() { # test-name, log; env passed through
+  RUST_BACKTRACE=0 timeout 900 cargo test --release --quiet --test interop -- --ignored --exact "$1" --nocapture >"$2" 2>&1
+}
+
+# --- scenarios ---------------------------------------------------------------------------------
+
+scenario_self() {
+  local d="$WORK/self" port
+  mkdir -p "$d"; port="$(free_port)"
+  timeout 300 "$PY" "$HERE/fbm_researcher.py" --port "$port" --node-id NODE_fbm \
+    --expect-dataset cohort --search-tag '#a' --train-mib 16 --train-expect echo \
+    --restart-cert same --timeout 280 >"$d/researcher.out" 2>"$d/researcher.err" &
+  local rpid=$!; PIDS+=("$rpid")
+  timeout 300 "$PY" "$HERE/fbm_node.py" --researcher "127.0.0.1:$port" --id NODE_fbm \
+    --dataset 'cohort:#a,#b' --dataset 'other:#c' --timeout 290 >"$d/node.out" 2>"$d/node.err" &
+  local npid=$!; PIDS+=("$npid")
+  wait "$rpid"; local rc=$?
+  kill "$npid" 2>/dev/null; wait "$npid" 2>/dev/null
+  local res; res="$(result_of "$d/researcher.out")"
+  say "self: $(json_field "$res" passed) checks passed, $(json_field "$res" failed) failed"
+  [ "$rc" = 0 ] && [ "$(json_field "$res" ok)" = True ] || { show_logs "$d"; return 1; }
+}
+
+scenario_node() {
+  local d="$WORK/node" port
+  mkdir -p "$d"; port="$(free_port)"
+  if ! timeout 20 "$BIN" node --help >/dev/null 2>&1; then
+    say "node: '$BIN node' is not available (the CLI sub-command is missing)"; return 1
+  fi
+  timeout 300 "$PY" "$HERE/fbm_researcher.py" --port "$port" --node-id NODE_fedroute \
+    --expect-dataset cohort --search-tag '#a' --train-mib 16 --train-expect error \
+    --restart-cert fresh --timeout 280 >"$d/researcher.out" 2>"$d/researcher.err" &
+  local rpid=$!; PIDS+=("$rpid")
+  RUST_LOG="${RUST_LOG:-info}" timeout 300 "$BIN" node --researcher "127.0.0.1:$port" --id NODE_fedroute \
+    --name fedroute-interop --dataset 'cohort:#a,#b' --dataset 'other:#c' \
+    >"$d/fedroute-node.out" 2>"$d/fedroute-node.err" &
+  local npid=$!; PIDS+=("$npid")
+  wait "$rpid"; local rc=$?
+  kill -INT "$npid" 2>/dev/null; wait "$npid" 2>/dev/null
+  local res; res="$(result_of "$d/researcher.out")"
+  say "node: $(json_field "$res" passed) checks passed, $(json_field "$res" failed) failed"
+  [ "$rc" = 0 ] && [ "$(json_field "$res" ok)" = True ] || { show_logs "$d"; return 1; }
+}
+
+scenario_node_lib() {
+  local d="$WORK/node-lib"
+  mkdir -p "$d"
+  RUST_LOG="${RUST_LOG:-info}" FEDROUTE_INTEROP_PYTHON="$PY" FEDROUTE_INTEROP_RESEARCHER="$HERE/fbm_researcher.py" \
+    FEDROUTE_INTEROP_LOGS="$d" interop_test node::fedroute_node_library_serves_fedbiomed_researcher "$d/cargo-test.log" \
+    || { grep -E '^(PASS|FAIL) ' "$d/cargo-test.log" >&2; show_logs "$d"; return 1; }
+  grep -E '^(PASS|FAIL) ' "$d/cargo-test.log" >&2 || true
+}
+
+scenario_researcher() {
+  local d="$WORK/researcher"
+  mkdir -p "$d"
+  FEDROUTE_INTEROP_PYTHON="$PY" FEDROUTE_INTEROP_NODE="$HERE/fbm_node.py" FEDROUTE_INTEROP_LOGS="$d" \
+    interop_test researcher::fedroute_researcher_drives_fedbiomed_node "$d/cargo-test.log" \
+    || { grep -E '^(PASS|FAIL) ' "$d/cargo-test.log" >&2; show_logs "$d"; return 1; }
+  grep -E '^(PASS|FAIL) ' "$d/cargo-test.log" >&2 || true
+}
+
+scenario_bytes() {
+  local d="$WORK/bytes" rc=0
+  mkdir -p "$d/from-fedbiomed" "$d/from-fedroute"
+  timeout 120 "$PY" "$HERE/fbm_bytes.py" write "$d/from-fedbiomed" >"$d/fbm-write.out" 2>"$d/fbm-write.err" || rc=1
+  FEDROUTE_INTEROP_OUT="$d/from-fedroute" interop_test bytes::fedroute_writes_typed_messages "$d/rust-write.log" || rc=1
+  FEDROUTE_INTEROP_IN="$d/from-fedbiomed" interop_test bytes::fedroute_reads_fedbiomed_messages "$d/rust-read.log" || rc=1
+  timeout 120 "$PY" "$HERE/fbm_bytes.py" check "$d/from-fedroute" --expect-class typed \
+    >"$d/fbm-check.out" 2>"$d/fbm-check.err" || rc=1
+  # Same values, same bytes: fedroute writes exactly what Fed-BioMed writes.
+  local f diff=0
+  for f in "$d"/from-fedbiomed/*.msgpack; do
+    cmp -s "$f" "$d/from-fedroute/$(basename "$f")" || { say "bytes: $(basename "$f") differs from Fed-BioMed's"; diff=1; }
+  done
+  [ "$diff" = 0 ] || rc=1
+  say "bytes: Fed-BioMed accepted $(grep -c ' PASS ' "$d/fbm-check.err" 2>/dev/null) fedroute files;" \
+    "fedroute decoded $(grep -c '^PASS ' "$d/rust-read.log" 2>/dev/null) Fed-BioMed files"
+  [ "$rc" = 0 ] || { show_logs "$d"; return 1; }
+}
+
+# --- run ---------------------------------------------------------------------------------------
+PASSED=0; FAILED=0
+for s in "${SCENARIOS[@]}"; do
+  say "== scenario $s"
+  start=$(date +%s)
+  if "scenario_${s//-/_}"; then
+    echo "PASS $s ($(( $(date +%s) - start )) s)"; PASSED=$((PASSED + 1))
+  else
+    echo "FAIL $s ($(( $(date +%s) - start )) s)"; FAILED=$((FAILED + 1))
+  fi
+done
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
