@@ -202,6 +202,9 @@ impl ResearcherService for Service {
             if let Some(payload) = done {
                 let envelope =
                     Envelope::decode(payload).map_err(|e| Status::unknown(e.to_string()))?;
+                if envelope.class() == "Poison" {
+                    return Err(Status::invalid_argument("poison refused"));
+                }
                 let _ = self.replies.send(envelope);
             }
         }
