@@ -238,3 +238,32 @@ async fn a_task_cut_too_often_fails_its_request() {
     }
     assert_eq!(node_info(&handle, NODE).await.unwrap().queue_depth, 0);
 }
+
+#[actix_rt::test]
+async fn a_poll_ends_at_the_client_deadline_without_losing_tasks() {
+    let (handle, mut events) = start(config()).await;
+    let mut client = client(&handle).await;
+    let mut request = tonic::Request::new(task_request(NODE));
+    request.set_timeout(Duration::from_millis(300));
+    let mut stream = bounded("poll", client.get_task_unary(request))
+        .await
+        .unwrap()
+        .into_inner();
+    events.connected(NODE).await;
+    let status = bounded("deadline", stream.message()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    drop(stream);
+    until_status(&handle, NODE, NodeStatus::Waiting).await;
+
+    // Work queued after the expired poll goes to the next one.
+    let request = ping(&handle);
+    let ask = tokio::spawn(handle.addr.send(Request {
+        node_id: NODE.into(),
+        message: request.clone(),
+        timeout: T,
+    }));
+    let task = poll(&mut client, NODE).await.unwrap();
+    assert_eq!(task.request_id(), request.request_id());
+    reply(&mut client, &[pong(&task, NODE)]).await.unwrap();
+    bounded("request", ask).await.unwrap().unwrap().unwrap();
+}

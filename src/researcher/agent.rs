@@ -2,10 +2,10 @@
 //! status, and handing tasks to the node's open polls.
 //!
 //! A poll (a `GetTaskUnary` call, or a `GetTask` stream with its credit) is a
-//! channel sender registered with [`OpenPoll`]. The agent moves tasks from
+//! channel sender registered with `OpenPoll`. The agent moves tasks from
 //! its queue into poll channels as credit allows; each task travels wrapped
-//! in an [`InFlight`] guard that reports back when the task was written out
-//! ([`InFlight::delivered`]) or, when dropped undelivered, gives the task
+//! in an `InFlight` guard that reports back when the task was written out
+//! (`InFlight::delivered`) or, when dropped undelivered, gives the task
 //! back: a task whose delivery had started is requeued at the head with one
 //! more attempt (bounded retries), one that never started goes back without
 //! penalty. So a task is never lost silently, whatever way a stream ends.
@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
 use super::queue::{QueueRefusal, QueuedTask, TaskQueue};
-use super::status::{NodeStatus, StatusChange, StatusTracker};
+use super::status::{later, NodeStatus, StatusChange, StatusTracker};
 
 /// Who learns about a task that could not be delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -527,7 +527,7 @@ impl Handler<Enqueue> for NodeAgent {
             }
             return Err(ResearcherError::ShuttingDown);
         }
-        let deadline = Instant::now() + self.settings.task_ttl;
+        let deadline = later(Instant::now(), self.settings.task_ttl);
         match self.queue.push(msg.task, deadline) {
             Ok(()) => {}
             Err(QueueRefusal::Full { task, capacity }) => {

@@ -213,7 +213,7 @@ fn status_of(e: ResearcherError) -> Status {
     }
 }
 
-/// Parses a `grpc-timeout` header value ("<digits><unit>", unit one of
+/// Parses a `grpc-timeout` header value (`<digits><unit>`, unit one of
 /// H M S m u n).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
@@ -338,6 +338,9 @@ impl ResearcherService for ResearcherGrpc {
             .check_version()
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         Shared::check_node(&certified, feedback.node_id())?;
+        if self.inner.events.is_none() {
+            log::info!("feedback from node {}: {feedback:?}", feedback.node_id());
+        }
         self.inner.emit(ResearcherEvent::Feedback(feedback)).await;
         Ok(Response::new(Empty {}))
     }
