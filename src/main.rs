@@ -41,14 +41,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// clap's error as one line: its first line without the `error: ` prefix,
-/// plus a pointer to `--help`.
+/// clap's error as one line: its first paragraph joined (without the
+/// `error: ` prefix), plus a pointer to `--help`.
 fn usage_error_line(e: &clap::Error) -> String {
     let rendered = e.render().to_string();
-    let first = rendered
+    let paragraph: Vec<&str> = rendered
         .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid command line");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    format!("{first} (see --help)")
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let line = paragraph.join(" ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    if line.is_empty() {
+        "invalid command line (see --help)".to_string()
+    } else {
+        format!("{line} (see --help)")
+    }
 }

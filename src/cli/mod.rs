@@ -23,9 +23,10 @@ use clap::{Parser, Subcommand};
 
 /// fedroute: a message router speaking Fed-BioMed's gRPC/TLS wire protocol.
 ///
-/// Without a sub-command, runs `demo` with its defaults.
+/// Without a sub-command, runs `demo` with its defaults (default: demo).
+/// Log levels follow RUST_LOG (e.g. RUST_LOG=debug, RUST_LOG=fedroute=trace).
 #[derive(Debug, Parser)]
-#[command(name = "fedroute", version, about, long_about = None)]
+#[command(name = "fedroute", version)]
 pub struct Cli {
     /// The sub-command to run (default: demo).
     #[command(subcommand)]

@@ -140,9 +140,10 @@ async fn serve(args: &ResearcherArgs) -> Result<(), String> {
 /// Logs one researcher event.
 pub fn log_event(event: &ResearcherEvent) {
     match event {
-        ResearcherEvent::NodeConnected { node_id } => log::info!("node {node_id} connected"),
+        // The library logs these at info already.
+        ResearcherEvent::NodeConnected { node_id } => log::debug!("node {node_id} connected"),
         ResearcherEvent::NodeDisconnected { node_id } => {
-            log::info!("node {node_id} disconnected")
+            log::debug!("node {node_id} disconnected")
         }
         ResearcherEvent::Feedback(f) => match &f.feedback {
             Feedback::Log(l) => log::info!("feedback from {}: [{}] {}", l.node_id, l.level, l.msg),
