@@ -363,6 +363,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
 
     let mut ping = Phase::default();
     let mut train = Phase::default();
+    let mut train_time = Duration::ZERO;
 
     run.pb.set_message("ping");
     let p = run.pings(pings_before).await;
@@ -396,6 +397,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         run.pb.set_message(format!("train round {round}"));
         let t = Instant::now();
         let p = run.train_round(round, &params).await;
+        train_time += t.elapsed();
         say(&run.pb, round_line(round, &p, t.elapsed()));
         train.merge(p);
     }
@@ -440,6 +442,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         run.pb.set_message(format!("train round {round}"));
         let t = Instant::now();
         let p = run.train_round(round, &params).await;
+        train_time += t.elapsed();
         say(&run.pb, round_line(round, &p, t.elapsed()));
         train.merge(p);
     }
@@ -466,6 +469,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
     let _ = handle2.shutdown().await;
 
     let mut all = Phase::default();
+    let train_bytes = train.bytes;
     let mut rows = vec![
         ("ping".to_string(), ping),
         ("search".to_string(), search),
@@ -499,6 +503,15 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
             "same certificate"
         }
     );
+    if !train_time.is_zero() {
+        println!(
+            "model transfer: {} in {}, {:.1} MB/s (both directions, {} nodes at once)",
+            stats::bytes(train_bytes),
+            stats::duration(train_time),
+            train_bytes as f64 / 1e6 / train_time.as_secs_f64(),
+            args.nodes
+        );
+    }
     let lost = all.requests - all.replies;
     println!("{lost} lost");
     for e in errors.iter().take(5) {
