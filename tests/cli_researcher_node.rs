@@ -75,15 +75,7 @@ fn ctrl_c_stops_researcher_and_node_cleanly() {
         .spawn()
         .unwrap();
     // The researcher prints its bound address first.
-    let mut first = String::new();
-    BufReader::new(researcher.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_string();
+    let addr = bound_address(&mut researcher);
     let mut node = fedroute(&["node", "--researcher", &addr, "--id", "NODE_c"], "info")
         .spawn()
         .unwrap();
@@ -102,4 +94,78 @@ fn ctrl_c_stops_researcher_and_node_cleanly() {
     interrupt(&researcher);
     let status = wait_bounded(&mut researcher, Duration::from_secs(20));
     assert!(status.success(), "researcher: {status}");
+}
+
+/// Reads the researcher's first stdout line and returns the address in it.
+fn bound_address(researcher: &mut std::process::Child) -> String {
+    let mut first = String::new();
+    BufReader::new(researcher.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    first
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string()
+}
+
+#[test]
+fn mutual_tls_with_a_pinned_researcher_certificate() {
+    use fedroute::tls::CertificateAuthority;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let ca = CertificateAuthority::generate("cli test CA").unwrap();
+    ca.write_cert_pem(dir.path().join("ca.pem").as_path())
+        .unwrap();
+    ca.issue_node_identity("NODE_m")
+        .unwrap()
+        .write_pem(
+            dir.path().join("node.pem").as_path(),
+            dir.path().join("node.key").as_path(),
+        )
+        .unwrap();
+
+    let mut researcher = fedroute(
+        &[
+            "researcher",
+            "--listen",
+            "127.0.0.1:0",
+            "--client-ca",
+            &path("ca.pem"),
+            "--cert-out",
+            &path("researcher.pem"),
+            "--ping",
+            "3",
+        ],
+        "info",
+    )
+    .spawn()
+    .unwrap();
+    let addr = bound_address(&mut researcher);
+    let mut node = fedroute(
+        &[
+            "node",
+            "--researcher",
+            &addr,
+            "--id",
+            "NODE_m",
+            "--pin",
+            &path("researcher.pem"),
+            "--cert",
+            &path("node.pem"),
+            "--key",
+            &path("node.key"),
+            "--exit-after",
+            "60",
+        ],
+        "info",
+    )
+    .spawn()
+    .unwrap();
+    let (status, stdout, stderr) = output_bounded(researcher, PROCESS_BOUND);
+    let _ = node.kill();
+    let _ = node.wait();
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    assert!(stderr.contains("(mutual TLS)"), "{stderr}");
+    assert!(stdout.contains("3 replies, 0 lost"), "{stdout}");
 }

@@ -22,6 +22,8 @@ mod api {
         pub quick: bool,
         /// Run the soak test for this long instead of the workloads.
         pub soak: Option<std::time::Duration>,
+        /// Workload numbers to run (1-6); empty means all.
+        pub only: Vec<u8>,
     }
 
     /// The results (mirrors `fedroute::bench::BenchReport`).
@@ -34,9 +36,6 @@ mod api {
         }
         pub fn to_json(&self) -> String {
             String::new()
-        }
-        pub fn passed(&self) -> bool {
-            true
         }
     }
 
@@ -73,14 +72,25 @@ pub struct BenchArgs {
     /// nothing was lost or duplicated [default: no soak].
     #[arg(long, value_name = "SECONDS", value_parser = seconds)]
     pub soak: Option<Duration>,
+    /// Run only these workloads (1 sequential ping, 2 in flight, 3 model
+    /// transfer, 4 fan-out, 5 reconnect, 6 wire limits), e.g. --only 1,3
+    /// [default: all].
+    #[arg(long, value_name = "N,N", value_delimiter = ',',
+          value_parser = clap::value_parser!(u8).range(1..=6))]
+    pub only: Vec<u8>,
 }
 
-/// Runs the benchmarks and prints the report.
+/// Runs the benchmarks and prints the report (a failed soak is an error).
+///
+/// `api::run` must be called first thing and outside any runtime: it makes
+/// its own actix `System`, and in the node processes it spawns (this binary
+/// again, with the same arguments) it runs the node and exits.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     super::runtime::init_logging("warn");
     let options = api::BenchOptions {
         quick: args.quick,
         soak: args.soak,
+        only: args.only.clone(),
     };
     let report = api::run(&options).map_err(|e| e.to_string())?;
     if args.json {
@@ -88,9 +98,5 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     } else {
         println!("{}", report.to_table());
     }
-    if report.passed() {
-        Ok(())
-    } else {
-        Err("the run failed its checks (see the report)".into())
-    }
+    Ok(())
 }

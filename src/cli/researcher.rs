@@ -108,10 +108,8 @@ async fn serve(args: &ResearcherArgs) -> Result<(), String> {
     } else {
         "TLS"
     };
-    println!(
-        "researcher {} listening on {} ({mode})",
-        handle.researcher_id, handle.local_addr
-    );
+    // Written before the address line, so that whoever reads that line can
+    // use the file.
     if let Some(path) = &args.cert_out {
         if let Err(e) = std::fs::write(path, tls::certificate_pem(&handle.cert_der)) {
             let _ = handle.shutdown().await;
@@ -120,6 +118,10 @@ async fn serve(args: &ResearcherArgs) -> Result<(), String> {
         log::info!("server certificate written to {}", path.display());
     }
 
+    println!(
+        "researcher {} listening on {} ({mode})",
+        handle.researcher_id, handle.local_addr
+    );
     let result = match args.ping {
         Some(n) => tokio::select! {
             r = ping_nodes(&handle, events, n, args) => r,
