@@ -126,6 +126,14 @@ pub enum NodeError {
         /// The bound.
         after: Duration,
     },
+    /// The researcher keeps ending polls at once without a task.
+    #[error("{endpoint} ended {count} polls in a row at once without a task")]
+    EmptyPolls {
+        /// `host:port`.
+        endpoint: String,
+        /// Polls in a row.
+        count: u32,
+    },
     /// The actor did not answer (it stopped).
     #[error("the {actor} actor did not answer: {reason}")]
     Mailbox {

@@ -339,6 +339,7 @@ impl ResearcherLink {
             ),
             poll_deadline: self.config.poll_deadline,
             credits: self.config.stream_credits,
+            guard: Default::default(),
         };
         let mode = self.mode;
         let fut = async move { poller.run(mode).await };
