@@ -35,6 +35,8 @@ use super::runtime;
 
 /// Time the node gives its queued replies to leave when it stops.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+/// Time given to queued messages when the node stops because of a failure.
+const FAILED_SHUTDOWN_DEADLINE: Duration = Duration::from_millis(100);
 /// Bound on one dial attempt (TLS handshake included) when `--connect-timeout` is 0.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the start-up wait looks at the links' status.
@@ -209,11 +211,13 @@ async fn serve(
     if let Some(f) = &forwarding {
         f.detach();
     }
-    let report = controller
-        .send(Shutdown {
-            deadline: SHUTDOWN_DEADLINE,
-        })
-        .await;
+    // On a failure nothing can be sent anyway: stop at once.
+    let deadline = if outcome.is_ok() {
+        SHUTDOWN_DEADLINE
+    } else {
+        FAILED_SHUTDOWN_DEADLINE
+    };
+    let report = controller.send(Shutdown { deadline }).await;
     let why = outcome?;
     match report {
         Ok(r) => {
@@ -222,9 +226,8 @@ async fn serve(
                 // counted here too: they may well have arrived (researchers
                 // keep the first copy of a reply), so this is a warning.
                 log::warn!(
-                    "{} replies were not confirmed by a researcher within {:?}",
-                    r.unsent.len(),
-                    SHUTDOWN_DEADLINE
+                    "{} replies were not confirmed by a researcher within {deadline:?}",
+                    r.unsent.len()
                 );
             }
             log::info!("node {} stopped ({why})", args.id);
