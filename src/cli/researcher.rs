@@ -1,0 +1,332 @@
+//! `fedroute researcher`: serve nodes as a researcher.
+//!
+//! Logs nodes coming and going and the feedback they send. With `--ping N`
+//! it waits for `--wait-nodes` nodes, sends each N `PingRequest`s one after
+//! the other (nodes in parallel), prints round-trip statistics and exits.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use clap::Args;
+use futures::future::join_all;
+use tokio::sync::mpsc;
+
+use fedroute::researcher::{self, Request, ResearcherConfig, ResearcherEvent, ResearcherHandle};
+use fedroute::tls;
+use fedroute::wire::{Envelope, Feedback, PingRequest};
+
+use super::args::seconds;
+use super::runtime;
+use super::stats::{self, RoundTrips};
+
+/// Events buffered between the researcher and the command's loop.
+pub const EVENT_QUEUE: usize = 4096;
+
+/// Arguments of `fedroute researcher`.
+#[derive(Debug, Args)]
+pub struct ResearcherArgs {
+    /// Address to listen on (port 0 picks a free port, printed at start).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Researcher id written into a generated certificate (O=)
+    /// [default: RESEARCHER_<uuid4>; with --cert, the certificate's O=].
+    #[arg(long, value_name = "ID", conflicts_with = "cert")]
+    pub id: Option<String>,
+    /// Host name or IP written into a generated certificate (CN and SAN)
+    /// [default: the listen IP, or localhost when listening on all addresses].
+    #[arg(long, value_name = "HOST", conflicts_with = "cert")]
+    pub host: Option<String>,
+    /// Certificate (PEM) to serve; needs --key [default: a self-signed
+    /// certificate generated at start].
+    #[arg(long, value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Require node certificates signed by a CA in this PEM bundle (mutual
+    /// TLS); a node may then only poll and reply as the node id in its
+    /// certificate [default: no client certificates].
+    #[arg(long, value_name = "PEM")]
+    pub client_ca: Option<PathBuf>,
+    /// Write the server certificate (PEM) to this file, for nodes to --pin
+    /// [default: not written].
+    #[arg(long, value_name = "PATH")]
+    pub cert_out: Option<PathBuf>,
+    /// Serve plaintext gRPC without TLS, for interop and debugging only (a
+    /// warning is logged) [default: TLS].
+    #[arg(long, conflicts_with_all = ["cert", "client_ca"])]
+    pub insecure: bool,
+    /// Send N PingRequests to each node, print round-trip statistics and
+    /// exit [default: serve until Ctrl-C].
+    #[arg(long, value_name = "N")]
+    pub ping: Option<u32>,
+    /// With --ping: nodes to wait for before pinging.
+    #[arg(long, value_name = "K", default_value_t = 1, requires = "ping")]
+    pub wait_nodes: usize,
+    /// With --ping: longest wait for the nodes, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = seconds)]
+    pub wait_timeout: Duration,
+    /// With --ping: longest wait for one reply, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
+    pub timeout: Duration,
+}
+
+/// Runs the researcher until Ctrl-C (or until the pings are done).
+pub fn run(args: &ResearcherArgs) -> Result<(), String> {
+    runtime::init_logging(runtime::DEFAULT_LOG_FILTER);
+    runtime::block_on(serve(args))
+}
+
+async fn serve(args: &ResearcherArgs) -> Result<(), String> {
+    let mut config = ResearcherConfig::default()
+        .listen(args.listen)
+        .insecure(args.insecure);
+    if let Some(id) = &args.id {
+        config = config.researcher_id(id.clone());
+    }
+    if let Some(host) = &args.host {
+        config = config.host(host.clone());
+    }
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        config = config.identity(cert.clone(), key.clone());
+    }
+    if let Some(ca) = &args.client_ca {
+        config = config.client_ca(ca.clone());
+    }
+    let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
+    let tap = EventTap(tx).start();
+    let handle = researcher::start(config, Some(tap.recipient()))
+        .await
+        .map_err(|e| format!("cannot start the researcher: {e}"))?;
+    let mode = if args.insecure {
+        "PLAINTEXT, insecure"
+    } else if args.client_ca.is_some() {
+        "mutual TLS"
+    } else {
+        "TLS"
+    };
+    // Written before the address line, so that whoever reads that line can
+    // use the file.
+    if let Some(path) = &args.cert_out {
+        if let Err(e) = std::fs::write(path, tls::certificate_pem(&handle.cert_der)) {
+            let _ = handle.shutdown().await;
+            return Err(format!("cannot write {}: {e}", path.display()));
+        }
+        log::info!("server certificate written to {}", path.display());
+    }
+
+    println!(
+        "researcher {} listening on {} ({mode})",
+        handle.researcher_id, handle.local_addr
+    );
+    let result = match args.ping {
+        Some(n) => tokio::select! {
+            r = ping_nodes(&handle, events, n, args) => r,
+            _ = runtime::ctrl_c() => Err("interrupted".to_string()),
+        },
+        None => tokio::select! {
+            _ = async { while let Some(e) = events.recv().await { log_event(&e) } } => Ok(()),
+            _ = runtime::ctrl_c() => {
+                log::info!("Ctrl-C: stopping");
+                Ok(())
+            }
+        },
+    };
+    let _ = handle.shutdown().await;
+    result
+}
+
+/// Logs one researcher event.
+pub fn log_event(event: &ResearcherEvent) {
+    match event {
+        // The library logs these at info already.
+        ResearcherEvent::NodeConnected { node_id } => log::debug!("node {node_id} connected"),
+        ResearcherEvent::NodeDisconnected { node_id } => {
+            log::debug!("node {node_id} disconnected")
+        }
+        ResearcherEvent::Feedback(f) => match &f.feedback {
+            Feedback::Log(l) => log::info!(
+                "feedback from {}: [{}] {}",
+                l.node_id,
+                l.level,
+                log_text(&l.msg)
+            ),
+            Feedback::Scalar(s) => log::info!(
+                "feedback from {}: scalars of experiment {} iteration {}: {:?}",
+                s.node_id,
+                s.experiment_id,
+                s.iteration,
+                s.metric
+            ),
+        },
+        ResearcherEvent::UnmatchedReply(e) => log::warn!(
+            "a {} from {} answers no waiting request ({})",
+            e.class(),
+            e.node_id().unwrap_or("?"),
+            e.request_id().unwrap_or("no request_id")
+        ),
+        ResearcherEvent::Undelivered {
+            node_id,
+            request_id,
+            reason,
+        } => log::warn!(
+            "undelivered to {node_id} ({}): {reason}",
+            request_id.as_deref().unwrap_or("no request_id")
+        ),
+    }
+}
+
+/// The text of a node log record: Fed-BioMed nodes send a JSON object whose
+/// `message` is the text; other nodes may send the text itself.
+pub fn log_text(msg: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(msg) {
+        Ok(serde_json::Value::Object(o)) => match o.get("message") {
+            Some(serde_json::Value::String(text)) => text.clone(),
+            _ => msg.to_string(),
+        },
+        _ => msg.to_string(),
+    }
+}
+
+async fn ping_nodes(
+    handle: &ResearcherHandle,
+    mut events: mpsc::Receiver<ResearcherEvent>,
+    count: u32,
+    args: &ResearcherArgs,
+) -> Result<(), String> {
+    let mut nodes = BTreeSet::new();
+    let wait = async {
+        while nodes.len() < args.wait_nodes {
+            match events.recv().await {
+                Some(e) => {
+                    log_event(&e);
+                    if let ResearcherEvent::NodeConnected { node_id } = e {
+                        nodes.insert(node_id);
+                    }
+                }
+                None => return,
+            }
+        }
+    };
+    let waited = tokio::time::timeout(args.wait_timeout, wait).await;
+    if waited.is_err() || nodes.len() < args.wait_nodes {
+        return Err(format!(
+            "only {} of {} node(s) connected within {}",
+            nodes.len(),
+            args.wait_nodes,
+            stats::duration(args.wait_timeout)
+        ));
+    }
+    // Keep logging events (feedback, departures) while pinging.
+    actix::spawn(async move {
+        while let Some(e) = events.recv().await {
+            log_event(&e);
+        }
+    });
+
+    let started = Instant::now();
+    let results = join_all(
+        nodes
+            .iter()
+            .map(|node| ping_node(handle, node, count, args.timeout)),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let mut all = RoundTrips::new();
+    let mut lost = 0;
+    for (node, (mut rtts, errors)) in nodes.iter().zip(results) {
+        println!(
+            "{node}: {}/{count} replies, {}",
+            rtts.count(),
+            rtts.summary()
+        );
+        for e in errors.iter().take(3) {
+            println!("  {e}");
+        }
+        lost += errors.len();
+        all.extend(&rtts);
+    }
+    let sent = count as usize * nodes.len();
+    println!(
+        "{sent} pings to {} node(s): {} replies, {lost} lost, {}, {:.0} round trips/s",
+        nodes.len(),
+        all.count(),
+        all.summary(),
+        all.count() as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    if lost == 0 {
+        Ok(())
+    } else {
+        Err(format!("{lost} of {sent} pings got no reply"))
+    }
+}
+
+/// Pings `node` `count` times in a row; the round trips and the failures.
+async fn ping_node(
+    handle: &ResearcherHandle,
+    node: &str,
+    count: u32,
+    timeout: Duration,
+) -> (RoundTrips, Vec<String>) {
+    let mut rtts = RoundTrips::new();
+    let mut errors = Vec::new();
+    for _ in 0..count {
+        let message = match Envelope::from_typed(&PingRequest::new(handle.researcher_id.clone())) {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(format!("cannot build a PingRequest: {e}"));
+                continue;
+            }
+        };
+        let sent = Instant::now();
+        let reply = handle
+            .addr
+            .send(Request {
+                node_id: node.to_string(),
+                message,
+                timeout,
+            })
+            .await;
+        match reply {
+            Ok(Ok(r)) if r.class() == "PingReply" => rtts.record(sent.elapsed()),
+            Ok(Ok(r)) => errors.push(format!("{node} answered with a {}", r.class())),
+            Ok(Err(e)) => errors.push(e.to_string()),
+            Err(e) => errors.push(format!("the researcher is gone: {e}")),
+        }
+    }
+    (rtts, errors)
+}
+
+/// Forwards researcher events to a channel (dropping them, with a warning,
+/// when the channel is full).
+pub struct EventTap(pub mpsc::Sender<ResearcherEvent>);
+
+impl Actor for EventTap {
+    type Context = Context<Self>;
+}
+
+impl Handler<ResearcherEvent> for EventTap {
+    type Result = ();
+    fn handle(&mut self, event: ResearcherEvent, _: &mut Context<Self>) {
+        if let Err(mpsc::error::TrySendError::Full(e)) = self.0.try_send(event) {
+            log::warn!("event queue full ({EVENT_QUEUE}); dropped {e:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_text_reads_fedbiomed_json_and_plain_text() {
+        let fbm = r#"{"asctime": "2026-01-01 00:00:00,000", "node_id": "N", "name": "fedbiomed", "level": "INFO", "message": "training done"}"#;
+        assert_eq!(log_text(fbm), "training done");
+        assert_eq!(log_text("plain words"), "plain words");
+        assert_eq!(log_text(r#"{"other": 1}"#), r#"{"other": 1}"#);
+        assert_eq!(log_text("42"), "42");
+    }
+}
