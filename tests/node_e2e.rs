@@ -272,3 +272,46 @@ async fn a_real_researcher_back_with_another_id_is_refused() {
     impostor.shutdown().await;
     let _ = Duration::ZERO;
 }
+
+#[actix_rt::test]
+async fn scalar_feedback_reaches_the_real_researcher() {
+    use fedroute::node::SendFeedback;
+    use fedroute::wire::{Feedback, FeedbackMessage, Scalar};
+    let mut researcher = RealResearcher::start(0, None).await;
+    let (controller, _seen) =
+        start_node("NODE_fb", vec![researcher.endpoint()], fast_config(), false);
+    researcher.connected("NODE_fb").await;
+    let scalar = Scalar {
+        node_id: "NODE_fb".into(),
+        experiment_id: "exp-1".into(),
+        train: true,
+        test: false,
+        test_on_local_updates: false,
+        test_on_global_updates: false,
+        metric: [("loss".to_string(), 0.25f32)].into_iter().collect(),
+        epoch: Some(2),
+        total_samples: 100,
+        batch_samples: 10,
+        num_batches: 10,
+        num_samples_trained: Some(20),
+        iteration: 3,
+        node_name: "fb node".into(),
+    };
+    let feedback = FeedbackMessage::scalar(Some(researcher.id()), scalar.clone());
+    within("send feedback", controller.send(SendFeedback(feedback)))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = researcher.feedback().await;
+    assert_eq!(got.feedback, Feedback::Scalar(scalar));
+    // Feedback for an unknown researcher is refused.
+    let stray = FeedbackMessage::log(Some("RESEARCHER_nobody".into()), "NODE_fb", "INFO", "x");
+    let r = within("send feedback", controller.send(SendFeedback(stray)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Err(NodeError::UnknownResearcher { .. })),
+        "{r:?}"
+    );
+    researcher.shutdown().await;
+}

@@ -238,9 +238,17 @@ impl Poller {
         })
     }
 
-    /// Ends the loop when polls keep ending at once without frames.
+    /// Ends the loop when polls keep ending at once without frames. A poll
+    /// that reached (about) its deadline is normal, however short the
+    /// configured deadline.
     fn check_empty(&mut self, opened: Instant, frames: usize) -> Result<(), PollEnd> {
-        if self.guard.after_poll(opened.elapsed(), frames) {
+        let lasted = opened.elapsed();
+        let lasted = if lasted >= self.poll_deadline.mul_f32(0.9) {
+            QUICK_EMPTY_POLL
+        } else {
+            lasted
+        };
+        if self.guard.after_poll(lasted, frames) {
             return Err(PollEnd::Lost(NodeError::EmptyPolls {
                 endpoint: self.endpoint.clone(),
                 count: MAX_QUICK_EMPTY_POLLS,
