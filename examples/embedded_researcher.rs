@@ -15,7 +15,9 @@ use fedroute::node::{
     Controller, ControllerConfig, ResearcherEndpoint, Send, Shutdown, TaskReceived,
 };
 use fedroute::researcher::{self, Request, ResearcherConfig, ResearcherEvent};
-use fedroute::wire::{Envelope, PingReply, PingRequest, SearchReply, SearchRequest, Value};
+use fedroute::wire::{
+    Envelope, Feedback, PingReply, PingRequest, SearchReply, SearchRequest, Value,
+};
 use tokio::sync::mpsc;
 
 const BOUND: Duration = Duration::from_secs(60);
@@ -34,6 +36,10 @@ impl Handler<ResearcherEvent> for Events {
             ResearcherEvent::NodeConnected { node_id } => {
                 let _ = self.0.try_send(node_id);
             }
+            ResearcherEvent::Feedback(f) => match f.feedback {
+                Feedback::Log(log) => println!("log from {}: {}", log.node_id, log.msg),
+                Feedback::Scalar(s) => println!("scalars from {}: {:?}", s.node_id, s.metric),
+            },
             other => println!("researcher event: {other:?}"),
         }
     }
