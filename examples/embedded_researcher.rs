@@ -37,7 +37,7 @@ impl Handler<ResearcherEvent> for Events {
                 let _ = self.0.try_send(node_id);
             }
             ResearcherEvent::Feedback(f) => match f.feedback {
-                Feedback::Log(log) => println!("log from {}: {}", log.node_id, log.msg),
+                Feedback::Log(log) => println!("log from {}: {}", log.node_id, log.text()),
                 Feedback::Scalar(s) => println!("scalars from {}: {:?}", s.node_id, s.metric),
             },
             other => println!("researcher event: {other:?}"),

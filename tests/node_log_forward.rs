@@ -58,10 +58,16 @@ async fn log_records_reach_researchers_as_feedback() {
         let (_, entry) = log_of(r.feedback().await);
         assert_eq!(entry.node_id, "NODE_log");
         assert_eq!(entry.level, "WARNING");
-        assert_eq!(entry.msg, "disk almost full: 93%");
+        assert_eq!(entry.text(), "disk almost full: 93%");
+        let json: serde_json::Value = serde_json::from_str(&entry.msg).unwrap();
+        assert_eq!(
+            json["name"], "my_node::training",
+            "Fed-BioMed's JSON log form: {json}"
+        );
+        assert_eq!(json["node_id"], "NODE_log");
     }
     let (to, entry) = log_of(b.feedback().await);
-    assert_eq!(entry.msg, "hello b");
+    assert_eq!(entry.text(), "hello b");
     assert_eq!(entry.level, "INFO");
     assert_eq!(to.as_deref(), Some(b_id.as_str()));
 
@@ -69,7 +75,7 @@ async fn log_records_reach_researchers_as_feedback() {
     log::warn!(target: "my_node", "marker");
     for r in [&mut a, &mut b] {
         let (_, entry) = log_of(r.feedback().await);
-        assert_eq!(entry.msg, "marker");
+        assert_eq!(entry.text(), "marker");
     }
     assert_eq!(forwarding.dropped(), 0);
     forwarding.detach();

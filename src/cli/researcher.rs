@@ -148,12 +148,9 @@ pub fn log_event(event: &ResearcherEvent) {
             log::debug!("node {node_id} disconnected")
         }
         ResearcherEvent::Feedback(f) => match &f.feedback {
-            Feedback::Log(l) => log::info!(
-                "feedback from {}: [{}] {}",
-                l.node_id,
-                l.level,
-                log_text(&l.msg)
-            ),
+            Feedback::Log(l) => {
+                log::info!("feedback from {}: [{}] {}", l.node_id, l.level, l.text())
+            }
             Feedback::Scalar(s) => log::info!(
                 "feedback from {}: scalars of experiment {} iteration {}: {:?}",
                 s.node_id,
@@ -176,18 +173,6 @@ pub fn log_event(event: &ResearcherEvent) {
             "undelivered to {node_id} ({}): {reason}",
             request_id.as_deref().unwrap_or("no request_id")
         ),
-    }
-}
-
-/// The text of a node log record: Fed-BioMed nodes send a JSON object whose
-/// `message` is the text; other nodes may send the text itself.
-pub fn log_text(msg: &str) -> String {
-    match serde_json::from_str::<serde_json::Value>(msg) {
-        Ok(serde_json::Value::Object(o)) => match o.get("message") {
-            Some(serde_json::Value::String(text)) => text.clone(),
-            _ => msg.to_string(),
-        },
-        _ => msg.to_string(),
     }
 }
 
@@ -320,13 +305,4 @@ impl Handler<ResearcherEvent> for EventTap {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_text_reads_fedbiomed_json_and_plain_text() {
-        let fbm = r#"{"asctime": "2026-01-01 00:00:00,000", "node_id": "N", "name": "fedbiomed", "level": "INFO", "message": "training done"}"#;
-        assert_eq!(log_text(fbm), "training done");
-        assert_eq!(log_text("plain words"), "plain words");
-        assert_eq!(log_text(r#"{"other": 1}"#), r#"{"other": 1}"#);
-        assert_eq!(log_text("42"), "42");
-    }
 }

@@ -55,7 +55,7 @@ use super::link::{endpoint_key, Close, Drain, LinkShared, ResearcherEndpoint, Re
 use super::outbox::Outgoing;
 use super::status::LinkStatus;
 use crate::proto;
-use crate::wire::{Envelope, FeedbackMessage};
+use crate::wire::{Envelope, Feedback, FeedbackMessage, Log, PROTOCOL_VERSION};
 
 /// Mailbox bound of the controller (log forwarding uses `try_send` against it).
 pub const CONTROLLER_MAILBOX_CAPACITY: usize = 1024;
@@ -137,6 +137,8 @@ pub struct SendFeedback(pub FeedbackMessage);
 pub struct ForwardLog {
     /// Level name as Fed-BioMed writes it ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL").
     pub level: String,
+    /// The record's target (Fed-BioMed's logger `name`).
+    pub target: String,
     /// The formatted message.
     pub msg: String,
     /// Target researcher, if the record named one.
@@ -321,8 +323,13 @@ impl Controller {
         }
     }
 
-    fn feedback_log(&self, level: String, msg: String, researcher_id: Option<String>) -> Outgoing {
-        let feedback = FeedbackMessage::log(researcher_id, self.node_id.clone(), level, msg);
+    fn feedback_log(&self, record: ForwardLog) -> Outgoing {
+        let log = Log::fedbiomed(&self.node_id, &record.target, &record.level, &record.msg);
+        let feedback = FeedbackMessage {
+            protocol_version: PROTOCOL_VERSION.to_owned(),
+            researcher_id: record.researcher_id,
+            feedback: Feedback::Log(log),
+        };
         Outgoing::Feedback(proto::FeedbackMessage::from(feedback))
     }
 
@@ -426,7 +433,7 @@ impl Handler<ForwardLog> for Controller {
             return;
         }
         let target = msg.researcher_id.clone();
-        let item = self.feedback_log(msg.level, msg.msg, msg.researcher_id);
+        let item = self.feedback_log(msg);
         if let Err(e) = self.feedback(item, target.as_deref()) {
             // This module's records are never forwarded, so no loop.
             log::debug!("node {}: a log record was not forwarded: {e}", self.node_id);

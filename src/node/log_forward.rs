@@ -83,6 +83,7 @@ pub fn forwarded(record: &Record<'_>, level: LevelFilter) -> Option<ForwardLog> 
         .map(|v| v.to_string());
     Some(ForwardLog {
         level: level_name(record.level()).to_string(),
+        target: record.target().to_string(),
         msg: record.args().to_string(),
         researcher_id,
     })

@@ -21,6 +21,71 @@ pub struct Log {
     pub msg: String,
 }
 
+impl Log {
+    /// A log line whose `msg` is the JSON text Fed-BioMed's node logger
+    /// sends (`{"asctime", "node_id", "name", "level", "message"}`):
+    /// Fed-BioMed's researcher reads `json.loads(msg)["message"]` and fails
+    /// on plain text, so this is the form a node must send.
+    ///
+    /// ```
+    /// let log = fedroute::wire::Log::fedbiomed("NODE_1", "my_node", "INFO", "ready");
+    /// assert_eq!(log.text(), "ready");
+    /// assert!(log.msg.starts_with("{\"asctime\":"));
+    /// ```
+    pub fn fedbiomed(node_id: &str, name: &str, level: &str, message: &str) -> Log {
+        #[derive(serde::Serialize)]
+        struct Record<'a> {
+            asctime: String,
+            node_id: &'a str,
+            name: &'a str,
+            level: &'a str,
+            message: &'a str,
+        }
+        let record = Record {
+            asctime: asctime(std::time::SystemTime::now()),
+            node_id,
+            name,
+            level,
+            message,
+        };
+        // Serialising a struct of strings to JSON cannot fail; the fallback
+        // keeps the text rather than losing the record if it ever did.
+        let msg = serde_json::to_string(&record).unwrap_or_else(|_| message.to_owned());
+        Log {
+            node_id: node_id.to_owned(),
+            level: level.to_owned(),
+            msg,
+        }
+    }
+
+    /// The human text of the line: the `message` of Fed-BioMed's JSON form,
+    /// or `msg` itself when it is plain text.
+    pub fn text(&self) -> String {
+        match serde_json::from_str::<serde_json::Value>(&self.msg) {
+            Ok(serde_json::Value::Object(o)) => match o.get("message") {
+                Some(serde_json::Value::String(text)) => text.clone(),
+                _ => self.msg.clone(),
+            },
+            _ => self.msg.clone(),
+        }
+    }
+}
+
+/// `time` as Python's logging `asctime` (`2026-11-27 04:01:14,123`, UTC).
+fn asctime(time: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(time);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02},{:03}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
 /// A training or validation metric from a node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scalar {
@@ -193,6 +258,32 @@ impl TryFrom<proto::FeedbackMessage> for FeedbackMessage {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fedbiomed_log_is_the_json_fedbiomed_researchers_read() {
+        let log = super::Log::fedbiomed("NODE_1", "my_node", "WARNING", "disk \"full\"");
+        let v: serde_json::Value = serde_json::from_str(&log.msg).unwrap();
+        assert_eq!(v["message"], "disk \"full\"");
+        assert_eq!(v["node_id"], "NODE_1");
+        assert_eq!(v["name"], "my_node");
+        assert_eq!(v["level"], "WARNING");
+        let asctime = v["asctime"].as_str().unwrap();
+        assert_eq!(asctime.len(), "2026-11-27 04:01:14,123".len(), "{asctime}");
+        assert_eq!(&asctime[19..20], ",");
+        assert_eq!(log.text(), "disk \"full\"");
+    }
+
+    #[test]
+    fn log_text_reads_plain_text_too() {
+        let log = |msg: &str| super::Log {
+            node_id: "N".into(),
+            level: "INFO".into(),
+            msg: msg.into(),
+        };
+        assert_eq!(log("plain words").text(), "plain words");
+        assert_eq!(log(r#"{"other": 1}"#).text(), r#"{"other": 1}"#);
+        assert_eq!(log("42").text(), "42");
+    }
+
     use super::*;
 
     #[test]
