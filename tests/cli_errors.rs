@@ -150,7 +150,7 @@ fn unreachable_researcher_with_a_short_connect_timeout() {
 }
 
 #[test]
-fn node_refuses_plaintext() {
+fn node_insecure_conflicts_with_tls_flags() {
     let e = one_line_failure(&[
         "node",
         "--researcher",
@@ -158,8 +158,10 @@ fn node_refuses_plaintext() {
         "--id",
         "N",
         "--insecure",
+        "--pin",
+        "cert.pem",
     ]);
-    assert!(e.contains("TLS"), "{e}");
+    assert!(e.contains("--insecure") && e.contains("--pin"), "{e}");
 }
 
 #[test]

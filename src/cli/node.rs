@@ -76,8 +76,9 @@ pub struct NodeArgs {
     /// Private key (PEM) of --cert [default: none].
     #[arg(long, value_name = "PEM", requires = "cert")]
     pub key: Option<PathBuf>,
-    /// Dial researchers in plaintext (no TLS). Not available: fedroute nodes
-    /// always use TLS; the flag exists to say so clearly.
+    /// Dial researchers in plaintext, without TLS: traffic is readable and
+    /// the researcher is not authenticated. Only for closed test set-ups
+    /// against a researcher started with --insecure [default: off, TLS].
     #[arg(long, conflicts_with_all = ["pin", "ca", "cert"])]
     pub insecure: bool,
     /// Answer TrainRequest with a TrainReply carrying the received
@@ -98,19 +99,16 @@ pub struct NodeArgs {
 
 /// Runs the reference node until Ctrl-C, `--exit-after`, or every link failing.
 pub fn run(args: &NodeArgs) -> Result<(), String> {
-    if args.insecure {
-        return Err(
-            "--insecure: fedroute nodes always dial researchers over TLS \
-                    (use --pin or --ca to choose whom to trust)"
-                .into(),
-        );
-    }
     let forwarding = log_forward::install(
         runtime::log_builder(runtime::DEFAULT_LOG_FILTER),
         LevelFilter::Info,
     )
     .ok();
     let trust = match (&args.pin, &args.ca) {
+        _ if args.insecure => {
+            log::warn!("--insecure: dialling researchers WITHOUT TLS");
+            TrustPolicy::Plaintext
+        }
         (Some(pin), _) => TrustPolicy::PinnedCertificate(pin.clone()),
         (None, Some(ca)) => TrustPolicy::CaBundle(ca.clone()),
         (None, None) => TrustPolicy::TrustOnFirstUse,
@@ -142,7 +140,7 @@ async fn serve(
         })
         .collect();
     // Check certificate files before dialling (no network for these policies).
-    if trust != TrustPolicy::TrustOnFirstUse {
+    if !matches!(trust, TrustPolicy::TrustOnFirstUse | TrustPolicy::Plaintext) {
         if let Some(e) = endpoints.first() {
             tls::trusted_client_config(
                 &e.trust,

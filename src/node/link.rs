@@ -464,6 +464,21 @@ async fn dial(
         found: found.to_string(),
         seen_in: "server certificate",
     };
+    let opts = ChannelOptions::default()
+        .connect_timeout(config.connect_timeout)
+        .keepalive_interval(config.effective_keepalive())
+        .keepalive_timeout(config.keepalive_timeout)
+        .window_sizes(config.stream_window, config.connection_window);
+    if endpoint.trust == tls::TrustPolicy::Plaintext {
+        let channel = tls::connect_plaintext_channel(&endpoint.host, endpoint.port, &opts)
+            .await
+            .map_err(tls_error)?;
+        return Ok(Dialled {
+            channel,
+            certificate: None,
+            researcher_id: known,
+        });
+    }
     let trusted = tls::trusted_client_config(
         &endpoint.trust,
         &endpoint.host,
@@ -488,11 +503,6 @@ async fn dial(
             );
         }
     }
-    let opts = ChannelOptions::default()
-        .connect_timeout(config.connect_timeout)
-        .keepalive_interval(config.effective_keepalive())
-        .keepalive_timeout(config.keepalive_timeout)
-        .window_sizes(config.stream_window, config.connection_window);
     let connected =
         tls::connect_channel_with_peer(&endpoint.host, endpoint.port, trusted.config, &opts)
             .await

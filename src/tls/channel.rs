@@ -169,14 +169,7 @@ pub async fn connect_channel_with_peer(
     opts.validate()?;
     super::install_crypto_provider();
     let name = server_name(host)?;
-    let uri_text = match host.parse::<IpAddr>() {
-        Ok(IpAddr::V6(ip)) => format!("http://[{ip}]:{port}"),
-        _ => format!("http://{host}:{port}"),
-    };
-    let uri = uri_text.parse::<Uri>().map_err(|e| TlsError::Channel {
-        uri: uri_text.clone(),
-        reason: e.to_string(),
-    })?;
+    let (uri_text, uri) = channel_uri(host, port)?;
     let timeout_error = || TlsError::Timeout {
         what: "connecting",
         host: host.to_string(),
@@ -209,21 +202,9 @@ pub async fn connect_channel_with_peer(
         first: Arc::new(Mutex::new(Some(tls))),
         latest: Arc::clone(&latest),
     };
-    let mut endpoint = Endpoint::from(uri)
-        .connect_timeout(opts.connect_timeout)
-        .http2_keep_alive_interval(opts.keepalive_interval)
-        .keep_alive_timeout(opts.keepalive_timeout)
-        .keep_alive_while_idle(opts.keep_alive_while_idle)
-        .tcp_nodelay(opts.tcp_nodelay);
-    if let Some(size) = opts.initial_stream_window_size {
-        endpoint = endpoint.initial_stream_window_size(size);
-    }
-    if let Some(size) = opts.initial_connection_window_size {
-        endpoint = endpoint.initial_connection_window_size(size);
-    }
     let channel = tokio::time::timeout(
         opts.connect_timeout,
-        endpoint.connect_with_connector(connector),
+        endpoint(uri, opts).connect_with_connector(connector),
     )
     .await
     .map_err(|_| timeout_error())?
@@ -236,6 +217,62 @@ pub async fn connect_channel_with_peer(
         peer_certificate,
         latest,
     })
+}
+
+/// A **plaintext** channel (no TLS: no privacy, no researcher identity) to
+/// `host:port`, with the same options as [`connect_channel`]. Only for
+/// explicitly insecure set-ups (`TrustPolicy::Plaintext`, `--insecure`):
+/// it logs a warning every time it is used.
+pub async fn connect_plaintext_channel(
+    host: &str,
+    port: u16,
+    opts: &ChannelOptions,
+) -> Result<Channel, TlsError> {
+    opts.validate()?;
+    let (uri_text, uri) = channel_uri(host, port)?;
+    log::warn!("{host}:{port}: connecting WITHOUT TLS (insecure mode): traffic is readable and the researcher is not authenticated");
+    tokio::time::timeout(opts.connect_timeout, endpoint(uri, opts).connect())
+        .await
+        .map_err(|_| TlsError::Timeout {
+            what: "connecting",
+            host: host.to_string(),
+            port,
+            after: opts.connect_timeout,
+        })?
+        .map_err(|e| TlsError::Channel {
+            uri: uri_text,
+            reason: error_chain(&e),
+        })
+}
+
+/// The `http://` URI tonic dials (TLS, when used, is in our connector).
+fn channel_uri(host: &str, port: u16) -> Result<(String, Uri), TlsError> {
+    let uri_text = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) => format!("http://[{ip}]:{port}"),
+        _ => format!("http://{host}:{port}"),
+    };
+    let uri = uri_text.parse::<Uri>().map_err(|e| TlsError::Channel {
+        uri: uri_text.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok((uri_text, uri))
+}
+
+/// A tonic endpoint for `uri` with `opts` applied.
+fn endpoint(uri: Uri, opts: &ChannelOptions) -> Endpoint {
+    let mut endpoint = Endpoint::from(uri)
+        .connect_timeout(opts.connect_timeout)
+        .http2_keep_alive_interval(opts.keepalive_interval)
+        .keep_alive_timeout(opts.keepalive_timeout)
+        .keep_alive_while_idle(opts.keep_alive_while_idle)
+        .tcp_nodelay(opts.tcp_nodelay);
+    if let Some(size) = opts.initial_stream_window_size {
+        endpoint = endpoint.initial_stream_window_size(size);
+    }
+    if let Some(size) = opts.initial_connection_window_size {
+        endpoint = endpoint.initial_connection_window_size(size);
+    }
+    endpoint
 }
 
 /// The connector tonic calls for every (re)connection: TCP + rustls. The

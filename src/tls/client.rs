@@ -27,6 +27,10 @@ pub enum TrustPolicy {
     PinnedCertificate(PathBuf),
     /// Trust certificates signed by a CA in this PEM bundle (host names are checked).
     CaBundle(PathBuf),
+    /// No TLS at all (insecure: for debugging and closed test set-ups only;
+    /// a warning is logged at every connection). The researcher id is then
+    /// learnt from the first task.
+    Plaintext,
 }
 
 /// A client configuration that accepts exactly `pinned` (DER equality, any
@@ -224,6 +228,10 @@ pub async fn trusted_client_config(
             config: ca_client_config(path, client)?,
             certificate: None,
             researcher_id: None,
+        }),
+        TrustPolicy::Plaintext => Err(TlsError::PlaintextPolicy {
+            host: host.to_string(),
+            port,
         }),
     }
 }

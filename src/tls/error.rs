@@ -8,6 +8,16 @@ use std::time::Duration;
 /// carries the values (file, host, port) that explain it.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A TLS configuration was asked for an endpoint whose policy is
+    /// [`TrustPolicy::Plaintext`](super::TrustPolicy::Plaintext); dial it with
+    /// [`connect_plaintext_channel`](super::connect_plaintext_channel) instead.
+    #[error("{host}:{port} is configured for plaintext (insecure) connections: there is no TLS configuration to build")]
+    PlaintextPolicy {
+        /// The researcher's host.
+        host: String,
+        /// The researcher's port.
+        port: u16,
+    },
     /// A certificate, key or CA file could not be read.
     #[error("could not read the {what} file {path}: {source}")]
     ReadFile {

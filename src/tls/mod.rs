@@ -71,8 +71,8 @@ use rustls::crypto::CryptoProvider;
 
 pub use ca::{generate_node_identity, CertificateAuthority, NodeIdentity};
 pub use channel::{
-    connect_channel, connect_channel_with_peer, ChannelOptions, ConnectedChannel,
-    MIN_KEEPALIVE_INTERVAL,
+    connect_channel, connect_channel_with_peer, connect_plaintext_channel, ChannelOptions,
+    ConnectedChannel, MIN_KEEPALIVE_INTERVAL,
 };
 pub use client::{
     ca_client_config, fetch_server_certificate, fetch_server_certificate_with,
