@@ -1,0 +1,164 @@
+//! Controller and link settings, with documented defaults.
+
+use std::time::Duration;
+
+use super::backoff::{DEFAULT_FIRST_RETRY, DEFAULT_MAX_RETRY};
+use super::outbox::DEFAULT_QUEUE_CAPACITY;
+pub use super::status::PollMode;
+
+/// Default deadline of one long poll (Fed-BioMed: 3600 s).
+pub const DEFAULT_POLL_DEADLINE: Duration = Duration::from_secs(3600);
+/// Default bound on dialling a researcher (certificate fetch, TLS, HTTP/2).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default HTTP/2 keepalive interval (Fed-BioMed nodes: 60 s; Fed-BioMed's
+/// server refuses pings closer than about 1.8 s).
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Default time to wait for a keepalive answer.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default bound on one send RPC (a `ReplyTask` batch or a `Feedback`).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default number of tasks requested ahead on a streaming poll.
+pub const DEFAULT_STREAM_CREDITS: u32 = 16;
+/// Default most messages carried by one `ReplyTask` stream.
+pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 64;
+/// Default most payload bytes carried by one `ReplyTask` stream.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
+/// Default rejections of one message before it is dropped.
+pub const DEFAULT_MAX_REJECTIONS: u32 = 3;
+/// Default time a persistent `ReplyTask` stream stays open without new messages.
+pub const DEFAULT_REPLY_STREAM_IDLE: Duration = Duration::from_millis(20);
+/// Default most messages carried by one persistent `ReplyTask` stream.
+pub const DEFAULT_REPLY_STREAM_MESSAGES: usize = 1024;
+/// Default longest life of one persistent `ReplyTask` stream.
+pub const DEFAULT_REPLY_STREAM_AGE: Duration = Duration::from_secs(1);
+
+/// How replies travel on `ReplyTask`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyStreamMode {
+    /// One `ReplyTask` call per batch of queued messages; a batch is removed
+    /// from the queue when its call succeeds.
+    PerBatch,
+    /// One `ReplyTask` call stays open and messages are written to it as
+    /// they are queued (no call set-up per message); the call is closed, and
+    /// its messages acknowledged, when the queue has been idle for
+    /// `reply_stream_idle`, after `reply_stream_messages` messages, or after
+    /// `reply_stream_age`. If it fails, its messages are sent again after
+    /// reconnecting (researchers keep the first copy of a reply, by request id).
+    Persistent,
+    /// `Persistent` on links that poll in streaming mode (fedroute researchers),
+    /// `PerBatch` on unary links (Fed-BioMed researchers).
+    Auto,
+}
+
+/// Smallest keepalive interval accepted (Fed-BioMed refuses closer pings).
+pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Settings shared by the controller and all its links.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Deadline of one long poll; the poll is opened again at once after it.
+    /// Default [`DEFAULT_POLL_DEADLINE`] (3600 s).
+    pub poll_deadline: Duration,
+    /// Bound on one connection attempt. Default [`DEFAULT_CONNECT_TIMEOUT`] (10 s).
+    pub connect_timeout: Duration,
+    /// Upper bound of the first reconnect delay. Default 50 ms.
+    pub backoff_first: Duration,
+    /// Cap of the reconnect delay. Default 2 s.
+    pub backoff_max: Duration,
+    /// Outgoing queue bound per link (messages). Default [`DEFAULT_QUEUE_CAPACITY`].
+    pub queue_capacity: usize,
+    /// HTTP/2 keepalive interval, raised to at least 2 s. Default 60 s.
+    pub keepalive_interval: Duration,
+    /// HTTP/2 keepalive answer timeout. Default 20 s.
+    pub keepalive_timeout: Duration,
+    /// Bound on one send RPC. Default [`DEFAULT_SEND_TIMEOUT`] (600 s).
+    pub send_timeout: Duration,
+    /// Streaming or unary polling. Default [`PollMode::Auto`].
+    pub poll_mode: PollMode,
+    /// Tasks requested ahead on a streaming poll. Default [`DEFAULT_STREAM_CREDITS`] (16).
+    pub stream_credits: u32,
+    /// Largest incoming message accepted after reassembly.
+    /// Default `wire::DEFAULT_MAX_MESSAGE_BYTES` (2 GiB).
+    pub max_message_bytes: usize,
+    /// Most messages per `ReplyTask` stream. Default 64.
+    pub max_batch_messages: usize,
+    /// Most payload bytes per `ReplyTask` stream (one message may exceed it). Default 16 MiB.
+    pub max_batch_bytes: usize,
+    /// Times the researcher may reject the same message (a gRPC error other
+    /// than a transport failure, retried after reconnecting) before it is
+    /// dropped with an error log. Default [`DEFAULT_MAX_REJECTIONS`] (3).
+    pub max_rejections: u32,
+    /// How replies travel. Default [`ReplyStreamMode::Auto`].
+    pub reply_stream: ReplyStreamMode,
+    /// Idle time after which a persistent reply stream is closed. Default 20 ms.
+    pub reply_stream_idle: Duration,
+    /// Most messages per persistent reply stream. Default 1024.
+    pub reply_stream_messages: usize,
+    /// Longest life of a persistent reply stream. Default 1 s.
+    pub reply_stream_age: Duration,
+    /// HTTP/2 initial stream window (bytes); `None` keeps hyper's default. Default 4 MiB.
+    pub stream_window: Option<u32>,
+    /// HTTP/2 initial connection window (bytes); `None` keeps hyper's default. Default 8 MiB.
+    pub connection_window: Option<u32>,
+    /// Node certificate presented when a researcher asks for one (mutual TLS). Default none.
+    pub client_identity: Option<crate::tls::ClientIdentity>,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> ControllerConfig {
+        ControllerConfig {
+            poll_deadline: DEFAULT_POLL_DEADLINE,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            backoff_first: DEFAULT_FIRST_RETRY,
+            backoff_max: DEFAULT_MAX_RETRY,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            poll_mode: PollMode::Auto,
+            stream_credits: DEFAULT_STREAM_CREDITS,
+            max_message_bytes: 2 << 30, // TODO(wire): crate::wire::DEFAULT_MAX_MESSAGE_BYTES
+            max_batch_messages: DEFAULT_MAX_BATCH_MESSAGES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_rejections: DEFAULT_MAX_REJECTIONS,
+            reply_stream: ReplyStreamMode::Auto,
+            reply_stream_idle: DEFAULT_REPLY_STREAM_IDLE,
+            reply_stream_messages: DEFAULT_REPLY_STREAM_MESSAGES,
+            reply_stream_age: DEFAULT_REPLY_STREAM_AGE,
+            stream_window: Some(4 << 20),
+            connection_window: Some(8 << 20),
+            client_identity: None,
+        }
+    }
+}
+
+impl ControllerConfig {
+    /// The keepalive interval actually used: never below [`MIN_KEEPALIVE_INTERVAL`].
+    pub fn effective_keepalive(&self) -> Duration {
+        self.keepalive_interval.max(MIN_KEEPALIVE_INTERVAL)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let c = ControllerConfig::default();
+        assert_eq!(c.poll_deadline, Duration::from_secs(3600));
+        assert_eq!(c.backoff_first, Duration::from_millis(50));
+        assert_eq!(c.backoff_max, Duration::from_secs(2));
+        assert_eq!(c.keepalive_interval, Duration::from_secs(60));
+        assert_eq!(c.poll_mode, PollMode::Auto);
+    }
+
+    #[test]
+    fn keepalive_never_below_two_seconds() {
+        let c = ControllerConfig {
+            keepalive_interval: Duration::from_millis(100),
+            ..Default::default()
+        };
+        assert_eq!(c.effective_keepalive(), Duration::from_secs(2));
+    }
+}

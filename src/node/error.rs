@@ -1,0 +1,209 @@
+//! The errors of the node side.
+
+use std::time::Duration;
+
+use crate::tls::TlsError;
+use crate::wire::WireError;
+
+/// Everything that can go wrong on the node side. Variants read as sentences
+/// and carry the values that explain them.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// `Send` was given a message without a `researcher_id` field.
+    #[error("the {class} message has no researcher_id, so it cannot be routed")]
+    MissingResearcherId {
+        /// The message class.
+        class: String,
+    },
+    /// `Send` named a researcher no link has identified.
+    #[error("no researcher link knows the researcher id {researcher_id}")]
+    UnknownResearcher {
+        /// The id found in the message.
+        researcher_id: String,
+    },
+    /// The outgoing queue of a link is full
+    /// (see [`ControllerConfig::queue_capacity`](super::config::ControllerConfig::queue_capacity)).
+    #[error("the outgoing queue to {endpoint} is full ({capacity} messages)")]
+    QueueFull {
+        /// `host:port` of the link.
+        endpoint: String,
+        /// The queue bound.
+        capacity: usize,
+    },
+    /// The controller was shut down (or is shutting down).
+    #[error("the controller is shut down")]
+    ShutDown,
+    /// The link stopped for good.
+    #[error("the link to {endpoint} has failed for good: {reason}")]
+    LinkFailed {
+        /// `host:port` of the link.
+        endpoint: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The link was closed (removed or shut down).
+    #[error("the link to {endpoint} is closed")]
+    LinkClosed {
+        /// `host:port` of the link.
+        endpoint: String,
+    },
+    /// `AddResearcher` named an endpoint the controller already has.
+    #[error("the controller already has a link to {endpoint}")]
+    DuplicateEndpoint {
+        /// `host:port`.
+        endpoint: String,
+    },
+    /// `RemoveResearcher` named an endpoint the controller does not have.
+    #[error("the controller has no link to {endpoint}")]
+    UnknownEndpoint {
+        /// `host:port`.
+        endpoint: String,
+    },
+    /// Security: the researcher behind an endpoint is not the one first seen
+    /// (a new certificate or a task with another researcher id).
+    #[error(
+        "security: {endpoint} was researcher {expected} but now claims to be {found} ({seen_in})"
+    )]
+    ResearcherIdChanged {
+        /// `host:port`.
+        endpoint: String,
+        /// The id first seen.
+        expected: String,
+        /// The id now presented.
+        found: String,
+        /// Where the new id was seen ("server certificate" or "task").
+        seen_in: &'static str,
+    },
+    /// A task could not be used (bad frames, msgpack, version, fields); it is dropped.
+    #[error("dropped a bad task from {endpoint}: {source}")]
+    BadTask {
+        /// `host:port`.
+        endpoint: String,
+        /// What was wrong with it.
+        #[source]
+        source: Box<WireError>,
+    },
+    /// A task without a `researcher_id` field; it is dropped.
+    #[error("dropped a {class} task from {endpoint}: it has no researcher_id")]
+    TaskWithoutResearcherId {
+        /// `host:port`.
+        endpoint: String,
+        /// The message class.
+        class: String,
+    },
+    /// The handler actor is gone; tasks could only be lost, so the link stops.
+    #[error("the task handler of the link to {endpoint} is gone")]
+    HandlerGone {
+        /// `host:port`.
+        endpoint: String,
+    },
+    /// TLS or channel set-up failed.
+    #[error("could not connect to {endpoint}: {source}")]
+    Tls {
+        /// `host:port`.
+        endpoint: String,
+        /// The TLS layer's error.
+        #[source]
+        source: Box<TlsError>,
+    },
+    /// A gRPC call failed.
+    #[error("{rpc} to {endpoint} failed: {status}")]
+    Rpc {
+        /// `host:port`.
+        endpoint: String,
+        /// The RPC ("GetTask", "GetTaskUnary", "ReplyTask", "Feedback").
+        rpc: &'static str,
+        /// The gRPC status.
+        status: Box<tonic::Status>,
+    },
+    /// A gRPC call did not finish in time.
+    #[error("{rpc} to {endpoint} did not finish within {after:?}")]
+    Timeout {
+        /// `host:port`.
+        endpoint: String,
+        /// The RPC.
+        rpc: &'static str,
+        /// The bound.
+        after: Duration,
+    },
+    /// A feedback message could not be converted for the `Feedback` RPC.
+    #[error("the feedback message cannot be sent: {source}")]
+    BadFeedback {
+        /// Why.
+        #[source]
+        source: Box<WireError>,
+    },
+    /// The actor did not answer (it stopped).
+    #[error("the {actor} actor did not answer: {reason}")]
+    Mailbox {
+        /// Which actor.
+        actor: &'static str,
+        /// actix's reason.
+        reason: String,
+    },
+}
+
+impl NodeError {
+    /// True for errors after which the link must never reconnect (security,
+    /// handler gone).
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            NodeError::ResearcherIdChanged { .. } | NodeError::HandlerGone { .. }
+        )
+    }
+
+    /// True when the researcher answered a send with an error status that is
+    /// not a transport failure (it may be refusing that message).
+    pub fn is_rejection(&self) -> bool {
+        use tonic::Code;
+        match self {
+            NodeError::Rpc { status, .. } => !matches!(
+                status.code(),
+                Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted
+            ),
+            _ => false,
+        }
+    }
+
+    /// True for errors that drop one task while the link keeps working.
+    pub fn is_bad_task(&self) -> bool {
+        matches!(
+            self,
+            NodeError::BadTask { .. } | NodeError::TaskWithoutResearcherId { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_read_as_sentences() {
+        let e = NodeError::ResearcherIdChanged {
+            endpoint: "127.0.0.1:50051".into(),
+            expected: "RESEARCHER_a".into(),
+            found: "RESEARCHER_b".into(),
+            seen_in: "server certificate",
+        };
+        assert!(e.is_fatal());
+        assert_eq!(
+            e.to_string(),
+            "security: 127.0.0.1:50051 was researcher RESEARCHER_a but now claims to be RESEARCHER_b (server certificate)"
+        );
+        let e = NodeError::UnknownResearcher {
+            researcher_id: "R".into(),
+        };
+        assert!(!e.is_fatal());
+        assert_eq!(
+            e.to_string(),
+            "no researcher link knows the researcher id R"
+        );
+    }
+
+    #[test]
+    fn error_stays_small() {
+        assert!(std::mem::size_of::<NodeError>() <= 128);
+    }
+}

@@ -1,0 +1,595 @@
+//! `ResearcherLink`: the supervised actor that owns the connection to one
+//! researcher.
+//!
+//! Life of a link:
+//! 1. `started`: dial (after a backoff delay, except for the very first
+//!    attempt): apply the endpoint's [`TrustPolicy`] (trust on first use
+//!    fetches and pins the certificate), check the researcher id against the
+//!    one known for this endpoint, open the tonic channel.
+//! 2. Connected: spawn the poll loop ([`Poller`]) and the send pump
+//!    ([`Pump`]) as actor futures; both report back when they end.
+//! 3. Connection lost (a failed dial, poll or send): `ctx.stop()`. The
+//!    [`actix::Supervisor`] keeps the actor value and its mailbox, drops the
+//!    futures, calls [`Supervised::restarting`] (which resets the connection
+//!    state) and `started` again. The outgoing queue and the counters live in
+//!    [`LinkShared`], so they survive.
+//! 4. Failed for good (a researcher id change, the handler gone) or closed: the
+//!    link stays idle until the controller drops it.
+//!
+//! The controller talks to a link through [`LinkShared`] for the hot path
+//! (queueing a message is a push under a short lock plus a wake-up, no
+//! mailbox round trip) and through messages ([`Drain`], [`Close`]) for
+//! control.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix::WeakRecipient;
+use rustls_pki_types::CertificateDer;
+use tokio::sync::Notify;
+use tonic::transport::Channel;
+
+use super::backoff::Backoff;
+use super::config::ControllerConfig;
+use super::controller::{LinkEvent, TaskReceived};
+use super::error::NodeError;
+use super::listener::{PollEnd, Poller, TaskAssembler};
+use super::outbox::{Outbox, Outgoing};
+use super::sender::Pump;
+use super::status::{LinkState, LinkStatus, PollMode};
+use crate::proto::researcher_service_client::ResearcherServiceClient;
+use crate::tls::{self, ChannelOptions, TrustPolicy};
+use crate::wire::GRPC_MAX_MESSAGE_BYTES;
+
+/// Where a researcher listens and how to trust it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResearcherEndpoint {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// How its certificate is trusted.
+    pub trust: TrustPolicy,
+}
+
+impl ResearcherEndpoint {
+    /// An endpoint trusted on first use (as Fed-BioMed nodes do).
+    pub fn trust_on_first_use(host: impl Into<String>, port: u16) -> ResearcherEndpoint {
+        ResearcherEndpoint {
+            host: host.into(),
+            port,
+            trust: TrustPolicy::TrustOnFirstUse,
+        }
+    }
+
+    /// `host:port` (IPv6 addresses in brackets), the key of the link.
+    pub fn key(&self) -> String {
+        endpoint_key(&self.host, self.port)
+    }
+}
+
+impl fmt::Display for ResearcherEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// `host:port` with IPv6 addresses in brackets.
+pub fn endpoint_key(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Locks a mutex even if a panicking thread poisoned it (the data are plain
+/// counters and a queue, always left consistent).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// State of a link shared between its actor, its futures and the controller.
+/// Lives as long as the link, across supervisor restarts.
+#[derive(Debug)]
+pub struct LinkShared {
+    endpoint: String,
+    outbox: Mutex<Outbox<Outgoing>>,
+    status: Mutex<LinkStatus>,
+    /// Woken when something is queued.
+    pub(crate) wake: Notify,
+    /// Woken when the pump found the queue empty, or the link failed.
+    pub(crate) drained: Notify,
+    /// A poll opened since the last (re)connection (resets the backoff).
+    pub(crate) polled: AtomicBool,
+    /// Consecutive rejections of the queue's first message.
+    pub(crate) rejections: AtomicU32,
+    /// Send one message per RPC until a send succeeds (after a rejection).
+    pub(crate) isolate: AtomicBool,
+}
+
+impl LinkShared {
+    /// Fresh state for `endpoint`.
+    pub fn new(endpoint: String, queue_capacity: usize, poll_mode: PollMode) -> LinkShared {
+        LinkShared {
+            outbox: Mutex::new(Outbox::new(queue_capacity)),
+            status: Mutex::new(LinkStatus::new(endpoint.clone(), poll_mode)),
+            endpoint,
+            wake: Notify::new(),
+            drained: Notify::new(),
+            polled: AtomicBool::new(false),
+            rejections: AtomicU32::new(0),
+            isolate: AtomicBool::new(false),
+        }
+    }
+
+    /// The outgoing queue (short lock, never held across an await).
+    pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox<Outgoing>> {
+        lock(&self.outbox)
+    }
+
+    /// The status (short lock, never held across an await).
+    pub(crate) fn status(&self) -> MutexGuard<'_, LinkStatus> {
+        lock(&self.status)
+    }
+
+    /// A snapshot of the status with the current queue depth.
+    pub fn snapshot(&self) -> LinkStatus {
+        let depth = self.outbox().len();
+        let mut s = self.status().clone();
+        s.queue_depth = depth;
+        s
+    }
+
+    /// The researcher id of this link, once known.
+    pub fn researcher_id(&self) -> Option<String> {
+        self.status().researcher_id.clone()
+    }
+
+    /// Queues `item` for sending: an error if the link is closed or failed for
+    /// good, or if the queue is full.
+    pub fn enqueue(&self, item: Outgoing) -> Result<(), NodeError> {
+        {
+            let status = self.status();
+            match &status.state {
+                LinkState::Failed(reason) => {
+                    return Err(NodeError::LinkFailed {
+                        endpoint: self.endpoint.clone(),
+                        reason: reason.clone(),
+                    })
+                }
+                LinkState::Closed => {
+                    return Err(NodeError::LinkClosed {
+                        endpoint: self.endpoint.clone(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        let mut outbox = self.outbox();
+        let capacity = outbox.capacity();
+        outbox.push(item).map_err(|_| NodeError::QueueFull {
+            endpoint: self.endpoint.clone(),
+            capacity,
+        })?;
+        drop(outbox);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// True when nothing waits to be sent or the link will never send again.
+    fn done_sending(&self) -> bool {
+        self.outbox().is_empty() || self.status().is_terminal()
+    }
+}
+
+/// The result of a successful dial.
+struct Dialled {
+    channel: Channel,
+    certificate: Option<CertificateDer<'static>>,
+    researcher_id: Option<String>,
+}
+
+/// The actor owning the connection to one researcher (see the module docs).
+pub struct ResearcherLink {
+    endpoint: ResearcherEndpoint,
+    key: String,
+    node_id: String,
+    config: Arc<ControllerConfig>,
+    handler: Recipient<TaskReceived>,
+    events: WeakRecipient<LinkEvent>,
+    shared: Arc<LinkShared>,
+    backoff: Backoff,
+    pinned: Option<CertificateDer<'static>>,
+    mode: PollMode,
+    attempted: bool,
+    ever_connected: bool,
+    draining: bool,
+    terminal: bool,
+    client: Option<ResearcherServiceClient<Channel>>,
+    poll: Option<SpawnHandle>,
+}
+
+impl ResearcherLink {
+    /// A link for `endpoint`; start it with `actix::Supervisor::start(|_| link)`.
+    pub fn new(
+        endpoint: ResearcherEndpoint,
+        node_id: String,
+        config: Arc<ControllerConfig>,
+        handler: Recipient<TaskReceived>,
+        events: WeakRecipient<LinkEvent>,
+        shared: Arc<LinkShared>,
+    ) -> ResearcherLink {
+        ResearcherLink {
+            key: endpoint.key(),
+            backoff: Backoff::new(config.backoff_first, config.backoff_max),
+            mode: config.poll_mode,
+            endpoint,
+            node_id,
+            config,
+            handler,
+            events,
+            shared,
+            pinned: None,
+            attempted: false,
+            ever_connected: false,
+            draining: false,
+            terminal: false,
+            client: None,
+            poll: None,
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        let delay = if self.attempted {
+            self.backoff.next_delay()
+        } else {
+            Duration::ZERO
+        };
+        self.attempted = true;
+        self.shared.status().state = if delay.is_zero() {
+            LinkState::Connecting
+        } else {
+            LinkState::BackingOff
+        };
+        let shared = Arc::clone(&self.shared);
+        let endpoint = self.endpoint.clone();
+        let key = self.key.clone();
+        let config = Arc::clone(&self.config);
+        let known = self.shared.researcher_id();
+        let pinned = self.pinned.clone();
+        let fut = async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            shared.status().state = LinkState::Connecting;
+            dial(&endpoint, &key, known, pinned, &config).await
+        };
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(|res, act, ctx| act.on_dialled(res, ctx)),
+        );
+    }
+
+    fn on_dialled(&mut self, res: Result<Dialled, NodeError>, ctx: &mut Context<Self>) {
+        let d = match res {
+            Ok(d) => d,
+            Err(e) if e.is_fatal() => return self.fail(e, ctx),
+            Err(e) => return self.lost(e, ctx),
+        };
+        if let Some(id) = &d.researcher_id {
+            let mut status = self.shared.status();
+            if status.researcher_id.as_deref() != Some(id.as_str()) {
+                status.researcher_id = Some(id.clone());
+                drop(status);
+                notify(
+                    &self.events,
+                    LinkEvent::Identified {
+                        endpoint: self.key.clone(),
+                        researcher_id: id.clone(),
+                    },
+                );
+            }
+        }
+        if d.certificate.is_some() {
+            self.pinned = d.certificate;
+        }
+        {
+            let mut status = self.shared.status();
+            if self.ever_connected {
+                status.reconnects += 1;
+            }
+            status.state = LinkState::Connected;
+            status.last_error = None;
+        }
+        if self.ever_connected {
+            log::info!("{}: reconnected", self.key);
+        } else {
+            log::info!("{}: connected", self.key);
+        }
+        self.ever_connected = true;
+        let client = ResearcherServiceClient::new(d.channel)
+            .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES);
+        self.client = Some(client);
+        self.start_pump(ctx);
+        if !self.draining {
+            self.start_poll(ctx);
+        }
+    }
+
+    fn start_poll(&mut self, ctx: &mut Context<Self>) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let poller = Poller {
+            client,
+            endpoint: self.key.clone(),
+            node_id: self.node_id.clone(),
+            shared: Arc::clone(&self.shared),
+            handler: self.handler.clone(),
+            events: self.events.clone(),
+            assembler: TaskAssembler::new(
+                self.key.clone(),
+                self.config.max_message_bytes,
+                self.shared.researcher_id(),
+            ),
+            poll_deadline: self.config.poll_deadline,
+            credits: self.config.stream_credits,
+        };
+        let mode = self.mode;
+        let fut = async move { poller.run(mode).await };
+        let handle = ctx.spawn(
+            fut.into_actor(self)
+                .map(|end, act, ctx| act.on_poll_end(end, ctx)),
+        );
+        self.poll = Some(handle);
+    }
+
+    fn on_poll_end(&mut self, end: PollEnd, ctx: &mut Context<Self>) {
+        self.poll = None;
+        self.shared.status().polling = false;
+        match end {
+            PollEnd::Unimplemented => {
+                log::info!(
+                    "{}: the researcher has no streaming GetTask; using GetTaskUnary",
+                    self.key
+                );
+                self.mode = PollMode::Unary;
+                self.shared.status().poll_mode = PollMode::Unary;
+                if !self.draining {
+                    self.start_poll(ctx);
+                }
+            }
+            PollEnd::Lost(e) => self.lost(e, ctx),
+            PollEnd::Fatal(e) => self.fail(e, ctx),
+        }
+    }
+
+    fn start_pump(&mut self, ctx: &mut Context<Self>) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let pump = Pump {
+            client,
+            endpoint: self.key.clone(),
+            shared: Arc::clone(&self.shared),
+            send_timeout: self.config.send_timeout,
+            max_batch_messages: self.config.max_batch_messages,
+            max_batch_bytes: self.config.max_batch_bytes,
+            max_rejections: self.config.max_rejections,
+            reply_stream: self.config.reply_stream,
+            stream_idle: self.config.reply_stream_idle,
+            stream_messages: self.config.reply_stream_messages,
+            stream_age: self.config.reply_stream_age,
+        };
+        ctx.spawn(
+            pump.run()
+                .into_actor(self)
+                .map(|e, act, ctx| act.lost(e, ctx)),
+        );
+    }
+
+    /// The connection is gone: let the supervisor restart the link.
+    fn lost(&mut self, e: NodeError, ctx: &mut Context<Self>) {
+        if self.terminal {
+            return;
+        }
+        log::warn!("{}: {e}; reconnecting", self.key);
+        {
+            let mut status = self.shared.status();
+            status.polling = false;
+            status.state = LinkState::BackingOff;
+            status.last_error = Some(e.to_string());
+        }
+        ctx.stop();
+    }
+
+    /// Stop for good: the link never reconnects; the controller is told.
+    fn fail(&mut self, e: NodeError, ctx: &mut Context<Self>) {
+        log::error!("{}: {e}; the link stops for good", self.key);
+        let reason = e.to_string();
+        self.terminal = true;
+        {
+            let mut status = self.shared.status();
+            status.polling = false;
+            status.state = LinkState::Failed(reason.clone());
+            status.last_error = Some(reason.clone());
+        }
+        self.shared.drained.notify_waiters();
+        notify(
+            &self.events,
+            LinkEvent::Failed {
+                endpoint: self.key.clone(),
+                reason,
+            },
+        );
+        // The supervisor restarts the (now idle) actor; `started` sees `terminal`.
+        ctx.stop();
+    }
+}
+
+/// Tells the controller, if it still exists.
+pub(crate) fn notify(events: &WeakRecipient<LinkEvent>, event: LinkEvent) {
+    if let Some(r) = events.upgrade() {
+        r.do_send(event);
+    }
+}
+
+/// Applies the trust policy and opens the channel (one attempt).
+async fn dial(
+    endpoint: &ResearcherEndpoint,
+    key: &str,
+    known: Option<String>,
+    pinned: Option<CertificateDer<'static>>,
+    config: &ControllerConfig,
+) -> Result<Dialled, NodeError> {
+    let tls_error = |e: tls::TlsError| NodeError::Tls {
+        endpoint: key.to_string(),
+        source: Box::new(e),
+    };
+    let changed = |expected: &str, found: &str| NodeError::ResearcherIdChanged {
+        endpoint: key.to_string(),
+        expected: expected.to_string(),
+        found: found.to_string(),
+        seen_in: "server certificate",
+    };
+    let trusted = tls::trusted_client_config(
+        &endpoint.trust,
+        &endpoint.host,
+        endpoint.port,
+        config.client_identity.as_ref(),
+        config.connect_timeout,
+    )
+    .await
+    .map_err(tls_error)?;
+    if let (Some(expected), Some(found)) = (&known, &trusted.researcher_id) {
+        if expected != found {
+            return Err(changed(expected, found));
+        }
+    }
+    if let (Some(old), Some(new), Some(id)) =
+        (&pinned, &trusted.certificate, &trusted.researcher_id)
+    {
+        if old != new {
+            log::warn!(
+                "{key}: the researcher presents a new certificate with the same researcher id {id}; \
+                 accepting it and pinning it from now on"
+            );
+        }
+    }
+    let opts = ChannelOptions::default()
+        .connect_timeout(config.connect_timeout)
+        .keepalive_interval(config.effective_keepalive())
+        .keepalive_timeout(config.keepalive_timeout)
+        .window_sizes(config.stream_window, config.connection_window);
+    let connected =
+        tls::connect_channel_with_peer(&endpoint.host, endpoint.port, trusted.config, &opts)
+            .await
+            .map_err(tls_error)?;
+    let researcher_id = match trusted.researcher_id {
+        Some(id) => Some(id),
+        None => tls::researcher_id_of(&connected.peer_certificate).ok(),
+    };
+    if let (Some(expected), Some(found)) = (&known, &researcher_id) {
+        if expected != found {
+            return Err(changed(expected, found));
+        }
+    }
+    Ok(Dialled {
+        channel: connected.channel,
+        certificate: trusted.certificate,
+        researcher_id,
+    })
+}
+
+impl Actor for ResearcherLink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.terminal {
+            return;
+        }
+        self.connect(ctx);
+    }
+}
+
+impl Supervised for ResearcherLink {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.client = None;
+        self.poll = None;
+        self.shared.status().polling = false;
+        if self.shared.polled.swap(false, Ordering::Relaxed) {
+            self.backoff.reset();
+        }
+    }
+}
+
+/// Stop polling and send what is queued; answers when the queue is empty, the
+/// link failed for good, or `deadline` passed (the queue is left as it is).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain {
+    /// When to give up waiting.
+    pub deadline: tokio::time::Instant,
+}
+
+impl Handler<Drain> for ResearcherLink {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        self.draining = true;
+        if let Some(handle) = self.poll.take() {
+            ctx.cancel_future(handle);
+        }
+        self.shared.status().polling = false;
+        let shared = Arc::clone(&self.shared);
+        // A plain future (not an actor future): a restart of the link while
+        // it drains must not cancel the wait.
+        Box::pin(async move {
+            let wait = async {
+                loop {
+                    let notified = shared.drained.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if shared.done_sending() {
+                        break;
+                    }
+                    notified.await;
+                }
+            };
+            let _ = tokio::time::timeout_at(msg.deadline, wait).await;
+        })
+    }
+}
+
+/// Close the link for good (what is still queued stays in [`LinkShared`] for
+/// the controller to report).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+impl Handler<Close> for ResearcherLink {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) -> Self::Result {
+        self.terminal = true;
+        self.draining = true;
+        self.client = None;
+        self.poll = None;
+        {
+            let mut status = self.shared.status();
+            status.polling = false;
+            if !matches!(status.state, LinkState::Failed(_)) {
+                status.state = LinkState::Closed;
+            }
+        }
+        // Cancels the dial, poll and pump futures (a send in flight is
+        // dropped; its messages are still queued and reported unsent).
+        ctx.stop();
+        self.shared.drained.notify_waiters();
+    }
+}

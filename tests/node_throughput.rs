@@ -1,0 +1,75 @@
+//! Rough throughput probes (ignored by default; the benchmarks stream has
+//! the real numbers): `cargo test --release --test node_throughput -- --ignored --nocapture`.
+
+mod node_support;
+
+use std::time::{Duration, Instant};
+
+use fedroute::node::{ControllerConfig, PollMode};
+use node_support::*;
+
+async fn ping_pong(mode: PollMode, streaming_server: bool, rounds: usize) {
+    let mut researcher = MiniResearcher::start(0, None, streaming_server);
+    let config = ControllerConfig {
+        poll_mode: mode,
+        ..fast_config()
+    };
+    let (_controller, mut seen) =
+        start_node("NODE_tp", vec![endpoint_of(&researcher)], config, true);
+    let id = researcher.researcher_id.clone();
+    // Warm up.
+    researcher.send_task(&ping_request(&id, "warm"));
+    researcher.next_reply().await;
+    let start = Instant::now();
+    for i in 0..rounds {
+        researcher.send_task(&ping_request(&id, &i.to_string()));
+        let reply = researcher.next_reply().await;
+        assert_eq!(reply.request_id(), Some(i.to_string().as_str()));
+    }
+    let elapsed = start.elapsed();
+    while seen.try_recv().is_ok() {}
+    println!(
+        "ping-pong {mode}: {rounds} round trips in {elapsed:?} = {:.0}/s",
+        rounds as f64 / elapsed.as_secs_f64()
+    );
+}
+
+#[actix_rt::test]
+#[ignore]
+async fn ping_pong_streaming() {
+    ping_pong(PollMode::Streaming, true, 5000).await;
+}
+
+#[actix_rt::test]
+#[ignore]
+async fn ping_pong_unary() {
+    ping_pong(PollMode::Unary, true, 2000).await;
+}
+
+#[actix_rt::test]
+#[ignore]
+async fn echo_100_mib() {
+    let mut researcher = MiniResearcher::start(0, None, true);
+    let (_controller, _seen) = start_node(
+        "NODE_big",
+        vec![endpoint_of(&researcher)],
+        fast_config(),
+        false,
+    );
+    let id = researcher.researcher_id.clone();
+    researcher.next_poll().await;
+    let payload = bytes::Bytes::from(vec![42u8; 100 << 20]);
+    let start = Instant::now();
+    let message = blob(&id, "big", "PingReply", payload);
+    _controller
+        .send(fedroute::node::Send(message))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(120), researcher.replies.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    println!("100 MiB node -> researcher in {:?}", start.elapsed());
+    assert_eq!(reply.request_id(), Some("big"));
+}
