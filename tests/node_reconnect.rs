@@ -3,7 +3,7 @@
 
 mod node_support;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use fedroute::node::{
@@ -54,7 +54,7 @@ fn start_node_with_finish(
     (controller, seen, fin)
 }
 
-async fn replies_survive_restart(mode: PollMode) {
+async fn replies_survive_restart(mode: PollMode, outage: Duration) {
     let mut researcher = MiniResearcher::start(0, None, true);
     let port = researcher.port();
     let id = researcher.researcher_id.clone();
@@ -83,11 +83,13 @@ async fn replies_survive_restart(mode: PollMode) {
     let depth = within("status", controller.send(Status)).await.unwrap()[0].queue_depth;
     assert_eq!(depth, 10);
 
+    // The outage itself (not a synchronisation): how long the researcher stays down.
+    tokio::time::sleep(outage).await;
     let restarted_at = Instant::now();
     let mut researcher = MiniResearcher::start(port, Some(&id), true);
     let polled_at = researcher.next_poll().await;
     println!(
-        "reconnect ({mode}): {:?} from researcher restart to the next poll",
+        "reconnect ({mode}, outage {outage:?}): {:?} from researcher restart to the next poll",
         polled_at - restarted_at
     );
     for i in 0..10 {
@@ -118,12 +120,20 @@ async fn replies_survive_restart(mode: PollMode) {
 
 #[actix_rt::test]
 async fn replies_survive_researcher_restart_streaming() {
-    replies_survive_restart(PollMode::Streaming).await;
+    replies_survive_restart(PollMode::Streaming, Duration::ZERO).await;
 }
 
 #[actix_rt::test]
 async fn replies_survive_researcher_restart_unary() {
-    replies_survive_restart(PollMode::Unary).await;
+    replies_survive_restart(PollMode::Unary, Duration::ZERO).await;
+}
+
+/// With the default backoff (cap 2 s) after a longer outage; slow, so ignored
+/// by default: `cargo test --test node_reconnect -- --ignored --nocapture`.
+#[actix_rt::test]
+#[ignore]
+async fn replies_survive_a_three_second_outage() {
+    replies_survive_restart(PollMode::Streaming, Duration::from_secs(3)).await;
 }
 
 #[actix_rt::test]

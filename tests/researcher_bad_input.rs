@@ -256,3 +256,68 @@ async fn bad_polls_and_feedback_get_precise_statuses() {
         .await;
     good_round(&handle, &mut client).await;
 }
+
+#[actix_rt::test]
+async fn limits_refuse_with_errors_not_growth() {
+    use fedroute::researcher::{ResearcherError, SendToNode};
+    let (handle, mut events) = start(config().max_nodes(1).node_queue_capacity(2)).await;
+    let mut client = client(&handle).await;
+    register(&handle, &mut events, &client, NODE).await;
+
+    // One node too many.
+    let status = bounded("poll", client.get_task_unary(task_request("NODE_more")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    // A full queue refuses sends and requests; nothing stays pending.
+    for _ in 0..2 {
+        bounded(
+            "send",
+            handle.addr.send(SendToNode {
+                node_id: NODE.into(),
+                message: ping(&handle),
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    }
+    let refused = bounded(
+        "send",
+        handle.addr.send(SendToNode {
+            node_id: NODE.into(),
+            message: ping(&handle),
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        refused,
+        Err(ResearcherError::QueueFull { capacity: 2, .. })
+    ));
+    let refused = bounded(
+        "request",
+        handle.addr.send(Request {
+            node_id: NODE.into(),
+            message: ping(&handle),
+            timeout: T,
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(refused, Err(ResearcherError::QueueFull { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        bounded("count", handle.addr.send(PendingCount))
+            .await
+            .unwrap(),
+        0
+    );
+    // The queued ones are still delivered.
+    for _ in 0..2 {
+        poll(&mut client, NODE).await.unwrap();
+    }
+}

@@ -16,7 +16,7 @@ const NODE: &str = "NODE_s";
 
 #[actix_rt::test]
 async fn active_waiting_disconnected_and_back() {
-    let cfg = config().disconnection_timeout(Duration::from_secs(1));
+    let cfg = config().disconnection_timeout(Duration::from_secs(2));
     let (handle, mut events) = start(cfg).await;
     let client = client(&handle).await;
 
@@ -49,7 +49,7 @@ async fn active_waiting_disconnected_and_back() {
 
 #[actix_rt::test]
 async fn queued_task_is_delivered_when_the_node_polls_again() {
-    let cfg = config().disconnection_timeout(Duration::from_secs(1));
+    let cfg = config().disconnection_timeout(Duration::from_secs(2));
     let (handle, mut events) = start(cfg).await;
     let mut client = client(&handle).await;
     register(&handle, &mut events, &client, NODE).await;

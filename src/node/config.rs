@@ -117,7 +117,7 @@ impl Default for ControllerConfig {
             send_timeout: DEFAULT_SEND_TIMEOUT,
             poll_mode: PollMode::Auto,
             stream_credits: DEFAULT_STREAM_CREDITS,
-            max_message_bytes: 2 << 30, // TODO(wire): crate::wire::DEFAULT_MAX_MESSAGE_BYTES
+            max_message_bytes: crate::wire::DEFAULT_MAX_MESSAGE_BYTES,
             max_batch_messages: DEFAULT_MAX_BATCH_MESSAGES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_rejections: DEFAULT_MAX_REJECTIONS,

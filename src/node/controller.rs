@@ -55,7 +55,7 @@ use super::link::{endpoint_key, Close, Drain, LinkShared, ResearcherEndpoint, Re
 use super::outbox::Outgoing;
 use super::status::LinkStatus;
 use crate::proto;
-use crate::wire::{Envelope, PROTOCOL_VERSION};
+use crate::wire::{Envelope, FeedbackMessage};
 
 /// Mailbox bound of the controller (log forwarding uses `try_send` against it).
 pub const CONTROLLER_MAILBOX_CAPACITY: usize = 1024;
@@ -112,8 +112,7 @@ pub enum LinkEvent {
     },
 }
 
-/// Send a message to the researcher named by its `researcher_id`.
-/// A `FeedbackMessage` goes by the `Feedback` RPC, anything else by `ReplyTask`.
+/// Send a message to the researcher named by its `researcher_id`, by `ReplyTask`.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<(), NodeError>")]
 pub struct Send(pub Envelope);
@@ -124,10 +123,12 @@ pub struct Send(pub Envelope);
 #[rtype(result = "Vec<(String, Result<(), NodeError>)>")]
 pub struct Broadcast(pub Envelope);
 
-/// Send feedback (log or scalar): to its `researcher_id` when set, else to every researcher.
+/// Send feedback (log or scalar) by the `Feedback` RPC: to its
+/// `researcher_id` when set, else to every researcher (`Ok` when at least one
+/// link queued it).
 #[derive(Message, Debug)]
 #[rtype(result = "Result<(), NodeError>")]
-pub struct SendFeedback(pub proto::FeedbackMessage);
+pub struct SendFeedback(pub FeedbackMessage);
 
 /// A node log record to forward as `FeedbackMessage.log` (see
 /// [`log_forward`](super::log_forward)); to `researcher_id` when set, else to every researcher.
@@ -320,17 +321,8 @@ impl Controller {
     }
 
     fn feedback_log(&self, level: String, msg: String, researcher_id: Option<String>) -> Outgoing {
-        Outgoing::Feedback(proto::FeedbackMessage {
-            protocol_version: PROTOCOL_VERSION.to_string(),
-            researcher_id,
-            feedback_type: Some(proto::feedback_message::FeedbackType::Log(
-                proto::feedback_message::Log {
-                    node_id: self.node_id.clone(),
-                    level,
-                    msg,
-                },
-            )),
-        })
+        let feedback = FeedbackMessage::log(researcher_id, self.node_id.clone(), level, msg);
+        Outgoing::Feedback(proto::FeedbackMessage::from(feedback))
     }
 
     fn feedback(&self, item: Outgoing, researcher_id: Option<&str>) -> Result<(), NodeError> {
@@ -366,18 +358,6 @@ fn unsent_report(items: Vec<Outgoing>, report: &mut ShutdownReport) {
     }
 }
 
-/// The outgoing form of a message: feedback by the `Feedback` RPC, the rest by `ReplyTask`.
-fn outgoing(envelope: &Envelope) -> Result<Outgoing, NodeError> {
-    if envelope.class() == "FeedbackMessage" {
-        let feedback =
-            crate::wire::feedback_to_proto(envelope).map_err(|e| NodeError::BadFeedback {
-                source: Box::new(e),
-            })?;
-        return Ok(Outgoing::Feedback(feedback));
-    }
-    Ok(Outgoing::Message(envelope.to_bytes()))
-}
-
 impl Actor for Controller {
     type Context = Context<Self>;
 
@@ -403,7 +383,7 @@ impl Handler<Send> for Controller {
             });
         };
         let link = self.route(id)?;
-        link.shared.enqueue(outgoing(&envelope)?)
+        link.shared.enqueue(Outgoing::Message(envelope.to_bytes()))
     }
 }
 
@@ -414,10 +394,7 @@ impl Handler<Broadcast> for Controller {
         if let Err(e) = self.running() {
             return MessageResult(vec![(String::new(), Err(e))]);
         }
-        let item = match outgoing(&msg.0) {
-            Ok(item) => item,
-            Err(e) => return MessageResult(vec![(String::new(), Err(e))]),
-        };
+        let item = Outgoing::Message(msg.0.to_bytes());
         MessageResult(
             self.links
                 .iter()
@@ -433,7 +410,10 @@ impl Handler<SendFeedback> for Controller {
     fn handle(&mut self, msg: SendFeedback, _: &mut Context<Self>) -> Self::Result {
         self.running()?;
         let id = msg.0.researcher_id.clone();
-        self.feedback(Outgoing::Feedback(msg.0), id.as_deref())
+        self.feedback(
+            Outgoing::Feedback(proto::FeedbackMessage::from(msg.0)),
+            id.as_deref(),
+        )
     }
 }
 

@@ -126,13 +126,6 @@ pub enum NodeError {
         /// The bound.
         after: Duration,
     },
-    /// A feedback message could not be converted for the `Feedback` RPC.
-    #[error("the feedback message cannot be sent: {source}")]
-    BadFeedback {
-        /// Why.
-        #[source]
-        source: Box<WireError>,
-    },
     /// The actor did not answer (it stopped).
     #[error("the {actor} actor did not answer: {reason}")]
     Mailbox {

@@ -21,6 +21,7 @@ use super::config::ResearcherConfig;
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
 use super::pending::{PendingRefusal, PendingTable, ReplyMatch};
+use super::status::later;
 use crate::wire::Envelope;
 
 /// How long `Shutdown` waits for the gRPC server to finish its calls.
@@ -57,7 +58,9 @@ pub struct Request {
 }
 
 /// Queue `message` for every known node; answers the node ids it was queued
-/// for (sorted).
+/// for (sorted). Replies to a broadcast wait for no `Request`: they reach
+/// the handler as [`ResearcherEvent::UnmatchedReply`]. To collect replies,
+/// send one `Request` per node instead.
 #[derive(Message)]
 #[rtype(result = "Vec<String>")]
 pub struct Broadcast {
@@ -228,7 +231,8 @@ impl Handler<Request> for Researcher {
         if self.shutting_down {
             return failed(ResearcherError::ShuttingDown);
         }
-        let deadline = tokio::time::Instant::now() + msg.timeout;
+        let deadline =
+            tokio::time::Instant::from_std(later(std::time::Instant::now(), msg.timeout));
         let Some(agent) = self.agents.get(&msg.node_id).cloned() else {
             return failed(ResearcherError::NodeUnknown {
                 node_id: msg.node_id,

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
 use super::queue::{QueueRefusal, QueuedTask, TaskQueue};
-use super::status::{NodeStatus, StatusChange, StatusTracker};
+use super::status::{later, NodeStatus, StatusChange, StatusTracker};
 
 /// Who learns about a task that could not be delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -527,7 +527,7 @@ impl Handler<Enqueue> for NodeAgent {
             }
             return Err(ResearcherError::ShuttingDown);
         }
-        let deadline = Instant::now() + self.settings.task_ttl;
+        let deadline = later(Instant::now(), self.settings.task_ttl);
         match self.queue.push(msg.task, deadline) {
             Ok(()) => {}
             Err(QueueRefusal::Full { task, capacity }) => {

@@ -338,6 +338,9 @@ impl ResearcherService for ResearcherGrpc {
             .check_version()
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         Shared::check_node(&certified, feedback.node_id())?;
+        if self.inner.events.is_none() {
+            log::info!("feedback from node {}: {feedback:?}", feedback.node_id());
+        }
         self.inner.emit(ResearcherEvent::Feedback(feedback)).await;
         Ok(Response::new(Empty {}))
     }

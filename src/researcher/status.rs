@@ -8,6 +8,14 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+/// When the stretch `d` from `at` ends; a span beyond the clock's range
+/// (a "forever" setting) ends in about a century instead of overflowing.
+pub fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(at)
+}
+
 /// A node's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NodeStatus {
@@ -101,7 +109,7 @@ impl StatusTracker {
     /// it is WAITING.
     pub fn next_check(&self) -> Option<Instant> {
         match (self.status, self.last_seen) {
-            (NodeStatus::Waiting, Some(seen)) => Some(seen + self.timeout),
+            (NodeStatus::Waiting, Some(seen)) => Some(later(seen, self.timeout)),
             _ => None,
         }
     }
@@ -196,6 +204,15 @@ mod tests {
         s.poll_closed(t0 + Duration::from_secs(6));
         assert_eq!(s.check(t0 + Duration::from_secs(10)), None);
         assert_eq!(s.next_check(), Some(t0 + Duration::from_secs(16)));
+    }
+
+    #[test]
+    fn huge_timeouts_do_not_overflow() {
+        let mut s = StatusTracker::new(Duration::MAX);
+        let t0 = Instant::now();
+        s.poll_opened(t0, SystemTime::now());
+        assert!(s.poll_closed(t0).unwrap() > t0);
+        assert_eq!(s.check(t0 + Duration::from_secs(3600)), None);
     }
 
     #[test]

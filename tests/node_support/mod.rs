@@ -85,20 +85,9 @@ pub fn ping_request(researcher_id: &str, request_id: &str) -> Envelope {
     .unwrap()
 }
 
-/// The `PingReply` to `request` from `node_id`.
+/// The `PingReply` to `request` from `node_id` (the typed wire message).
 pub fn ping_reply(request: &Envelope, node_id: &str) -> Envelope {
-    Envelope::from_value(Value::map([
-        ("protocol_version", str_value("7")),
-        (
-            "researcher_id",
-            str_value(request.researcher_id().unwrap_or("")),
-        ),
-        ("request_id", str_value(request.request_id().unwrap_or(""))),
-        ("node_id", str_value(node_id)),
-        ("node_name", str_value("test node")),
-        ("__type_message__", type_message("PingReply")),
-    ]))
-    .unwrap()
+    Envelope::from_typed(&wire::PingReply::answer(request, node_id, "test node")).unwrap()
 }
 
 /// A message of class `class` with a binary `payload` field, for large transfers.
