@@ -417,3 +417,65 @@ impl BenchNodeHandle {
             .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn ping_and_echo_through_a_real_researcher_and_node() {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            let blob = Bytes::from(vec![1u8; 5 << 20]);
+            for mode in [PollMode::Unary, PollMode::Streaming] {
+                let mut researcher = BenchResearcher::start().await.unwrap();
+                let id = format!("NODE_rig_test_{mode}");
+                let node =
+                    BenchNodeHandle::start(id.clone(), researcher.endpoint(), mode, blob.clone())
+                        .await
+                        .unwrap();
+                researcher
+                    .wait_connected(std::slice::from_ref(&id), CONNECT_TIMEOUT)
+                    .await
+                    .unwrap();
+                researcher.ping(&id).await.unwrap();
+                for reply in [
+                    TrainReplySize::Echo,
+                    TrainReplySize::Empty,
+                    TrainReplySize::Bytes(5 << 20),
+                ] {
+                    researcher.train(&id, &blob, 5 << 20, reply).await.unwrap();
+                }
+                node.shutdown().await;
+                researcher.handle.shutdown().await.unwrap();
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    #[test]
+    fn the_handler_answers_each_train_variant() {
+        let node = BenchNode::new("NODE_x".into(), Bytes::from(vec![0u8; 100]));
+        let request = |dataset: &str| {
+            Envelope::from_typed(&TrainRequest::new(
+                "RESEARCHER_x",
+                "exp",
+                dataset,
+                params_of(Bytes::from(vec![9u8; 10])),
+            ))
+            .unwrap()
+        };
+        let len_of = |e: &Envelope| {
+            e.get("params")
+                .and_then(|p| p.get("w"))
+                .map(|w| NdArray::from_value(w).unwrap().data.len())
+        };
+        assert_eq!(len_of(&node.reply(&request("echo")).unwrap()), Some(10));
+        assert_eq!(len_of(&node.reply(&request("down")).unwrap()), None);
+        assert_eq!(len_of(&node.reply(&request("up:50")).unwrap()), Some(50));
+        // Asking for more than the handler holds gives what it holds.
+        assert_eq!(len_of(&node.reply(&request("up:500")).unwrap()), Some(100));
+        let ping = Envelope::from_typed(&PingRequest::new("RESEARCHER_x")).unwrap();
+        assert_eq!(node.reply(&ping).unwrap().class(), "PingReply");
+    }
+}

@@ -282,3 +282,25 @@ async fn bounded<F: std::future::Future>(what: &str, f: F) -> Result<F::Output, 
             after: CALL_TIMEOUT,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn probes_work_over_real_tls() {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            let mut rig = WireRig::start(wire::CHUNK_SIZE + 10).await.unwrap();
+            assert!(rig.unary(5).await.unwrap() > Duration::ZERO);
+            assert!(rig.ping_pong(5).await.unwrap() > Duration::ZERO);
+            // Two frames each way.
+            rig.down(wire::CHUNK_SIZE + 10).await.unwrap();
+            rig.up(wire::CHUNK_SIZE + 10).await.unwrap();
+            // More than the probe holds is refused, not a panic.
+            assert!(rig.down(wire::CHUNK_SIZE + 11).await.is_err());
+            rig.stop();
+        })
+        .await
+        .unwrap();
+    }
+}
