@@ -30,6 +30,7 @@
 pub mod child;
 pub mod mem;
 pub mod rig;
+pub mod soak;
 pub mod stats;
 pub mod wire_limit;
 mod workloads;
@@ -112,6 +113,9 @@ pub struct SoakReport {
     pub lost: u64,
     /// Researcher restarts done.
     pub restarts: u64,
+    /// Requests failed explicitly by a restart (the caller got an error:
+    /// reported, not lost).
+    pub failed_by_restart: u64,
 }
 
 /// Everything [`run`] measured.
@@ -173,14 +177,23 @@ pub enum BenchError {
     #[error("benchmark runtime error: {0}")]
     Io(#[from] std::io::Error),
     /// The soak test lost or duplicated messages.
-    #[error("soak failed: {lost} lost and {duplicates} duplicated of {sent} sent")]
+    #[error(
+        "soak failed: sent {sent} / delivered {delivered} / duplicates {duplicates} / lost {lost} \
+         ({restarts} researcher restarts in {seconds:.0} s)"
+    )]
     SoakFailed {
         /// Requests sent.
         sent: u64,
+        /// Requests answered.
+        delivered: u64,
         /// Requests with no reply.
         lost: u64,
         /// Duplicate deliveries.
         duplicates: u64,
+        /// Restarts done.
+        restarts: u64,
+        /// Seconds it ran.
+        seconds: f64,
     },
     /// The requested benchmark is not implemented.
     #[error("{what} is not implemented yet")]
@@ -237,8 +250,11 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         if s.lost != 0 || s.duplicates != 0 {
             return Err(BenchError::SoakFailed {
                 sent: s.sent,
+                delivered: s.delivered,
                 lost: s.lost,
                 duplicates: s.duplicates,
+                restarts: s.restarts,
+                seconds: s.seconds,
             });
         }
     }
@@ -373,8 +389,15 @@ impl BenchReport {
         ));
         if let Some(s) = &self.soak {
             out.push_str(&format!(
-                "soak: {:.0} s, {} restarts: sent {} / delivered {} / duplicates {} / lost {}\n",
-                s.seconds, s.restarts, s.sent, s.delivered, s.duplicates, s.lost
+                "soak: {:.0} s, {} restarts: sent {} / delivered {} / duplicates {} / lost {} \
+                 (failed with an error by a restart: {})\n",
+                s.seconds,
+                s.restarts,
+                s.sent,
+                s.delivered,
+                s.duplicates,
+                s.lost,
+                s.failed_by_restart
             ));
         }
         for n in &self.notes {

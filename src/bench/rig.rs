@@ -38,6 +38,7 @@ pub struct BenchNode {
     node_id: String,
     controller: Option<Addr<Controller>>,
     blob: Bytes,
+    seen: Option<super::soak::SeenIds>,
 }
 
 impl BenchNode {
@@ -48,7 +49,15 @@ impl BenchNode {
             node_id,
             controller: None,
             blob,
+            seen: None,
         }
+    }
+
+    /// Also records every task's `request_id` in `seen` and counts the
+    /// ones seen before (duplicates delivered to the application).
+    pub fn tracking(mut self, seen: super::soak::SeenIds) -> BenchNode {
+        self.seen = Some(seen);
+        self
     }
 
     fn reply(&self, message: &Envelope) -> Result<Envelope, BenchError> {
@@ -98,6 +107,13 @@ impl Handler<TaskReceived> for BenchNode {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, task: TaskReceived, _: &mut Context<Self>) -> Self::Result {
+        if let (Some(seen), Some(id)) = (&self.seen, task.message.request_id()) {
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if !seen.0.insert(format!("{}/{id}", self.node_id)) {
+                seen.1 += 1;
+                log::error!("bench node {}: task {id} delivered twice", self.node_id);
+            }
+        }
         let reply = self.reply(&task.message);
         let controller = self.controller.clone();
         Box::pin(async move {
@@ -159,7 +175,7 @@ pub struct BenchResearcher {
     pub handle: ResearcherHandle,
     /// Time-stamped events of this researcher.
     pub events: mpsc::Receiver<(Instant, ResearcherEvent)>,
-    files: IdentityFiles,
+    files: std::sync::Arc<IdentityFiles>,
 }
 
 /// Certificate and key files, removed on drop.
@@ -192,11 +208,11 @@ impl BenchResearcher {
             key: dir.join(format!("{stem}.key")),
         };
         identity.write_pem(&files.cert, &files.key)?;
-        Self::start_with(files, "127.0.0.1:0".parse().ok()).await
+        Self::start_with(std::sync::Arc::new(files), "127.0.0.1:0".parse().ok()).await
     }
 
     async fn start_with(
-        files: IdentityFiles,
+        files: std::sync::Arc<IdentityFiles>,
         listen: Option<std::net::SocketAddr>,
     ) -> Result<BenchResearcher, BenchError> {
         let (tx, events) = mpsc::channel(EVENT_CAPACITY);
@@ -219,9 +235,15 @@ impl BenchResearcher {
     /// with the same identity; returns it with the instant just before
     /// `start` was called (it listens a few milliseconds later at most).
     pub async fn restart(self) -> Result<(BenchResearcher, Instant), BenchError> {
+        self.restart_shared().await
+    }
+
+    /// [`BenchResearcher::restart`] without owning this one (others may
+    /// still hold it; it is shut down either way).
+    pub async fn restart_shared(&self) -> Result<(BenchResearcher, Instant), BenchError> {
         let addr = self.handle.local_addr;
         self.handle.shutdown().await?;
-        let BenchResearcher { files, .. } = self;
+        let files = self.files.clone();
         // Taken before `start` (which binds early): the figure includes the
         // start-up, so it is an upper bound.
         let listening = Instant::now();
@@ -329,6 +351,19 @@ impl BenchResearcher {
         down: usize,
         reply: TrainReplySize,
     ) -> Result<Duration, BenchError> {
+        self.train_within(node_id, blob, down, reply, REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// [`BenchResearcher::train`] waiting at most `timeout`.
+    pub async fn train_within(
+        &self,
+        node_id: &str,
+        blob: &Bytes,
+        down: usize,
+        reply: TrainReplySize,
+        timeout: Duration,
+    ) -> Result<Duration, BenchError> {
         let start = Instant::now();
         let params = if down > 0 {
             params_of(blob.slice(0..down.min(blob.len())))
@@ -342,7 +377,7 @@ impl BenchResearcher {
         };
         let request = TrainRequest::new(&self.handle.researcher_id, "bench", dataset, params);
         let message = Envelope::from_typed(&request)?;
-        let reply = self.request(node_id, message).await?;
+        let reply = self.request_within(node_id, message, timeout).await?;
         check_class(&reply, "TrainReply")?;
         Ok(start.elapsed())
     }
@@ -386,7 +421,23 @@ impl BenchNodeHandle {
         mode: PollMode,
         blob: Bytes,
     ) -> Result<BenchNodeHandle, BenchError> {
-        let handler = BenchNode::new(node_id.clone(), blob).start();
+        Self::start_tracked(node_id, endpoint, mode, blob, None).await
+    }
+
+    /// [`BenchNodeHandle::start`], the handler recording request ids in
+    /// `seen` (see [`BenchNode::tracking`]).
+    pub async fn start_tracked(
+        node_id: String,
+        endpoint: ResearcherEndpoint,
+        mode: PollMode,
+        blob: Bytes,
+        seen: Option<super::soak::SeenIds>,
+    ) -> Result<BenchNodeHandle, BenchError> {
+        let mut handler = BenchNode::new(node_id.clone(), blob);
+        if let Some(seen) = seen {
+            handler = handler.tracking(seen);
+        }
+        let handler = handler.start();
         let config = ControllerConfig {
             poll_mode: mode,
             ..ControllerConfig::default()
