@@ -119,3 +119,37 @@ async fn a_refused_message_does_not_block_the_queue() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn a_full_queue_is_an_error_not_unbounded_memory() {
+    let mut researcher = MiniResearcher::start(0, None, true);
+    let id = researcher.researcher_id.clone();
+    let config = fedroute::node::ControllerConfig {
+        queue_capacity: 3,
+        ..fast_config()
+    };
+    let (controller, _seen) = start_node("NODE_q", vec![endpoint_of(&researcher)], config, false);
+    researcher.next_poll().await;
+    researcher.stop();
+    for i in 0..3 {
+        let reply = ping_reply(&ping_request(&id, &format!("k{i}")), "NODE_q");
+        within("send", controller.send(Send(reply)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let reply = ping_reply(&ping_request(&id, "k3"), "NODE_q");
+    let r = within("send", controller.send(Send(reply))).await.unwrap();
+    assert!(
+        matches!(
+            r,
+            Err(fedroute::node::NodeError::QueueFull { capacity: 3, .. })
+        ),
+        "{r:?}"
+    );
+    let status = within("status", controller.send(Status))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(status.queue_depth, 3);
+}

@@ -189,3 +189,35 @@ async fn status_moves_as_traffic_flows() {
     assert!(after.last_poll >= before.last_poll);
     let _ = Duration::ZERO;
 }
+
+#[actix_rt::test]
+async fn polls_are_opened_again_at_their_deadline() {
+    for (mode, streaming) in [(PollMode::Unary, false), (PollMode::Streaming, true)] {
+        let mut researcher = MiniResearcher::start(0, None, streaming);
+        let config = ControllerConfig {
+            poll_mode: mode,
+            poll_deadline: Duration::from_millis(100),
+            // One poll event per stream opened.
+            stream_credits: 1,
+            ..fast_config()
+        };
+        let (controller, mut seen) =
+            start_node("NODE_dl", vec![endpoint_of(&researcher)], config, true);
+        // Five polls in a row, each ended by the node's deadline.
+        for _ in 0..5 {
+            researcher.next_poll().await;
+        }
+        let status = within("status", controller.send(Status))
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(status.reconnects, 0, "{status:?}");
+        assert_eq!(status.state, LinkState::Connected);
+        researcher.send_task(&ping_request(&researcher.researcher_id, "late"));
+        let task = within("a task after idle polls", seen.recv())
+            .await
+            .unwrap();
+        assert_eq!(task.message.request_id(), Some("late"));
+        assert_eq!(researcher.next_reply().await.request_id(), Some("late"));
+    }
+}

@@ -73,3 +73,60 @@ async fn echo_100_mib() {
     println!("100 MiB node -> researcher in {:?}", start.elapsed());
     assert_eq!(reply.request_id(), Some("big"));
 }
+
+/// Round trips driven by the real researcher: `in_flight` requests at a time.
+async fn real_round_trips(
+    mode: PollMode,
+    reply_stream: fedroute::node::ReplyStreamMode,
+    rounds: usize,
+    in_flight: usize,
+) {
+    use fedroute::wire::{Envelope, PingRequest};
+    let mut researcher = node_support::real::RealResearcher::start(0, None).await;
+    let config = ControllerConfig {
+        poll_mode: mode,
+        reply_stream,
+        ..fast_config()
+    };
+    let (_controller, mut seen) = start_node("NODE_rt", vec![researcher.endpoint()], config, true);
+    researcher.connected("NODE_rt").await;
+    let addr = researcher.handle.addr.clone();
+    let id = researcher.id();
+    let drain = actix_rt::spawn(async move { while seen.recv().await.is_some() {} });
+    let start = Instant::now();
+    let mut left = rounds;
+    while left > 0 {
+        let n = left.min(in_flight);
+        left -= n;
+        let batch = (0..n).map(|_| {
+            let request = Envelope::from_typed(&PingRequest::new(id.clone())).unwrap();
+            addr.send(fedroute::researcher::Request {
+                node_id: "NODE_rt".into(),
+                message: request,
+                timeout: Duration::from_secs(30),
+            })
+        });
+        for r in futures::future::join_all(batch).await {
+            r.unwrap().unwrap();
+        }
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "real researcher, {mode}, replies {reply_stream:?}, {in_flight} in flight: {rounds} round trips in {elapsed:?} = {:.0}/s",
+        rounds as f64 / elapsed.as_secs_f64()
+    );
+    researcher.shutdown().await;
+    drain.abort();
+}
+
+#[actix_rt::test]
+#[ignore]
+async fn real_researcher_round_trips() {
+    use fedroute::node::ReplyStreamMode::{Auto, PerBatch};
+    real_round_trips(PollMode::Streaming, Auto, 5000, 1).await;
+    real_round_trips(PollMode::Streaming, Auto, 20000, 64).await;
+    real_round_trips(PollMode::Streaming, PerBatch, 5000, 1).await;
+    real_round_trips(PollMode::Streaming, PerBatch, 20000, 64).await;
+    real_round_trips(PollMode::Unary, Auto, 2000, 1).await;
+    real_round_trips(PollMode::Unary, Auto, 5000, 64).await;
+}

@@ -178,7 +178,9 @@ async fn streaming_poll_delivers_one_task_per_credit() {
     let (handle, mut events) = start(config()).await;
     let mut client = client(&handle).await;
     let (credit_tx, credit_rx) = tokio::sync::mpsc::channel::<TaskRequest>(16);
-    credit_tx.send(task_request(NODE)).await.unwrap();
+    bounded("credit", credit_tx.send(task_request(NODE)))
+        .await
+        .unwrap();
     let mut stream = bounded(
         "GetTask",
         client.get_task(tokio_stream::wrappers::ReceiverStream::new(credit_rx)),
@@ -210,7 +212,9 @@ async fn streaming_poll_delivers_one_task_per_credit() {
     until_node(&handle, NODE, "2 queued", |n| n.queue_depth == 2).await;
     let mut answers = vec![pong(&first, NODE)];
     for _ in 0..2 {
-        credit_tx.send(task_request(NODE)).await.unwrap();
+        bounded("credit", credit_tx.send(task_request(NODE)))
+            .await
+            .unwrap();
         let frame = bounded("next task", stream.message())
             .await
             .unwrap()

@@ -75,3 +75,23 @@ async fn shutdown_ends_polls_and_reports_what_was_left() {
         Err(ResearcherError::ShuttingDown)
     ));
 }
+
+#[actix_rt::test]
+async fn shutdown_does_not_hang_on_a_held_reply_stream() {
+    let (handle, mut events) = start(config()).await;
+    let mut client = client(&handle).await;
+    register(&handle, &mut events, &client, "NODE_held").await;
+    // A node holding a ReplyTask stream open without sending.
+    let (_frames_tx, frames_rx) = tokio::sync::mpsc::channel(1);
+    let held = tokio::spawn(async move {
+        client
+            .reply_task(tokio_stream::wrappers::ReceiverStream::new(frames_rx))
+            .await
+    });
+    until_node(&handle, "NODE_held", "registered", |_| true).await;
+    let started = std::time::Instant::now();
+    bounded("shutdown", handle.shutdown()).await.unwrap();
+    assert!(started.elapsed() < fedroute::researcher::SHUTDOWN_GRACE * 2);
+    let ended = bounded("held stream", held).await.unwrap();
+    assert!(ended.is_err(), "the held call was cut: {ended:?}");
+}

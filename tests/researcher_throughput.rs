@@ -14,7 +14,7 @@ use researcher_support::*;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-const ROUNDS: usize = 2_000;
+const ROUNDS: usize = 20_000;
 
 async fn drive(
     handle: &fedroute::researcher::ResearcherHandle,

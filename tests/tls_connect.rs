@@ -7,6 +7,7 @@ mod tls_support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fedroute::tls::MIN_KEEPALIVE_INTERVAL;
 use fedroute::tls::{
     self, ca_client_config, connect_channel, connect_channel_with_peer, fetch_server_certificate,
     generate_researcher_identity, load_researcher_identity, pinned_client_config, researcher_id_of,
@@ -454,6 +455,9 @@ async fn a_channel_reconnects_through_the_pinned_connector_after_a_restart() {
     server.stop().await;
 }
 
+static TLS12_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+
 /// Time limit given to certificate fetches in these tests.
 const LIMIT_FETCH: Duration = Duration::from_secs(5);
 
@@ -571,5 +575,245 @@ async fn ipv6_loopback_works_when_available() {
         .unwrap_or_else(|e| panic!("{host}: {e}"));
         probe(channel).await.unwrap();
     }
+    server.stop().await;
+}
+
+/// A raw rustls server speaking only `versions`, requiring client
+/// certificates from `ca`; it completes handshakes and drops connections.
+async fn raw_mutual_tls_server(
+    id: &ServerIdentity,
+    ca: &CertificateAuthority,
+    versions: &'static [&'static rustls::SupportedProtocolVersion],
+) -> (u16, tokio::task::JoinHandle<()>) {
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(id.cert_chain().unwrap(), id.private_key().unwrap())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = within("bind", TcpListener::bind("127.0.0.1:0"))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(socket)).await;
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn fetch_returns_the_certificate_of_a_server_that_wants_a_client_certificate() {
+    let ca = CertificateAuthority::generate("node CA").unwrap();
+    let id = generate_researcher_identity(Some("RESEARCHER_m"), "127.0.0.1").unwrap();
+    for versions in [&TLS12_ONLY[..], &TLS13_ONLY[..]] {
+        let (port, task) = raw_mutual_tls_server(&id, &ca, versions).await;
+        let fetched = within(
+            "fetch",
+            fetch_server_certificate("127.0.0.1", port, LIMIT_FETCH),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{versions:?}: {e}"));
+        assert_eq!(fetched, id.cert_der);
+        task.abort();
+    }
+}
+
+/// Presents a certificate it does not hold the key of.
+#[derive(Debug)]
+struct Impostor(std::sync::Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Impostor {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_server_without_the_pinned_certificates_key_is_refused() {
+    use std::sync::Arc;
+    let victim = generate_researcher_identity(Some("RESEARCHER_v"), "127.0.0.1").unwrap();
+    let thief = generate_researcher_identity(Some("RESEARCHER_v"), "127.0.0.1").unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signing_key = provider
+        .key_provider
+        .load_private_key(thief.private_key().unwrap())
+        .unwrap();
+    // The victim's certificate with the thief's key.
+    let stolen = Arc::new(rustls::sign::CertifiedKey::new(
+        vec![victim.cert_der.clone()],
+        signing_key,
+    ));
+    for versions in [&TLS12_ONLY[..], &TLS13_ONLY[..]] {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Impostor(stolen.clone())));
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = within("bind", TcpListener::bind("127.0.0.1:0"))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), acceptor.accept(socket)).await;
+                });
+            }
+        });
+
+        let config = pinned_client_config(victim.cert_der.clone(), None).unwrap();
+        let err = within(
+            "connect",
+            connect_channel("127.0.0.1", port, config, &opts()),
+        )
+        .await
+        .expect_err("the pinned certificate without its key must be refused");
+        assert!(
+            matches!(err, TlsError::Handshake { .. }),
+            "{versions:?}: {err}"
+        );
+        assert_eq!(
+            err.failure(),
+            Some(TlsFailure::ServerCertificateRefused),
+            "{versions:?}: {err}"
+        );
+
+        let err = within(
+            "fetch",
+            fetch_server_certificate("127.0.0.1", port, LIMIT_FETCH),
+        )
+        .await
+        .expect_err("trust on first use must not record an unproven certificate");
+        assert!(
+            matches!(err, TlsError::Handshake { .. }),
+            "{versions:?}: {err}"
+        );
+        task.abort();
+    }
+}
+
+/// A TCP proxy to `upstream` for one connection that forwards bytes until
+/// `stall` turns true, then holds both sockets open without forwarding
+/// anything (a peer that vanished without closing).
+async fn stalling_proxy(
+    upstream: u16,
+    stall: tokio::sync::watch::Receiver<bool>,
+) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = within("bind", TcpListener::bind("127.0.0.1:0"))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let Ok((client, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+            return;
+        };
+        let (client_read, client_write) = client.into_split();
+        let (server_read, server_write) = server.into_split();
+        let pump = |mut from: tokio::net::tcp::OwnedReadHalf,
+                    mut to: tokio::net::tcp::OwnedWriteHalf,
+                    mut stall: tokio::sync::watch::Receiver<bool>| async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                tokio::select! {
+                    // Map the guard away: it must not live across an await.
+                    _ = async { stall.wait_for(|stalled| *stalled).await.is_ok() } => break,
+                    n = from.read(&mut buf) => match n {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    },
+                }
+            }
+            // Stalled: keep both halves alive, forward nothing.
+            std::future::pending::<()>().await;
+            drop((from, to));
+        };
+        // Both pumps inside this task, so aborting it closes every socket.
+        tokio::join!(
+            pump(client_read, server_write, stall.clone()),
+            pump(server_read, client_write, stall)
+        );
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn keepalive_detects_a_peer_that_vanished_during_a_long_poll() {
+    use fedroute::proto::researcher_service_client::ResearcherServiceClient;
+    use fedroute::proto::TaskRequest;
+    let id = generate_researcher_identity(Some("RESEARCHER_ka"), "127.0.0.1").unwrap();
+    let server = TestServer::start(&id, None).await;
+    let (stall, stall_rx) = tokio::sync::watch::channel(false);
+    let (proxy_port, proxy) = stalling_proxy(server.port(), stall_rx).await;
+
+    let opts = opts()
+        .keepalive_interval(MIN_KEEPALIVE_INTERVAL)
+        .keepalive_timeout(Duration::from_secs(1));
+    let config = pinned_client_config(id.cert_der.clone(), None).unwrap();
+    let channel = within(
+        "connect",
+        connect_channel("127.0.0.1", proxy_port, config, &opts),
+    )
+    .await
+    .unwrap();
+    let mut client = ResearcherServiceClient::new(channel);
+    let mut poll = within(
+        "open the long poll",
+        client.get_task_unary(TaskRequest {
+            node: "NODE_ka".to_string(),
+            protocol_version: "7".to_string(),
+        }),
+    )
+    .await
+    .expect("long poll opened")
+    .into_inner();
+
+    stall.send(true).unwrap();
+    let started = std::time::Instant::now();
+    let outcome = within("the long poll to fail", poll.message()).await;
+    let detected_after = started.elapsed();
+    assert!(
+        outcome.is_err(),
+        "the long poll ended without error: {outcome:?}"
+    );
+    eprintln!("dead peer detected after {detected_after:?}");
+    assert!(
+        detected_after < Duration::from_secs(10),
+        "keepalive took {detected_after:?}"
+    );
+    // Closing the proxy's sockets ends the server's side of the long poll;
+    // without that, tonic's graceful shutdown would wait for it forever.
+    proxy.abort();
+    let _ = proxy.await;
     server.stop().await;
 }

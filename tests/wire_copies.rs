@@ -7,7 +7,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use fedroute::wire::{chunks, Envelope, NdArray, Reassembler, TrainRequest, Value, CHUNK_SIZE};
 
 struct Counting;
@@ -124,5 +124,30 @@ fn payload_bytes_are_copied_at_most_once_per_side() {
             within(&payload, arr.data.as_ptr()),
             "the ndarray is a slice of the reassembled buffer"
         );
+    }
+
+    // Long-lived sender and receiver: from the second message on, neither
+    // side allocates a large buffer (the payload is still copied once per side).
+    let len = 10 * 1024 * 1024;
+    let params = Value::map([("w", NdArray::u8(Bytes::from(vec![1u8; len])).to_value())]);
+    let env = Envelope::from_typed(&TrainRequest::new("R", "e", "d", params)).unwrap();
+    let mut send_buf = BytesMut::new();
+    let mut r = Reassembler::default().reuse_buffer(true);
+    for round in 0..3 {
+        let ((), bytes, large) = measure(|| {
+            let frames: Vec<_> = chunks(env.to_bytes_in(&mut send_buf)).collect();
+            let mut out = None;
+            for f in frames {
+                out = r.push(f.size, f.iteration, f.bytes).unwrap();
+            }
+            let msg = Envelope::decode(out.unwrap()).unwrap();
+            assert_eq!(msg.to_typed::<TrainRequest>().unwrap().researcher_id, "R");
+        });
+        if round > 0 {
+            assert!(
+                large == 0 && bytes < SMALL,
+                "round {round}: {bytes} bytes in {large} large blocks"
+            );
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::backoff::{DEFAULT_FIRST_RETRY, DEFAULT_MAX_RETRY};
-use super::outbox::DEFAULT_QUEUE_CAPACITY;
+use super::outbox::{DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_MAX_BYTES};
 pub use super::status::PollMode;
 
 /// Default deadline of one long poll (Fed-BioMed: 3600 s).
@@ -67,6 +67,9 @@ pub struct ControllerConfig {
     pub backoff_max: Duration,
     /// Outgoing queue bound per link (messages). Default [`DEFAULT_QUEUE_CAPACITY`].
     pub queue_capacity: usize,
+    /// Outgoing queue bound per link (payload bytes; one message is always
+    /// accepted into an empty queue). Default [`DEFAULT_QUEUE_MAX_BYTES`] (1 GiB).
+    pub queue_max_bytes: usize,
     /// HTTP/2 keepalive interval, raised to at least 2 s. Default 60 s.
     pub keepalive_interval: Duration,
     /// HTTP/2 keepalive answer timeout. Default 20 s.
@@ -112,6 +115,7 @@ impl Default for ControllerConfig {
             backoff_first: DEFAULT_FIRST_RETRY,
             backoff_max: DEFAULT_MAX_RETRY,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,

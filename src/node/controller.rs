@@ -263,6 +263,7 @@ impl Controller {
         let shared = Arc::new(LinkShared::new(
             key.clone(),
             self.config.queue_capacity,
+            self.config.queue_max_bytes,
             self.config.poll_mode,
         ));
         let link = ResearcherLink::new(

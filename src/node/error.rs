@@ -22,13 +22,18 @@ pub enum NodeError {
         researcher_id: String,
     },
     /// The outgoing queue of a link is full
-    /// (see [`ControllerConfig::queue_capacity`](super::config::ControllerConfig::queue_capacity)).
-    #[error("the outgoing queue to {endpoint} is full ({capacity} messages)")]
+    /// (see [`ControllerConfig::queue_capacity`](super::config::ControllerConfig::queue_capacity)
+    /// and [`ControllerConfig::queue_max_bytes`](super::config::ControllerConfig::queue_max_bytes)).
+    #[error(
+        "the outgoing queue to {endpoint} is full (bounds: {capacity} messages, {max_bytes} bytes)"
+    )]
     QueueFull {
         /// `host:port` of the link.
         endpoint: String,
-        /// The queue bound.
+        /// The bound on messages.
         capacity: usize,
+        /// The bound on bytes.
+        max_bytes: usize,
     },
     /// The controller was shut down (or is shutting down).
     #[error("the controller is shut down")]
@@ -125,6 +130,14 @@ pub enum NodeError {
         rpc: &'static str,
         /// The bound.
         after: Duration,
+    },
+    /// The researcher keeps ending polls at once without a task.
+    #[error("{endpoint} ended {count} polls in a row at once without a task")]
+    EmptyPolls {
+        /// `host:port`.
+        endpoint: String,
+        /// Polls in a row.
+        count: u32,
     },
     /// The actor did not answer (it stopped).
     #[error("the {actor} actor did not answer: {reason}")]

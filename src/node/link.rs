@@ -113,9 +113,14 @@ pub struct LinkShared {
 
 impl LinkShared {
     /// Fresh state for `endpoint`.
-    pub fn new(endpoint: String, queue_capacity: usize, poll_mode: PollMode) -> LinkShared {
+    pub fn new(
+        endpoint: String,
+        queue_capacity: usize,
+        queue_max_bytes: usize,
+        poll_mode: PollMode,
+    ) -> LinkShared {
         LinkShared {
-            outbox: Mutex::new(Outbox::new(queue_capacity)),
+            outbox: Mutex::new(Outbox::new(queue_capacity, queue_max_bytes, Outgoing::len)),
             status: Mutex::new(LinkStatus::new(endpoint.clone(), poll_mode)),
             endpoint,
             wake: Notify::new(),
@@ -170,10 +175,11 @@ impl LinkShared {
             }
         }
         let mut outbox = self.outbox();
-        let capacity = outbox.capacity();
+        let (capacity, max_bytes) = (outbox.capacity(), outbox.max_bytes());
         outbox.push(item).map_err(|_| NodeError::QueueFull {
             endpoint: self.endpoint.clone(),
             capacity,
+            max_bytes,
         })?;
         drop(outbox);
         self.wake.notify_one();
@@ -339,6 +345,7 @@ impl ResearcherLink {
             ),
             poll_deadline: self.config.poll_deadline,
             credits: self.config.stream_credits,
+            guard: Default::default(),
         };
         let mode = self.mode;
         let fut = async move { poller.run(mode).await };

@@ -140,6 +140,32 @@ impl TaskAssembler {
     }
 }
 
+/// A poll that ends sooner than this without a frame is suspicious.
+pub const QUICK_EMPTY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Suspicious polls in a row after which the link reconnects (with backoff)
+/// instead of spinning.
+pub const MAX_QUICK_EMPTY_POLLS: u32 = 3;
+
+/// Notices a researcher that ends polls at once without sending anything,
+/// so the poll loop backs off instead of spinning.
+#[derive(Debug, Default)]
+pub struct EmptyPollGuard {
+    in_a_row: u32,
+}
+
+impl EmptyPollGuard {
+    /// Records a finished poll that lasted `lasted` and carried `frames`
+    /// frames; true when the loop should give up and reconnect.
+    pub fn after_poll(&mut self, lasted: std::time::Duration, frames: usize) -> bool {
+        if frames > 0 || lasted >= QUICK_EMPTY_POLL {
+            self.in_a_row = 0;
+            return false;
+        }
+        self.in_a_row += 1;
+        self.in_a_row >= MAX_QUICK_EMPTY_POLLS
+    }
+}
+
 /// Why a poll loop ended.
 #[derive(Debug)]
 pub enum PollEnd {
@@ -171,6 +197,8 @@ pub struct Poller {
     pub poll_deadline: std::time::Duration,
     /// Tasks requested ahead in streaming mode.
     pub credits: u32,
+    /// Spinning protection.
+    pub guard: EmptyPollGuard,
 }
 
 impl Poller {
@@ -187,6 +215,25 @@ impl Poller {
             rpc,
             status: Box::new(status),
         })
+    }
+
+    /// Ends the loop when polls keep ending at once without frames. A poll
+    /// that reached (about) its deadline is normal, however short the
+    /// configured deadline.
+    fn check_empty(&mut self, opened: Instant, frames: usize) -> Result<(), PollEnd> {
+        let lasted = opened.elapsed();
+        let lasted = if lasted >= self.poll_deadline.mul_f32(0.9) {
+            QUICK_EMPTY_POLL
+        } else {
+            lasted
+        };
+        if self.guard.after_poll(lasted, frames) {
+            return Err(PollEnd::Lost(NodeError::EmptyPolls {
+                endpoint: self.endpoint.clone(),
+                count: MAX_QUICK_EMPTY_POLLS,
+            }));
+        }
+        Ok(())
     }
 
     fn poll_opened(&self, mode: PollMode) {
@@ -259,10 +306,17 @@ impl Poller {
         loop {
             let mut request = tonic::Request::new(self.request());
             request.set_timeout(self.poll_deadline);
-            let until = Instant::now() + self.poll_deadline;
+            let opened = Instant::now();
+            let until = opened + self.poll_deadline;
+            let mut frames = 0usize;
             let mut stream = match self.client.get_task_unary(request).await {
                 Ok(response) => response.into_inner(),
-                Err(status) if status.code() == Code::DeadlineExceeded => continue,
+                Err(status) if status.code() == Code::DeadlineExceeded => {
+                    if let Err(end) = self.check_empty(opened, 0) {
+                        return end;
+                    }
+                    continue;
+                }
                 Err(status) => return self.lost("GetTaskUnary", status),
             };
             self.poll_opened(PollMode::Unary);
@@ -270,10 +324,12 @@ impl Poller {
                 match tokio::time::timeout_at(until, stream.message()).await {
                     // Deadline of this poll: open a new one.
                     Err(_) => break,
-                    Ok(Ok(Some(frame))) => match self.on_frame(frame).await {
-                        Ok(_) => {}
-                        Err(end) => return end,
-                    },
+                    Ok(Ok(Some(frame))) => {
+                        frames += 1;
+                        if let Err(end) = self.on_frame(frame).await {
+                            return end;
+                        }
+                    }
                     // The stream ends after one task's frames.
                     Ok(Ok(None)) => break,
                     Ok(Err(status)) if status.code() == Code::DeadlineExceeded => break,
@@ -283,6 +339,9 @@ impl Poller {
             if let Some(e) = self.assembler.abandon() {
                 log::warn!("{e}");
                 self.shared.status().bad_tasks += 1;
+            }
+            if let Err(end) = self.check_empty(opened, frames) {
+                return end;
             }
         }
     }
@@ -298,13 +357,20 @@ impl Poller {
             }
             let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
             request.set_timeout(self.poll_deadline);
-            let until = Instant::now() + self.poll_deadline;
+            let opened = Instant::now();
+            let until = opened + self.poll_deadline;
+            let mut frames = 0usize;
             let mut stream = match self.client.get_task(request).await {
                 Ok(response) => response.into_inner(),
                 Err(status) if status.code() == Code::Unimplemented => {
                     return PollEnd::Unimplemented
                 }
-                Err(status) if status.code() == Code::DeadlineExceeded => continue,
+                Err(status) if status.code() == Code::DeadlineExceeded => {
+                    if let Err(end) = self.check_empty(opened, 0) {
+                        return end;
+                    }
+                    continue;
+                }
                 Err(status) => return self.lost("GetTask", status),
             };
             self.poll_opened(PollMode::Streaming);
@@ -313,6 +379,7 @@ impl Poller {
                     Err(_) => break,
                     Ok(Ok(Some(frame))) => match self.on_frame(frame).await {
                         Ok(true) => {
+                            frames += 1;
                             // One task consumed one credit: give it back. The
                             // channel holds at most `credits` + 1, so this
                             // never waits long.
@@ -320,7 +387,7 @@ impl Poller {
                                 break;
                             }
                         }
-                        Ok(false) => {}
+                        Ok(false) => frames += 1,
                         Err(end) => return end,
                     },
                     Ok(Ok(None)) => break,
@@ -335,6 +402,9 @@ impl Poller {
                 log::warn!("{e}");
                 self.shared.status().bad_tasks += 1;
             }
+            if let Err(end) = self.check_empty(opened, frames) {
+                return end;
+            }
         }
     }
 
@@ -344,5 +414,118 @@ impl Poller {
             PollMode::Unary => self.run_unary().await,
             PollMode::Streaming | PollMode::Auto => self.run_streaming().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Value;
+    use std::time::Duration;
+
+    fn task(researcher_id: &str, version: &str, pad: usize) -> Bytes {
+        let v = Value::map([
+            ("protocol_version", Value::Str(version.into())),
+            ("researcher_id", Value::Str(researcher_id.into())),
+            ("request_id", Value::Str("r1".into())),
+            ("pad", Value::Bin(Bytes::from(vec![0u8; pad]))),
+            (
+                "__type_message__",
+                Value::map([
+                    ("module", Value::Str("fedbiomed.common.message".into())),
+                    ("class", Value::Str("PingRequest".into())),
+                ]),
+            ),
+        ]);
+        Envelope::from_value(v).unwrap().to_bytes()
+    }
+
+    fn frame(size: i32, iteration: i32, bytes: Bytes) -> TaskResponse {
+        TaskResponse {
+            size,
+            iteration,
+            bytes,
+        }
+    }
+
+    fn assembler(known: Option<&str>) -> TaskAssembler {
+        TaskAssembler::new("h:1".into(), 1 << 30, known.map(str::to_string))
+    }
+
+    #[test]
+    fn a_good_task_passes_and_teaches_the_id() {
+        let mut a = assembler(None);
+        let (env, len) = a.push(frame(1, 1, task("R1", "7", 0))).unwrap().unwrap();
+        assert_eq!(env.class(), "PingRequest");
+        assert!(len > 0);
+        assert_eq!(a.researcher_id(), Some("R1"));
+    }
+
+    #[test]
+    fn a_multi_frame_task_is_reassembled() {
+        let mut a = assembler(Some("R1"));
+        let payload = task("R1", "7", crate::wire::CHUNK_SIZE + 100);
+        let mut out = None;
+        for f in crate::wire::chunks(payload.clone()) {
+            out = a.push(frame(f.size, f.iteration, f.bytes)).unwrap();
+        }
+        let (env, len) = out.unwrap();
+        assert_eq!(len, payload.len());
+        assert_eq!(env.request_id(), Some("r1"));
+    }
+
+    #[test]
+    fn bad_tasks_are_errors_that_keep_the_link() {
+        let mut a = assembler(Some("R1"));
+        let e = a
+            .push(frame(1, 1, Bytes::from_static(b"\xc1")))
+            .unwrap_err();
+        assert!(e.is_bad_task() && !e.is_fatal(), "{e}");
+        let e = a.push(frame(1, 1, task("R1", "8", 0))).unwrap_err();
+        assert!(e.is_bad_task(), "{e}");
+        // Out of order frame, then the frames of that message are skipped.
+        let e = a.push(frame(3, 2, Bytes::from_static(b"x"))).unwrap_err();
+        assert!(e.is_bad_task(), "{e}");
+        assert!(a
+            .push(frame(3, 3, Bytes::from_static(b"x")))
+            .unwrap()
+            .is_none());
+        // The next message is fine.
+        assert!(a.push(frame(1, 1, task("R1", "7", 0))).unwrap().is_some());
+    }
+
+    #[test]
+    fn another_researcher_id_is_fatal() {
+        let mut a = assembler(Some("R1"));
+        let e = a.push(frame(1, 1, task("R2", "7", 0))).unwrap_err();
+        assert!(e.is_fatal(), "{e}");
+        assert!(e.to_string().contains("R2"), "{e}");
+    }
+
+    #[test]
+    fn a_stream_cut_mid_task_is_reported_once() {
+        let mut a = assembler(Some("R1"));
+        assert!(a.abandon().is_none());
+        assert!(a
+            .push(frame(2, 1, Bytes::from_static(b"x")))
+            .unwrap()
+            .is_none());
+        assert!(a.abandon().unwrap().is_bad_task());
+        assert!(a.abandon().is_none());
+    }
+
+    #[test]
+    fn quick_empty_polls_stop_the_spin() {
+        let mut g = EmptyPollGuard::default();
+        let quick = Duration::from_millis(1);
+        assert!(!g.after_poll(quick, 0));
+        assert!(!g.after_poll(quick, 0));
+        assert!(g.after_poll(quick, 0));
+        let mut g = EmptyPollGuard::default();
+        assert!(!g.after_poll(quick, 0));
+        assert!(!g.after_poll(quick, 1));
+        assert!(!g.after_poll(QUICK_EMPTY_POLL, 0));
+        assert!(!g.after_poll(quick, 0));
+        assert!(!g.after_poll(quick, 0));
     }
 }

@@ -8,6 +8,24 @@
 //! - [`sender`]: the send pump (`ReplyTask` in chunks, `Feedback`).
 //! - [`outbox`], [`backoff`], [`status`], [`config`], [`error`]: plain structs.
 //! - [`log_forward`]: forwards node log records to researchers as feedback.
+//!
+//! # Delivery guarantees
+//! - Tasks: every task that passes the checks reaches the handler, in the
+//!   order the researcher sent it. The handler's mailbox is the
+//!   back-pressure point: when it is full, only that link waits (sending,
+//!   and the polls of links whose tasks fit, go on).
+//! - Replies: a reply leaves a link's queue only when the researcher
+//!   acknowledged the RPC that carried it; until then it is sent again after
+//!   every reconnection, in order, until it is acknowledged or `Shutdown`'s
+//!   deadline passes (then it is reported unsent). This is at-least-once: a
+//!   connection cut after the researcher read a reply but before its
+//!   acknowledgement arrived makes the reply travel twice (researchers keep
+//!   the first copy, matched by request id).
+//! - A message the researcher keeps refusing (a gRPC error that is not a
+//!   transport failure) is retried alone and dropped with an error log after
+//!   `max_rejections` attempts, so it cannot block the queue.
+//! - Security: a researcher id that changes for an endpoint (in the
+//!   certificate or in a task) stops that link for good; `Status` says why.
 pub mod backoff;
 pub mod config;
 pub mod controller;

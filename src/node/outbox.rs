@@ -49,29 +49,54 @@ impl Outgoing {
     }
 }
 
-/// A bounded FIFO with peek-then-acknowledge removal.
+/// Default bound of a link's outgoing queue (payload bytes).
+pub const DEFAULT_QUEUE_MAX_BYTES: usize = 1 << 30;
+
+/// A bounded FIFO with peek-then-acknowledge removal, bounded both in items
+/// and in bytes (`size` measures an item).
 #[derive(Debug)]
 pub struct Outbox<T> {
     items: VecDeque<T>,
     capacity: usize,
+    max_bytes: usize,
+    bytes: usize,
+    size: fn(&T) -> usize,
 }
 
 impl<T: Clone> Outbox<T> {
-    /// An empty queue holding at most `capacity` items (at least one).
-    pub fn new(capacity: usize) -> Outbox<T> {
+    /// An empty queue holding at most `capacity` items (at least one) and
+    /// `max_bytes` bytes (one item is always accepted into an empty queue,
+    /// whatever its size).
+    pub fn new(capacity: usize, max_bytes: usize, size: fn(&T) -> usize) -> Outbox<T> {
         Outbox {
             items: VecDeque::new(),
             capacity: capacity.max(1),
+            max_bytes,
+            bytes: 0,
+            size,
         }
     }
 
     /// Appends `item`; gives it back when the queue is full.
     pub fn push(&mut self, item: T) -> Result<(), T> {
-        if self.items.len() >= self.capacity {
+        let n = (self.size)(&item);
+        let too_big = !self.items.is_empty() && self.bytes.saturating_add(n) > self.max_bytes;
+        if self.items.len() >= self.capacity || too_big {
             return Err(item);
         }
+        self.bytes += n;
         self.items.push_back(item);
         Ok(())
+    }
+
+    /// Bytes queued (as measured by `size`).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The byte bound given at construction.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
     }
 
     /// Clones of the first items, stopping at `max_items`, when adding the
@@ -110,11 +135,14 @@ impl<T: Clone> Outbox<T> {
     /// Removes the first `n` items (they were acknowledged).
     pub fn pop(&mut self, n: usize) {
         let n = n.min(self.items.len());
-        self.items.drain(..n);
+        let size = self.size;
+        let removed: usize = self.items.drain(..n).map(|item| size(&item)).sum();
+        self.bytes = self.bytes.saturating_sub(removed);
     }
 
     /// Removes and returns everything (shutdown, link removed).
     pub fn take_all(&mut self) -> Vec<T> {
+        self.bytes = 0;
         self.items.drain(..).collect()
     }
 
@@ -142,9 +170,35 @@ mod tests {
         true
     }
 
+    fn one(_: &u32) -> usize {
+        1
+    }
+
+    fn value(x: &u32) -> usize {
+        *x as usize
+    }
+
+    #[test]
+    fn byte_bound() {
+        let mut q = Outbox::new(100, 10, value);
+        // One oversized item is accepted into an empty queue.
+        assert!(q.push(50).is_ok());
+        assert_eq!(q.push(1), Err(1));
+        q.pop(1);
+        assert_eq!(q.bytes(), 0);
+        assert!(q.push(6).is_ok());
+        assert!(q.push(4).is_ok());
+        assert_eq!(q.push(1), Err(1));
+        assert_eq!(q.bytes(), 10);
+        q.pop(1);
+        assert_eq!(q.bytes(), 4);
+        q.take_all();
+        assert_eq!(q.bytes(), 0);
+    }
+
     #[test]
     fn keeps_order_and_bound() {
-        let mut q = Outbox::new(3);
+        let mut q = Outbox::new(3, usize::MAX, one);
         assert!(q.push(1u32).is_ok());
         assert!(q.push(2).is_ok());
         assert!(q.push(3).is_ok());
@@ -155,7 +209,7 @@ mod tests {
 
     #[test]
     fn peek_does_not_remove_until_acknowledged() {
-        let mut q = Outbox::new(10);
+        let mut q = Outbox::new(10, usize::MAX, one);
         for i in 0..5u32 {
             q.push(i).unwrap();
         }
@@ -174,7 +228,7 @@ mod tests {
 
     #[test]
     fn batch_respects_byte_limit_but_always_takes_one() {
-        let mut q = Outbox::new(10);
+        let mut q = Outbox::new(10, usize::MAX, one);
         for i in [100u32, 1, 1, 50, 1] {
             q.push(i).unwrap();
         }
@@ -186,7 +240,7 @@ mod tests {
 
     #[test]
     fn batch_stops_at_a_different_kind() {
-        let mut q = Outbox::new(10);
+        let mut q = Outbox::new(10, usize::MAX, one);
         for i in [2u32, 4, 5, 6] {
             q.push(i).unwrap();
         }

@@ -14,8 +14,8 @@ use futures::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 
 use super::agent::{
-    AgentSettings, Cancel, Close, Enqueue, Info, NodeAgent, NodeInfo, OpenPoll, Origin, PollItem,
-    PollMode, Task, Undeliverable,
+    AgentSettings, Cancel, Close, Enqueue, Info, NodeAgent, NodeInfo, OpenPoll, Origin, PollClosed,
+    PollItem, PollMode, Task, Undeliverable,
 };
 use super::config::ResearcherConfig;
 use super::error::ResearcherError;
@@ -95,6 +95,15 @@ pub(crate) struct Attach {
     pub tx: mpsc::Sender<PollItem>,
 }
 
+/// A poll call was abandoned while [`Attach`] was in progress: close the
+/// poll if it was registered.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Detach {
+    pub node_id: String,
+    pub poll_id: u64,
+}
+
 /// Where a reply went.
 #[derive(Debug)]
 pub(crate) enum ReplyRoute {
@@ -134,7 +143,10 @@ struct RequestTimedOut {
 
 /// The running gRPC server, for `Shutdown`.
 pub(crate) struct ServerControl {
+    /// Stops accepting connections (graceful shutdown).
     pub stop: oneshot::Sender<()>,
+    /// Tells open `ReplyTask` calls to end.
+    pub cut: tokio::sync::watch::Sender<bool>,
     pub done: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -425,6 +437,18 @@ impl Handler<Attach> for Researcher {
     }
 }
 
+impl Handler<Detach> for Researcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Detach, _ctx: &mut Self::Context) {
+        if let Some(agent) = self.agents.get(&msg.node_id) {
+            agent.do_send(PollClosed {
+                poll_id: msg.poll_id,
+            });
+        }
+    }
+}
+
 impl Handler<RouteReply> for Researcher {
     type Result = Result<ReplyRoute, RouteError>;
 
@@ -493,17 +517,23 @@ impl Handler<Shutdown> for Researcher {
         Box::pin(async move {
             let done = server.map(|s| {
                 let _ = s.stop.send(());
+                s.cut.send_replace(true);
                 s.done
             });
             join_all(agents.iter().map(|a| a.send(Close))).await;
-            if let Some(done) = done {
-                match tokio::time::timeout(SHUTDOWN_GRACE, done).await {
+            if let Some(mut done) = done {
+                match tokio::time::timeout(SHUTDOWN_GRACE, &mut done).await {
                     Ok(Ok(Ok(()))) => log::info!("researcher server stopped"),
                     Ok(Ok(Err(e))) => log::warn!("researcher server ended with an error: {e}"),
                     Ok(Err(e)) => log::warn!("researcher server task failed: {e}"),
-                    Err(_) => log::warn!(
-                        "researcher server still busy after {SHUTDOWN_GRACE:?}; left running"
-                    ),
+                    Err(_) => {
+                        // Calls still open (a node holding a ReplyTask
+                        // stream): cut them.
+                        log::warn!(
+                            "researcher server still busy after {SHUTDOWN_GRACE:?}; closing the remaining calls"
+                        );
+                        done.abort();
+                    }
                 }
             }
         })

@@ -10,11 +10,18 @@
 //! more attempt (bounded retries), one that never started goes back without
 //! penalty. So a task is never lost silently, whatever way a stream ends.
 //!
+//! Delivery guarantee: a task counts as delivered once its last chunk has
+//! been handed to HTTP/2. A connection cut after that point, with the bytes
+//! still in buffers or on the wire, loses the task without the researcher
+//! knowing (Fed-BioMed behaves the same). Closing that gap needs an
+//! end-to-end acknowledgement and node-side deduplication by `request_id`;
+//! the gRPC contract has no field for it.
+//!
 //! Timers are single per agent (one for task expiry, one for the
 //! disconnection timeout), re-armed when they fire, so traffic does not
 //! pile up timers in the actor's context.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
@@ -116,7 +123,8 @@ pub(crate) struct OpenPoll {
     pub tx: mpsc::Sender<PollItem>,
 }
 
-/// A poll stream ended (sent from its `Drop`).
+/// A poll ended (sent from its stream's `Drop`, or for a call abandoned
+/// while its poll was being registered). Idempotent.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct PollClosed {
@@ -241,6 +249,9 @@ pub struct NodeAgent {
     queue: TaskQueue<Task>,
     status: StatusTracker,
     polls: VecDeque<PollSlot>,
+    /// Polls opened and not yet closed (a close is counted once, whoever
+    /// reports it).
+    open_polls: HashSet<u64>,
     failures: Recipient<Undeliverable>,
     events: Option<Recipient<ResearcherEvent>>,
     expiry_timer: Option<(Instant, SpawnHandle)>,
@@ -261,6 +272,7 @@ impl NodeAgent {
             node_id,
             settings,
             polls: VecDeque::new(),
+            open_polls: HashSet::new(),
             failures,
             events,
             expiry_timer: None,
@@ -410,6 +422,10 @@ impl Handler<OpenPoll> for NodeAgent {
             )));
             return;
         }
+        if !self.open_polls.insert(msg.poll_id) {
+            log::warn!("node {}: poll {} opened twice", self.node_id, msg.poll_id);
+            return;
+        }
         if self.status.poll_opened(Instant::now(), SystemTime::now())
             == Some(StatusChange::Connected)
         {
@@ -439,6 +455,9 @@ impl Handler<PollClosed> for NodeAgent {
     fn handle(&mut self, msg: PollClosed, ctx: &mut Self::Context) {
         if let Some((i, _)) = self.slot_mut(msg.poll_id) {
             self.polls.remove(i);
+        }
+        if !self.open_polls.remove(&msg.poll_id) {
+            return;
         }
         self.status.poll_closed(Instant::now());
         self.arm_status_check(ctx);
@@ -606,5 +625,91 @@ impl Handler<Close> for NodeAgent {
         if let Some(handle) = self.status_timer.take() {
             ctx.cancel_future(handle);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Swallows failure reports.
+    struct Sink;
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+    impl Handler<Undeliverable> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: Undeliverable, _: &mut Self::Context) {}
+    }
+
+    fn agent() -> Addr<NodeAgent> {
+        let settings = AgentSettings {
+            task_ttl: Duration::from_secs(300),
+            queue_capacity: 8,
+            max_task_retries: 5,
+            disconnection_timeout: Duration::from_secs(60),
+        };
+        NodeAgent::new("N".into(), settings, Sink.start().recipient(), None).start()
+    }
+
+    async fn status(agent: &Addr<NodeAgent>) -> NodeStatus {
+        agent.send(Info).await.unwrap().status
+    }
+
+    #[actix_rt::test]
+    async fn poll_close_reports_are_counted_once() {
+        let agent = agent();
+        let (tx, _rx) = mpsc::channel(1);
+        agent.do_send(OpenPoll {
+            poll_id: 1,
+            mode: PollMode::Unary,
+            tx: tx.clone(),
+        });
+        assert_eq!(status(&agent).await, NodeStatus::Active);
+        agent.do_send(PollClosed { poll_id: 1 });
+        agent.do_send(PollClosed { poll_id: 1 });
+        assert_eq!(status(&agent).await, NodeStatus::Waiting);
+        agent.do_send(OpenPoll {
+            poll_id: 2,
+            mode: PollMode::Unary,
+            tx,
+        });
+        // A close for a poll never registered (a call abandoned before its
+        // registration arrived) changes nothing.
+        agent.do_send(PollClosed { poll_id: 99 });
+        assert_eq!(status(&agent).await, NodeStatus::Active);
+    }
+
+    #[actix_rt::test]
+    async fn a_waiting_poll_gets_the_task_and_a_cut_requeues_it() {
+        let agent = agent();
+        let (tx, mut rx) = mpsc::channel(1);
+        agent.do_send(OpenPoll {
+            poll_id: 1,
+            mode: PollMode::Unary,
+            tx,
+        });
+        agent
+            .send(Enqueue {
+                task: Task {
+                    payload: Bytes::from_static(b"task"),
+                    request_id: Some("r".into()),
+                    origin: Origin::Request,
+                },
+                report_refusal: false,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(PollItem::Task(mut flight)) = rx.recv().await else {
+            panic!("expected a task");
+        };
+        assert_eq!(flight.payload(), Bytes::from_static(b"task"));
+        // The unary poll got its one task: the agent let go of the sender.
+        assert!(rx.recv().await.is_none());
+        flight.start();
+        drop(flight);
+        let info = agent.send(Info).await.unwrap();
+        assert_eq!((info.queue_depth, info.in_flight), (1, 0));
     }
 }

@@ -53,6 +53,31 @@ impl ResearcherHandle {
 /// `client_ca` is set; plaintext only with `insecure`), the actor, and the
 /// gRPC server on `config.listen`. Must run inside an actix `System`.
 /// Handler events go to `events` when given.
+///
+/// ```
+/// use std::time::Duration;
+/// use fedroute::researcher::{self, Nodes, Request, ResearcherConfig, ResearcherError};
+/// use fedroute::wire::{Envelope, PingRequest};
+///
+/// actix_rt::System::new().block_on(async {
+///     let config = ResearcherConfig::default().listen("127.0.0.1:0".parse().unwrap());
+///     let handle = researcher::start(config, None).await.unwrap();
+///     assert_ne!(handle.local_addr.port(), 0);
+///     assert!(handle.researcher_id.starts_with("RESEARCHER_"));
+///
+///     // No node has polled yet: requests are refused, not queued forever.
+///     let ping = Envelope::from_typed(&PingRequest::new(handle.researcher_id.clone())).unwrap();
+///     let answer = handle
+///         .addr
+///         .send(Request { node_id: "NODE_1".into(), message: ping, timeout: Duration::from_secs(5) })
+///         .await
+///         .unwrap();
+///     assert!(matches!(answer, Err(ResearcherError::NodeUnknown { .. })));
+///     assert!(handle.addr.send(Nodes).await.unwrap().is_empty());
+///
+///     handle.shutdown().await.unwrap();
+/// });
+/// ```
 pub async fn start(
     config: ResearcherConfig,
     events: Option<Recipient<ResearcherEvent>>,
@@ -86,9 +111,11 @@ pub async fn start(
         })?;
 
     let researcher = Researcher::new(&config, events.clone()).start();
+    let (cut, cut_rx) = tokio::sync::watch::channel(false);
     let service = ResearcherServiceServer::new(ResearcherGrpc::new(
         researcher.clone(),
         events,
+        cut_rx,
         config.client_ca.is_some(),
         config.max_message_bytes,
         config.stream_pipeline,
@@ -117,7 +144,7 @@ pub async fn start(
         let _ = stopped.await;
     }));
     researcher
-        .send(SetServer(ServerControl { stop, done }))
+        .send(SetServer(ServerControl { stop, cut, done }))
         .await?;
     log::info!(
         "researcher {} listening on {local_addr}{}",

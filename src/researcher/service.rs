@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use actix::{Addr, Recipient};
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::actor::{Attach, ReplyRoute, Researcher, RouteError, RouteReply};
+use super::actor::{Attach, Detach, ReplyRoute, Researcher, RouteError, RouteReply};
 use super::agent::{Credit, CreditEnded, InFlight, NodeAgent, PollClosed, PollItem, PollMode};
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
@@ -44,6 +44,8 @@ pub struct ResearcherGrpc {
 struct Shared {
     researcher: Addr<Researcher>,
     events: Option<Recipient<ResearcherEvent>>,
+    /// Becomes `true` at shutdown: open `ReplyTask` calls end.
+    shutdown: watch::Receiver<bool>,
     mutual_tls: bool,
     max_message_bytes: usize,
     stream_pipeline: usize,
@@ -56,6 +58,7 @@ impl ResearcherGrpc {
     pub(crate) fn new(
         researcher: Addr<Researcher>,
         events: Option<Recipient<ResearcherEvent>>,
+        shutdown: watch::Receiver<bool>,
         mutual_tls: bool,
         max_message_bytes: usize,
         stream_pipeline: usize,
@@ -64,6 +67,7 @@ impl ResearcherGrpc {
             inner: Arc::new(Shared {
                 researcher,
                 events,
+                shutdown,
                 mutual_tls,
                 max_message_bytes,
                 stream_pipeline,
@@ -122,7 +126,15 @@ impl Shared {
         };
         let (tx, rx) = mpsc::channel(capacity);
         let poll_id = self.next_poll_id.fetch_add(1, Ordering::Relaxed);
-        let agent = self
+        // If the call is dropped while the poll is being registered, the
+        // guard closes it (the PollStream does that once it exists).
+        let mut guard = DetachGuard {
+            researcher: &self.researcher,
+            node_id,
+            poll_id,
+            armed: true,
+        };
+        let attached = self
             .researcher
             .send(Attach {
                 node_id: node_id.to_string(),
@@ -130,7 +142,9 @@ impl Shared {
                 mode,
                 tx,
             })
-            .await
+            .await;
+        guard.armed = false;
+        let agent = attached
             .map_err(|e| Status::unavailable(e.to_string()))?
             .map_err(status_of)?;
         Ok(PollStream {
@@ -195,6 +209,25 @@ impl Shared {
             Err(RouteError::NoDestination) => Err(Status::invalid_argument(
                 "an OverlayMessage has no dest_node_id",
             )),
+        }
+    }
+}
+
+/// Closes a poll whose call was abandoned during registration.
+struct DetachGuard<'a> {
+    researcher: &'a Addr<Researcher>,
+    node_id: &'a str,
+    poll_id: u64,
+    armed: bool,
+}
+
+impl Drop for DetachGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.researcher.do_send(Detach {
+                node_id: self.node_id.to_string(),
+                poll_id: self.poll_id,
+            });
         }
     }
 }
@@ -310,7 +343,22 @@ impl ResearcherService for ResearcherGrpc {
         let certified = self.inner.certified_node(&request)?;
         let mut inbound = request.into_inner();
         let mut reassembler = Reassembler::new(self.inner.max_message_bytes);
-        while let Some(frame) = inbound.message().await? {
+        let mut shutdown = self.inner.shutdown.clone();
+        // A node may hold its reply stream open; shutdown must not wait
+        // for it. (A dropped sender means the researcher is gone: end too.)
+        let stopping = shutdown.wait_for(|stop| *stop);
+        tokio::pin!(stopping);
+        loop {
+            let frame = tokio::select! {
+                biased;
+                message = inbound.message() => match message? {
+                    Some(frame) => frame,
+                    None => break,
+                },
+                _ = &mut stopping => {
+                    return Err(Status::unavailable("the researcher is shutting down"));
+                }
+            };
             let complete = reassembler
                 .push(frame.size, frame.iteration, frame.bytes)
                 .map_err(|e| Status::invalid_argument(format!("bad reply frame: {e}")))?;

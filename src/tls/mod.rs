@@ -5,8 +5,8 @@
 //!   load from PEM files) and node client identities; ids read from subjects.
 //! - [`ca`]: a small CA for mutual TLS and CA-bundle set-ups.
 //! - [`verify`]: the pinned-certificate and accept-anything verifiers.
-//! - [`client`]: trust policies, client configurations, trust on first use,
-//!   and tonic channels over our own TCP + rustls connector.
+//! - [`client`]: trust policies, client configurations, trust on first use.
+//! - [`channel`]: tonic channels over our own TCP + rustls connector.
 //! - [`server`]: tonic's server TLS configuration, optional mutual TLS.
 //! - [`error`]: the layer's error enum, [`TlsError`].
 //!
@@ -27,6 +27,27 @@
 //! A node then opens a channel with
 //! `tls::connect_channel(host, port, client, &tls::ChannelOptions::default()).await?`.
 //!
+//! # A node's connection, step by step
+//! 1. [`trusted_client_config`] applies the endpoint's [`TrustPolicy`]:
+//!    trust on first use fetches the certificate
+//!    ([`fetch_server_certificate_with`]) and pins it, reading the researcher
+//!    id from O=; a pinned file is loaded; a CA bundle gives a WebPki verifier.
+//! 2. [`connect_channel_with_peer`] opens the channel and returns the
+//!    certificate seen (the researcher id with a CA bundle).
+//! 3. On failure, [`tls_failure_of`] tells why:
+//!    [`TlsFailure::ServerCertificateRefused`] (with trust on first use, call
+//!    [`retrust_on_first_use`]: same researcher id, new certificate is pinned
+//!    with a warning; another id is [`TlsError::ResearcherIdChanged`]),
+//!    [`TlsFailure::ClientCertificateRefused`] (mutual TLS), or something else.
+//!
+//! # A researcher's server
+//! [`generate_researcher_identity`] or [`load_researcher_identity`], then
+//! `Server::builder().tls_config(server_tls_config(&id, client_ca)?)` and
+//! `serve_with_incoming(nodelay_incoming(listener))`. With a client CA,
+//! handlers call [`authorize_node`] (or [`peer_node_id`]) to check that a
+//! node acts only as itself. [`CertificateAuthority`] makes the CA and node
+//! certificates for tests and small deployments.
+//!
 //! # Crypto provider
 //! Only rustls' ring provider is compiled in. Every configuration built here
 //! passes it explicitly (`builder_with_provider`); tonic's server builds its
@@ -35,7 +56,9 @@
 //! [`server_tls_config`] and [`connect_channel`]).
 
 pub mod ca;
+pub mod channel;
 pub mod client;
+mod dial;
 pub mod error;
 pub mod identity;
 mod pem;
@@ -47,11 +70,13 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 
 pub use ca::{generate_node_identity, CertificateAuthority, NodeIdentity};
-pub use client::{
-    ca_client_config, connect_channel, connect_channel_with_peer, fetch_server_certificate,
-    fetch_server_certificate_with, pinned_client_config, retrust_on_first_use,
-    trusted_client_config, ChannelOptions, ConnectedChannel, TrustPolicy, TrustedServer,
+pub use channel::{
+    connect_channel, connect_channel_with_peer, ChannelOptions, ConnectedChannel,
     MIN_KEEPALIVE_INTERVAL,
+};
+pub use client::{
+    ca_client_config, fetch_server_certificate, fetch_server_certificate_with,
+    pinned_client_config, retrust_on_first_use, trusted_client_config, TrustPolicy, TrustedServer,
 };
 pub(crate) use error::error_chain;
 pub use error::{tls_failure_of, TlsError, TlsFailure};
@@ -62,9 +87,10 @@ pub use identity::{
 };
 pub use rustls_pki_types::CertificateDer;
 pub use server::{
-    authorize_node, peer_node_id, server_rustls_config, server_tls_config, SERVER_HANDSHAKE_TIMEOUT,
+    authorize_node, nodelay_incoming, peer_node_id, server_rustls_config, server_tls_config,
+    SERVER_HANDSHAKE_TIMEOUT,
 };
-pub use verify::{AcceptAnyServerCert, PinnedCertVerifier};
+pub use verify::PinnedCertVerifier;
 
 /// The ALPN protocol id of HTTP/2.
 pub(crate) const ALPN_H2: &[u8] = b"h2";

@@ -95,6 +95,20 @@ fn build_server_config(
     Ok(config)
 }
 
+/// The accepted-connection stream to hand to tonic's
+/// `serve_with_incoming(_shutdown)` for a listener bound by the caller (port
+/// 0 in tests): TCP_NODELAY on every accepted socket. A plain
+/// `TcpListenerStream` leaves Nagle on, and the first RPC of every new
+/// connection then waits for the peer's delayed ACK: measured on loopback,
+/// connect + first RPC took 45 ms instead of 8 ms (later RPCs on the
+/// connection were unaffected, about 0.7 ms). Client certificates stay readable with
+/// `Request::peer_certs` / [`peer_node_id`].
+pub fn nodelay_incoming(
+    listener: tokio::net::TcpListener,
+) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// The node id (subject CN=) of the client certificate a request came with;
 /// `None` when the connection presented no certificate (no mutual TLS).
 pub fn peer_node_id<T>(request: &tonic::Request<T>) -> Option<Result<String, TlsError>> {

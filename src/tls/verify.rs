@@ -108,10 +108,10 @@ impl ServerCertVerifier for PinnedCertVerifier {
     }
 }
 
-/// Accepts any server certificate and records the leaf it saw (trust on
-/// first use). The handshake signature is still verified, so the recorded
-/// certificate belongs to whoever answered.
-pub struct AcceptAnyServerCert {
+/// Accepts any server certificate (trust on first use) and records the leaf
+/// once the server has proven it holds its key: the leaf is written to the
+/// slot only when the handshake signature made with it verifies.
+pub(crate) struct AcceptAnyServerCert {
     seen: Option<LeafSlot>,
     provider: Arc<CryptoProvider>,
 }
@@ -122,6 +122,15 @@ impl AcceptAnyServerCert {
         AcceptAnyServerCert {
             seen,
             provider: crypto_provider(),
+        }
+    }
+
+    fn record(&self, cert: &CertificateDer<'_>) {
+        if let Some(seen) = &self.seen {
+            // A poisoned lock only means another handshake panicked while
+            // recording; the slot itself is still a plain Option.
+            let mut slot = seen.lock().unwrap_or_else(|p| p.into_inner());
+            *slot = Some(cert.clone().into_owned());
         }
     }
 }
@@ -135,18 +144,12 @@ impl fmt::Debug for AcceptAnyServerCert {
 impl ServerCertVerifier for AcceptAnyServerCert {
     fn verify_server_cert(
         &self,
-        end_entity: &CertificateDer<'_>,
+        _end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Some(seen) = &self.seen {
-            // A poisoned lock only means another handshake panicked while
-            // recording; the slot itself is still a plain Option.
-            let mut slot = seen.lock().unwrap_or_else(|p| p.into_inner());
-            *slot = Some(end_entity.clone().into_owned());
-        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -156,12 +159,14 @@ impl ServerCertVerifier for AcceptAnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
+        let valid = verify_tls12_signature(
             message,
             cert,
             dss,
             &self.provider.signature_verification_algorithms,
-        )
+        )?;
+        self.record(cert);
+        Ok(valid)
     }
 
     fn verify_tls13_signature(
@@ -170,12 +175,14 @@ impl ServerCertVerifier for AcceptAnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
+        let valid = verify_tls13_signature(
             message,
             cert,
             dss,
             &self.provider.signature_verification_algorithms,
-        )
+        )?;
+        self.record(cert);
+        Ok(valid)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -4,12 +4,12 @@
 //! The envelope keeps the decoded tree and, until it is modified, the original
 //! bytes: a router relays a message it does not understand byte for byte.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::error::WireError;
 use super::message::Typed;
 use super::serde_value::{from_value, to_value};
-use super::value::{decode_value, encode_to_bytes, Value};
+use super::value::{decode_value, encode_to_buf, encode_to_bytes, Value};
 use super::version::{check_version, VersionCompat};
 
 /// The key naming a message's class.
@@ -17,12 +17,23 @@ pub const TYPE_MESSAGE_KEY: &str = "__type_message__";
 /// The `module` Fed-BioMed writes in `__type_message__` (receivers ignore it).
 pub const MESSAGE_MODULE: &str = "fedbiomed.common.message";
 
-/// A decoded Fed-BioMed message.
-#[derive(Clone, Debug)]
+/// A decoded Fed-BioMed message. `Debug` shows the value tree with binary
+/// data abbreviated (see [`Value`]).
+#[derive(Clone)]
 pub struct Envelope {
     value: Value,
     /// The bytes `value` was decoded from, while unmodified.
     raw: Option<Bytes>,
+}
+
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("class", &self.class())
+            .field("raw_len", &self.raw.as_ref().map(Bytes::len))
+            .field("value", &self.value)
+            .finish()
+    }
 }
 
 impl PartialEq for Envelope {
@@ -56,6 +67,15 @@ impl Envelope {
         match &self.raw {
             Some(raw) => raw.clone(),
             None => encode_to_bytes(&self.value),
+        }
+    }
+
+    /// Like [`Envelope::to_bytes`], but a fresh encoding goes into `buf`,
+    /// reusing its allocation when possible (see [`super::value::encode_to_buf`]).
+    pub fn to_bytes_in(&self, buf: &mut BytesMut) -> Bytes {
+        match &self.raw {
+            Some(raw) => raw.clone(),
+            None => encode_to_buf(&self.value, buf),
         }
     }
 

@@ -32,7 +32,10 @@ pub use message::{
 pub use ndarray::NdArray;
 pub use reassemble::{Reassembler, DEFAULT_MAX_MESSAGE_BYTES};
 pub use serde_value::{bin, from_value, to_value};
-pub use value::{decode_value, encode_to_bytes, encode_value, encoded_len, Value, MAX_DEPTH};
+pub use value::{
+    decode_value, encode_into, encode_to_buf, encode_to_bytes, encode_value, encoded_len, Value,
+    MAX_DEPTH,
+};
 pub use version::{check_version, VersionCompat, PROTOCOL_VERSION};
 
 /// gRPC message size limit on every fedroute client and server (as Fed-BioMed).

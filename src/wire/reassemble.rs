@@ -7,6 +7,25 @@
 //! (`size` × first frame length, since senders cut equal slices) that is
 //! checked against the limit before one buffer of that capacity is allocated;
 //! every frame is then copied into it exactly once.
+//!
+//! With [`Reassembler::reuse_buffer`] a long-lived reassembler keeps its
+//! buffer between messages and writes the next message into the same
+//! allocation once every slice of the previous one has been dropped: no fresh
+//! allocation and page faults per large message, at the price of keeping the
+//! largest buffer while idle.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use fedroute::wire::{chunks_of, Reassembler};
+//!
+//! let payload = Bytes::from_static(b"a message cut in 4-byte frames");
+//! let mut r = Reassembler::default();
+//! let mut out = None;
+//! for f in chunks_of(payload.clone(), 4) {
+//!     out = r.push(f.size, f.iteration, f.bytes).unwrap();
+//! }
+//! assert_eq!(out, Some(payload));
+//! ```
 
 use bytes::{Bytes, BytesMut};
 
@@ -20,6 +39,9 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 2 << 30;
 pub struct Reassembler {
     max_message_bytes: usize,
     current: Option<InProgress>,
+    reuse: bool,
+    /// The previous message's buffer (empty view), when reusing buffers.
+    spare: Option<BytesMut>,
 }
 
 #[derive(Debug)]
@@ -41,7 +63,19 @@ impl Reassembler {
         Reassembler {
             max_message_bytes,
             current: None,
+            reuse: false,
+            spare: None,
         }
+    }
+
+    /// Keeps the message buffer between messages (off by default; see the
+    /// module documentation).
+    pub fn reuse_buffer(mut self, reuse: bool) -> Reassembler {
+        self.reuse = reuse;
+        if !reuse {
+            self.spare = None;
+        }
+        self
     }
 
     /// Whether a message has started and not finished.
@@ -117,7 +151,17 @@ impl Reassembler {
             let bound = len.saturating_mul(size as u64);
             self.too_large(bound, size)?;
             // bound <= max_message_bytes, a usize: the cast cannot truncate.
-            let mut buf = BytesMut::with_capacity(bound as usize);
+            let bound = bound as usize;
+            let mut buf = match self.spare.take() {
+                Some(mut buf) => {
+                    // Reclaims the old allocation if nobody holds the last
+                    // message any more; allocates `bound` bytes otherwise.
+                    buf.clear();
+                    buf.reserve(bound);
+                    buf
+                }
+                None => BytesMut::with_capacity(bound),
+            };
             buf.extend_from_slice(&bytes);
             self.current = Some(InProgress {
                 size,
@@ -188,8 +232,14 @@ impl Reassembler {
         if iteration < size {
             return Ok(None);
         }
-        let done = self.current.take().map(|p| p.buf.freeze());
-        Ok(done)
+        let Some(mut done) = self.current.take() else {
+            return Ok(None);
+        };
+        let message = done.buf.split().freeze();
+        if self.reuse {
+            self.spare = Some(done.buf);
+        }
+        Ok(Some(message))
     }
 }
 

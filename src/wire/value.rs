@@ -10,7 +10,7 @@
 //! [`Value::Bin`] holds a [`Bytes`] slice of the decoded buffer: decoding a
 //! 100 MiB model copies none of its parameter bytes.
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::WireError;
 
@@ -20,7 +20,10 @@ use super::error::WireError;
 pub const MAX_DEPTH: usize = 128;
 
 /// A msgpack value.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `Debug` shows `bin` and `ext` data as their length and first bytes, so
+/// logging a message never dumps a 100 MiB model.
+#[derive(Clone, PartialEq)]
 pub enum Value {
     /// nil (Python `None`).
     Nil,
@@ -44,6 +47,49 @@ pub enum Value {
     Map(Vec<(Value, Value)>),
     /// ext: type tag and data.
     Ext(i8, Bytes),
+}
+
+/// How many leading bytes of bin/ext data `Debug` shows.
+const DEBUG_PREFIX: usize = 8;
+
+struct BytesPreview<'a>(&'a [u8]);
+
+impl std::fmt::Debug for BytesPreview<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes", self.0.len())?;
+        if !self.0.is_empty() {
+            f.write_str(": ")?;
+            for b in self.0.iter().take(DEBUG_PREFIX) {
+                write!(f, "{b:02x}")?;
+            }
+            if self.0.len() > DEBUG_PREFIX {
+                f.write_str("..")?;
+            }
+        }
+        f.write_str(">")
+    }
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Nil => f.write_str("Nil"),
+            Value::Bool(b) => f.debug_tuple("Bool").field(b).finish(),
+            Value::Int(i) => f.debug_tuple("Int").field(i).finish(),
+            Value::UInt(u) => f.debug_tuple("UInt").field(u).finish(),
+            Value::F32(x) => f.debug_tuple("F32").field(x).finish(),
+            Value::F64(x) => f.debug_tuple("F64").field(x).finish(),
+            Value::Str(s) => f.debug_tuple("Str").field(s).finish(),
+            Value::Bin(b) => f.debug_tuple("Bin").field(&BytesPreview(b)).finish(),
+            Value::Array(a) => f.debug_tuple("Array").field(a).finish(),
+            Value::Map(m) => f.debug_tuple("Map").field(m).finish(),
+            Value::Ext(t, b) => f
+                .debug_tuple("Ext")
+                .field(t)
+                .field(&BytesPreview(b))
+                .finish(),
+        }
+    }
 }
 
 impl Value {
@@ -425,68 +471,73 @@ impl Decoder<'_> {
 /// (non-negative integers as uint, fixstr/str8/str16/str32, bin8/16/32,
 /// fixext where the length allows).
 pub fn encode_value(v: &Value, out: &mut Vec<u8>) {
+    encode_into(v, out);
+}
+
+/// Appends `v` to any [`BufMut`] (a `Vec<u8>`, a [`BytesMut`]); see [`encode_value`].
+pub fn encode_into<B: BufMut>(v: &Value, out: &mut B) {
     match v {
-        Value::Nil => out.push(0xc0),
-        Value::Bool(false) => out.push(0xc2),
-        Value::Bool(true) => out.push(0xc3),
+        Value::Nil => out.put_u8(0xc0),
+        Value::Bool(false) => out.put_u8(0xc2),
+        Value::Bool(true) => out.put_u8(0xc3),
         Value::UInt(u) => encode_uint(*u, out),
         Value::Int(i) => match u64::try_from(*i) {
             Ok(u) => encode_uint(u, out),
             Err(_) => encode_negative(*i, out),
         },
         Value::F32(f) => {
-            out.push(0xca);
+            out.put_u8(0xca);
             out.put_f32(*f);
         }
         Value::F64(f) => {
-            out.push(0xcb);
+            out.put_u8(0xcb);
             out.put_f64(*f);
         }
         Value::Str(s) => {
             let n = s.len();
             if n < 32 {
-                out.push(0xa0 | n as u8);
+                out.put_u8(0xa0 | n as u8);
             } else {
                 len_header(n, [0xd9, 0xda, 0xdb], out);
             }
-            out.extend_from_slice(s.as_bytes());
+            out.put_slice(s.as_bytes());
         }
         Value::Bin(b) => {
             len_header(b.len(), [0xc4, 0xc5, 0xc6], out);
-            out.extend_from_slice(b);
+            out.put_slice(b);
         }
         Value::Array(a) => {
             if a.len() < 16 {
-                out.push(0x90 | a.len() as u8);
+                out.put_u8(0x90 | a.len() as u8);
             } else {
                 len_header16(a.len(), [0xdc, 0xdd], out);
             }
             for item in a {
-                encode_value(item, out);
+                encode_into(item, out);
             }
         }
         Value::Map(m) => {
             if m.len() < 16 {
-                out.push(0x80 | m.len() as u8);
+                out.put_u8(0x80 | m.len() as u8);
             } else {
                 len_header16(m.len(), [0xde, 0xdf], out);
             }
             for (k, v) in m {
-                encode_value(k, out);
-                encode_value(v, out);
+                encode_into(k, out);
+                encode_into(v, out);
             }
         }
         Value::Ext(tag, data) => {
             match data.len() {
-                1 => out.push(0xd4),
-                2 => out.push(0xd5),
-                4 => out.push(0xd6),
-                8 => out.push(0xd7),
-                16 => out.push(0xd8),
+                1 => out.put_u8(0xd4),
+                2 => out.put_u8(0xd5),
+                4 => out.put_u8(0xd6),
+                8 => out.put_u8(0xd7),
+                16 => out.put_u8(0xd8),
                 n => len_header(n, [0xc7, 0xc8, 0xc9], out),
             }
-            out.push(*tag as u8);
-            out.extend_from_slice(data);
+            out.put_u8(*tag as u8);
+            out.put_slice(data);
         }
     }
 }
@@ -558,6 +609,17 @@ pub fn encode_to_bytes(v: &Value) -> Bytes {
     Bytes::from(out)
 }
 
+/// Encodes `v` into `buf`, reusing its allocation when no earlier message
+/// split from it is still alive (otherwise one allocation at the final size),
+/// and returns the encoded message. Keeping one `BytesMut` per sender avoids
+/// a fresh allocation (and its page faults) per large message.
+pub fn encode_to_buf(v: &Value, buf: &mut BytesMut) -> Bytes {
+    buf.clear();
+    buf.reserve(encoded_len(v));
+    encode_into(v, buf);
+    buf.split().freeze()
+}
+
 fn uint_len(u: u64) -> usize {
     if u < 0x80 {
         1
@@ -572,52 +634,52 @@ fn uint_len(u: u64) -> usize {
     }
 }
 
-fn encode_uint(u: u64, out: &mut Vec<u8>) {
+fn encode_uint<B: BufMut>(u: u64, out: &mut B) {
     if u < 0x80 {
-        out.push(u as u8);
+        out.put_u8(u as u8);
     } else if u < 0x100 {
-        out.push(0xcc);
-        out.push(u as u8);
+        out.put_u8(0xcc);
+        out.put_u8(u as u8);
     } else if u < 0x10000 {
-        out.push(0xcd);
+        out.put_u8(0xcd);
         out.put_u16(u as u16);
     } else if u < 0x1_0000_0000 {
-        out.push(0xce);
+        out.put_u8(0xce);
         out.put_u32(u as u32);
     } else {
-        out.push(0xcf);
+        out.put_u8(0xcf);
         out.put_u64(u);
     }
 }
 
-fn encode_negative(i: i64, out: &mut Vec<u8>) {
+fn encode_negative<B: BufMut>(i: i64, out: &mut B) {
     if i >= -32 {
-        out.push(i as u8);
+        out.put_u8(i as u8);
     } else if i >= i64::from(i8::MIN) {
-        out.push(0xd0);
-        out.push(i as u8);
+        out.put_u8(0xd0);
+        out.put_u8(i as u8);
     } else if i >= i64::from(i16::MIN) {
-        out.push(0xd1);
+        out.put_u8(0xd1);
         out.put_i16(i as i16);
     } else if i >= i64::from(i32::MIN) {
-        out.push(0xd2);
+        out.put_u8(0xd2);
         out.put_i32(i as i32);
     } else {
-        out.push(0xd3);
+        out.put_u8(0xd3);
         out.put_i64(i);
     }
 }
 
 /// 8/16/32-bit length header (str8.., bin8.., ext8..).
-fn len_header(n: usize, markers: [u8; 3], out: &mut Vec<u8>) {
+fn len_header<B: BufMut>(n: usize, markers: [u8; 3], out: &mut B) {
     if n < 0x100 {
-        out.push(markers[0]);
-        out.push(n as u8);
+        out.put_u8(markers[0]);
+        out.put_u8(n as u8);
     } else if n < 0x10000 {
-        out.push(markers[1]);
+        out.put_u8(markers[1]);
         out.put_u16(n as u16);
     } else {
-        out.push(markers[2]);
+        out.put_u8(markers[2]);
         // Lengths beyond u32 cannot be represented in msgpack; the 2 GiB
         // message limit keeps them far away.
         out.put_u32(n as u32);
@@ -625,12 +687,12 @@ fn len_header(n: usize, markers: [u8; 3], out: &mut Vec<u8>) {
 }
 
 /// 16/32-bit length header (array16/32, map16/32).
-fn len_header16(n: usize, markers: [u8; 2], out: &mut Vec<u8>) {
+fn len_header16<B: BufMut>(n: usize, markers: [u8; 2], out: &mut B) {
     if n < 0x10000 {
-        out.push(markers[0]);
+        out.put_u8(markers[0]);
         out.put_u16(n as u16);
     } else {
-        out.push(markers[1]);
+        out.put_u8(markers[1]);
         out.put_u32(n as u32);
     }
 }
@@ -688,6 +750,16 @@ mod tests {
         }
         let b = encode_to_bytes(&Value::Int(-1));
         assert_eq!(&b[..], &[0xff]);
+    }
+
+    #[test]
+    fn debug_shows_only_a_prefix_of_binary_data() {
+        let v = Value::Bin(Bytes::from(vec![0xabu8; 1 << 20]));
+        assert_eq!(format!("{v:?}"), "Bin(<1048576 bytes: abababababababab..>)");
+        assert_eq!(
+            format!("{:?}", Value::Ext(1, Bytes::new())),
+            "Ext(1, <0 bytes>)"
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! connection like a crash), a handler actor that answers pings, and helpers.
 #![allow(dead_code)]
 
+pub mod real;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -150,8 +150,13 @@ pub fn task_request(node: &str) -> TaskRequest {
     }
 }
 
-/// One `GetTaskUnary` poll: the task's raw payload and its frame count.
+/// One `GetTaskUnary` poll: the task's raw payload and its frame count
+/// (bounded by [`T`]).
 pub async fn poll_raw(client: &mut Client, node: &str) -> Result<(Bytes, usize), Status> {
+    bounded(&format!("poll of {node}"), poll_raw_unbounded(client, node)).await
+}
+
+async fn poll_raw_unbounded(client: &mut Client, node: &str) -> Result<(Bytes, usize), Status> {
     let mut stream = client
         .get_task_unary(task_request(node))
         .await?

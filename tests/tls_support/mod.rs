@@ -11,7 +11,9 @@ use std::time::Duration;
 use fedroute::proto::researcher_service_client::ResearcherServiceClient;
 use fedroute::proto::researcher_service_server::{ResearcherService, ResearcherServiceServer};
 use fedroute::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
-use fedroute::tls::{authorize_node, peer_node_id, server_tls_config, ServerIdentity};
+use fedroute::tls::{
+    authorize_node, nodelay_incoming, peer_node_id, server_tls_config, ServerIdentity,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -33,7 +35,9 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
 }
 
 /// A throwaway researcher service: `Feedback` answers with the node id of
-/// the client certificate (or "-") in the response metadata.
+/// the client certificate (or "-") in the response metadata (and checks a
+/// claimed node id with `authorize_node`); `GetTaskUnary` is a long poll
+/// that never yields.
 pub struct Probe;
 
 type TaskStream = Pin<Box<dyn Stream<Item = Result<TaskResponse, Status>> + Send>>;
@@ -50,11 +54,12 @@ impl ResearcherService for Probe {
         Err(Status::unimplemented("not in this test"))
     }
 
+    /// A long poll that never yields a task.
     async fn get_task_unary(
         &self,
         _request: Request<TaskRequest>,
     ) -> Result<Response<TaskStream>, Status> {
-        Err(Status::unimplemented("not in this test"))
+        Ok(Response::new(Box::pin(tokio_stream::pending())))
     }
 
     async fn reply_task(
@@ -118,7 +123,8 @@ impl TestServer {
             .await
             .expect("bind 127.0.0.1");
         let addr = listener.local_addr().expect("local addr");
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // TCP_NODELAY on accepted sockets (see nodelay_incoming).
+        let incoming = nodelay_incoming(listener);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = Server::builder()
             .tls_config(tls)
