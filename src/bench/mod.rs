@@ -49,12 +49,10 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Run the soak test (issue 7) for this long instead of the workloads.
     pub soak: Option<Duration>,
+    /// Workload numbers to run (1-6); empty runs all (workload 6 always
+    /// runs: the ratios need it).
+    pub only: Vec<u8>,
 }
-
-/// Environment variable restricting [`run`] to some workloads, for
-/// development: comma-separated numbers, e.g. `FEDROUTE_BENCH_ONLY=1,3`
-/// (workload 6 always runs: the ratios need it).
-pub const ONLY_ENV: &str = "FEDROUTE_BENCH_ONLY";
 
 /// One measured figure.
 #[derive(Debug, Clone, Serialize)]

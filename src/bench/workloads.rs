@@ -62,7 +62,7 @@ impl Plan {
                 memory_rounds: 3,
                 fan_out_nodes: 200,
                 reconnects: 2,
-                only: only_from_env(),
+                only: opts.only.clone(),
             }
         } else {
             Plan {
@@ -77,7 +77,7 @@ impl Plan {
                 memory_rounds: 10,
                 fan_out_nodes: 1_000,
                 reconnects: 5,
-                only: only_from_env(),
+                only: opts.only.clone(),
             }
         }
     }
@@ -89,12 +89,6 @@ impl Plan {
     fn max_bytes(&self) -> usize {
         self.sizes_mib.iter().copied().max().unwrap_or(1) * MIB
     }
-}
-
-fn only_from_env() -> Vec<u8> {
-    std::env::var(super::ONLY_ENV)
-        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_default()
 }
 
 /// The wire limits of one run (workload 6).
