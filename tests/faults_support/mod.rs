@@ -564,6 +564,8 @@ pub struct Crashable {
     pub actor: actix::Addr<fedroute::researcher::Researcher>,
     /// Its events.
     pub events: mpsc::UnboundedReceiver<ResearcherEvent>,
+    /// Nodes seen connecting while waiting for another one.
+    seen_connected: std::collections::HashSet<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -596,6 +598,7 @@ impl Crashable {
             .recv_timeout(STEP)
             .expect("researcher thread reports its address");
         Crashable {
+            seen_connected: Default::default(),
             addr,
             researcher_id,
             actor,
@@ -617,10 +620,19 @@ impl Crashable {
 
     /// Waits for `NodeConnected` of `node`.
     pub async fn connected(&mut self, node: &str) {
+        if self.seen_connected.remove(node) {
+            return;
+        }
+        let seen = &mut self.seen_connected;
+        let events = &mut self.events;
         within(&format!("{node} connects"), async {
             loop {
-                match self.events.recv().await.expect("events") {
+                match events.recv().await.expect("events") {
                     ResearcherEvent::NodeConnected { node_id } if node_id == node => return,
+                    // Another node connected first: remember it for its own wait.
+                    ResearcherEvent::NodeConnected { node_id } => {
+                        seen.insert(node_id);
+                    }
                     _ => {}
                 }
             }
