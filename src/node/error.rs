@@ -172,6 +172,29 @@ impl NodeError {
         }
     }
 
+    /// True when the researcher deliberately refused a send with a status
+    /// that says the connection itself is fine (NOT_FOUND, INVALID_ARGUMENT,
+    /// FAILED_PRECONDITION, PERMISSION_DENIED, RESOURCE_EXHAUSTED,
+    /// ALREADY_EXISTS, OUT_OF_RANGE): the link keeps its connection and poll
+    /// and only sends again. Other rejections (UNKNOWN, INTERNAL, ...) may
+    /// come from a broken connection and make the link reconnect.
+    pub fn is_refusal(&self) -> bool {
+        use tonic::Code;
+        match self {
+            NodeError::Rpc { status, .. } => matches!(
+                status.code(),
+                Code::NotFound
+                    | Code::InvalidArgument
+                    | Code::FailedPrecondition
+                    | Code::PermissionDenied
+                    | Code::ResourceExhausted
+                    | Code::AlreadyExists
+                    | Code::OutOfRange
+            ),
+            _ => false,
+        }
+    }
+
     /// True for errors that drop one task while the link keeps working.
     pub fn is_bad_task(&self) -> bool {
         matches!(

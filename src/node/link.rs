@@ -393,11 +393,29 @@ impl ResearcherLink {
             stream_messages: self.config.reply_stream_messages,
             stream_age: self.config.reply_stream_age,
         };
-        ctx.spawn(
-            pump.run()
-                .into_actor(self)
-                .map(|e, act, ctx| act.lost(e, ctx)),
-        );
+        ctx.spawn(pump.run().into_actor(self).map(|e, act, ctx| {
+            if e.is_refusal() {
+                act.send_rejected(e, ctx)
+            } else {
+                act.lost(e, ctx)
+            }
+        }));
+    }
+
+    /// The researcher refused a send (a gRPC status, not a broken
+    /// connection; e.g. NOT_FOUND from a restarted researcher that has not
+    /// seen this node's new poll yet). The connection and the open poll are
+    /// fine, so only the send pump starts again, after a backoff delay;
+    /// tearing the link down here would also cut the poll stream and lose
+    /// a task the researcher had just written into it.
+    fn send_rejected(&mut self, e: NodeError, ctx: &mut Context<Self>) {
+        if self.terminal {
+            return;
+        }
+        let delay = self.backoff.next_delay();
+        log::warn!("{}: {e}; sending again in {delay:?}", self.key);
+        self.shared.status().last_error = Some(e.to_string());
+        ctx.run_later(delay, |act, ctx| act.start_pump(ctx));
     }
 
     /// The connection is gone: let the supervisor restart the link.
