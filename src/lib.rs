@@ -4,6 +4,7 @@
 //! Fed-BioMed's gRPC/TLS wire protocol.
 //!
 //! # Layout
+//! - [`bench`]: the transport benchmarks behind `fedroute bench`.
 //! - [`proto`]: the generated gRPC types (`proto/researcher.proto`).
 //! - [`wire`]: the Fed-BioMed payload: msgpack values, the message envelope,
 //!   typed messages, protocol version checks, chunking and reassembly.
@@ -11,6 +12,7 @@
 //! - [`researcher`]: the gRPC server nodes dial, one `NodeAgent` actor per node.
 //! - [`node`]: the `Controller` actor and its supervised `ResearcherLink`s.
 
+pub mod bench;
 pub mod node;
 pub mod proto;
 pub mod researcher;

@@ -169,3 +169,57 @@ fn mutual_tls_with_a_pinned_researcher_certificate() {
     assert!(stderr.contains("(mutual TLS)"), "{stderr}");
     assert!(stdout.contains("3 replies, 0 lost"), "{stdout}");
 }
+
+#[test]
+fn plaintext_only_when_both_sides_say_insecure_and_with_a_warning() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let researcher = fedroute(
+        &[
+            "researcher",
+            "--listen",
+            &addr,
+            "--insecure",
+            "--ping",
+            "3",
+            "--wait-nodes",
+            "1",
+            "--wait-timeout",
+            "30",
+        ],
+        "info",
+    )
+    .spawn()
+    .unwrap();
+    let mut node = fedroute(
+        &[
+            "node",
+            "--researcher",
+            &addr,
+            "--id",
+            "NODE_plain",
+            "--insecure",
+            "--connect-timeout",
+            "30",
+            "--exit-after",
+            "60",
+        ],
+        "info",
+    )
+    .spawn()
+    .unwrap();
+    let (status, stdout, stderr) = output_bounded(researcher, PROCESS_BOUND);
+    let _ = node.kill();
+    let node_out = node.wait_with_output().unwrap();
+    let node_err = String::from_utf8_lossy(&node_out.stderr);
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    assert!(stdout.contains("NODE_plain: 3/3 replies"), "{stdout}");
+    assert!(
+        stderr.to_lowercase().contains("insecure") || stderr.to_lowercase().contains("plaintext"),
+        "the researcher warns: {stderr}"
+    );
+    assert!(
+        node_err.contains("WITHOUT TLS"),
+        "the node warns: {node_err}"
+    );
+}

@@ -567,10 +567,6 @@ fn vm_size_kib() -> u64 {
 /// overcommit (vm.overcommit_memory = 2) or a small machine, such
 /// reservations fail and the allocation failure aborts the researcher.
 #[actix_rt::test]
-#[ignore = "bug(wire): Reassembler reserves size x first-frame bytes up front (BytesMut::with_capacity), \
-            so a claim just under max_message_bytes reserves ~2 GiB per stream before any data; \
-            reserve as frames arrive (or cap the first reservation) and/or budget in-progress bytes \
-            across streams"]
 async fn claims_under_the_limit_reserve_no_memory_up_front() {
     let (handle, _events) = start(config()).await;
     let client = client(&handle).await;

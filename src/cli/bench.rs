@@ -8,54 +8,7 @@ use clap::Args;
 
 use super::args::seconds;
 
-// The BENCH stream's module has not landed yet: `api` stands in for it with
-// the same names and signatures. When `fedroute::bench` lands, replace the
-// module below by `use fedroute::bench as api;`.
-mod api {
-    use std::fmt;
-
-    /// What to run (mirrors `fedroute::bench::BenchOptions`).
-    #[derive(Debug, Default, Clone)]
-    #[allow(dead_code)] // read by the real module only
-    pub struct BenchOptions {
-        /// Short runs (under 30 s in all).
-        pub quick: bool,
-        /// Run the soak test for this long instead of the workloads.
-        pub soak: Option<std::time::Duration>,
-        /// Workload numbers to run (1-6); empty means all.
-        pub only: Vec<u8>,
-    }
-
-    /// The results (mirrors `fedroute::bench::BenchReport`).
-    #[derive(Debug)]
-    pub struct BenchReport;
-
-    impl BenchReport {
-        pub fn to_table(&self) -> String {
-            String::new()
-        }
-        pub fn to_json(&self) -> String {
-            String::new()
-        }
-    }
-
-    /// Why the run failed.
-    #[derive(Debug)]
-    pub struct BenchError;
-
-    impl fmt::Display for BenchError {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(
-                "the benchmarks are not built into this fedroute yet (the bench module has not landed)",
-            )
-        }
-    }
-
-    /// Runs the workloads.
-    pub fn run(_options: &BenchOptions) -> Result<BenchReport, BenchError> {
-        Err(BenchError)
-    }
-}
+use fedroute::bench as api;
 
 /// Arguments of `fedroute bench`.
 #[derive(Debug, Args)]

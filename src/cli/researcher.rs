@@ -302,7 +302,3 @@ impl Handler<ResearcherEvent> for EventTap {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-}

@@ -30,7 +30,7 @@ pub use message::{
     PingReply, PingRequest, SearchReply, SearchRequest, TrainReply, TrainRequest, Typed,
 };
 pub use ndarray::NdArray;
-pub use reassemble::{Reassembler, DEFAULT_MAX_MESSAGE_BYTES};
+pub use reassemble::{Reassembler, DEFAULT_MAX_MESSAGE_BYTES, INITIAL_RESERVE_CAP};
 pub use serde_value::{bin, from_value, to_value};
 pub use value::{
     decode_value, encode_into, encode_to_buf, encode_to_bytes, encode_value, encoded_len, Value,

@@ -5,8 +5,12 @@
 //! total below a limit. A one-frame message is handed on as the frame's own
 //! buffer (no copy). For a longer message the first frame fixes an upper bound
 //! (`size` × first frame length, since senders cut equal slices) that is
-//! checked against the limit before one buffer of that capacity is allocated;
-//! every frame is then copied into it exactly once.
+//! checked against the limit. Up to [`INITIAL_RESERVE_CAP`] of it is reserved
+//! at once; a longer message reserves the rest of its bound when its data
+//! actually reaches the cap (one `realloc`, which Linux serves with `mremap`
+//! for buffers that large, without copying), so a hostile first frame that
+//! claims gigabytes reserves no more than the cap. Every frame is copied into
+//! the buffer exactly once.
 //!
 //! With [`Reassembler::reuse_buffer`] a long-lived reassembler keeps its
 //! buffer between messages and writes the next message into the same
@@ -34,6 +38,11 @@ use super::error::WireError;
 /// Default limit on a reassembled message (2 GiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 2 << 30;
 
+/// The most a message reserves before its data arrives (64 MiB): a claim of
+/// more (frame count × first frame length) is reserved in full only once the
+/// received data reaches this much.
+pub const INITIAL_RESERVE_CAP: usize = 64 << 20;
+
 /// Checks and joins the frames of consecutive messages on one stream.
 #[derive(Debug)]
 pub struct Reassembler {
@@ -48,6 +57,8 @@ pub struct Reassembler {
 struct InProgress {
     size: i32,
     received: i32,
+    /// Upper bound of the message length (size × first frame length).
+    bound: usize,
     buf: BytesMut,
 }
 
@@ -152,20 +163,22 @@ impl Reassembler {
             self.too_large(bound, size)?;
             // bound <= max_message_bytes, a usize: the cast cannot truncate.
             let bound = bound as usize;
+            let initial = bound.min(INITIAL_RESERVE_CAP.max(bytes.len()));
             let mut buf = match self.spare.take() {
                 Some(mut buf) => {
                     // Reclaims the old allocation if nobody holds the last
-                    // message any more; allocates `bound` bytes otherwise.
+                    // message any more; allocates `initial` bytes otherwise.
                     buf.clear();
-                    buf.reserve(bound);
+                    buf.reserve(initial);
                     buf
                 }
-                None => BytesMut::with_capacity(bound),
+                None => BytesMut::with_capacity(initial),
             };
             buf.extend_from_slice(&bytes);
             self.current = Some(InProgress {
                 size,
                 received: 1,
+                bound,
                 buf,
             });
             return Ok(None);
@@ -221,11 +234,12 @@ impl Reassembler {
             });
         }
         if bytes.len() > cur.buf.capacity() - cur.buf.len() {
-            // A frame longer than the first one (senders cut equal slices, so
-            // this is an unusual sender): the buffer grows, within the limit.
-            log::debug!(
-                "frame {iteration} of {size} is longer than the first frame; growing the buffer"
-            );
+            // The data reached the initial reservation: reserve the rest of
+            // the bound at once (or just this frame, for an unusual sender
+            // whose frame is longer than the first one), within the limit.
+            let rest = cur.bound.saturating_sub(cur.buf.len()).max(bytes.len());
+            log::debug!("frame {iteration} of {size}: reserving {rest} more bytes");
+            cur.buf.reserve(rest);
         }
         cur.buf.extend_from_slice(&bytes);
         cur.received = iteration;
@@ -249,6 +263,47 @@ mod tests {
 
     fn b(s: &'static [u8]) -> Bytes {
         Bytes::from_static(s)
+    }
+
+    #[test]
+    fn a_huge_claim_reserves_at_most_the_cap() {
+        let mut r = Reassembler::default();
+        let first = Bytes::from(vec![7u8; 1 << 20]);
+        // 2047 frames of 1 MiB: just under the 2 GiB limit.
+        assert_eq!(r.push(2047, 1, first).unwrap(), None);
+        let cur = r.current.as_ref().unwrap();
+        assert!(
+            cur.buf.capacity() <= INITIAL_RESERVE_CAP,
+            "{}",
+            cur.buf.capacity()
+        );
+    }
+
+    #[test]
+    fn a_message_longer_than_the_cap_is_whole_and_grows_once() {
+        let frame_len = 1 << 20;
+        let frames = (INITIAL_RESERVE_CAP / frame_len + 3) as i32;
+        let mut r = Reassembler::default();
+        let mut grew = 0;
+        let mut capacity = 0;
+        let mut out = None;
+        for i in 1..=frames {
+            out = r
+                .push(frames, i, Bytes::from(vec![i as u8; frame_len]))
+                .unwrap();
+            if let Some(cur) = &r.current {
+                if cur.buf.capacity() != capacity {
+                    grew += 1;
+                    capacity = cur.buf.capacity();
+                }
+            }
+        }
+        let out = out.unwrap();
+        assert_eq!(out.len(), frames as usize * frame_len);
+        assert_eq!(out[0], 1);
+        assert_eq!(out[out.len() - 1], frames as u8);
+        // Initial reservation, then the rest of the bound once.
+        assert_eq!(grew, 2);
     }
 
     #[test]
