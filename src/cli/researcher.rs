@@ -301,4 +301,3 @@ impl Handler<ResearcherEvent> for EventTap {
         }
     }
 }
-

@@ -914,4 +914,79 @@ mod tests {
         let info = agent.send(Info).await.unwrap();
         assert_eq!((info.queue_depth, info.in_flight), (1, 0));
     }
+
+    fn task(id: &str) -> Enqueue {
+        Enqueue {
+            task: Task {
+                payload: Bytes::from(id.to_string()),
+                request_id: Some(id.into()),
+                origin: Origin::Request,
+            },
+            report_refusal: false,
+        }
+    }
+
+    async fn poll_from(agent: &Addr<NodeAgent>, poll_id: u64, remote: &str) -> InFlight {
+        let (tx, mut rx) = mpsc::channel(1);
+        agent.do_send(OpenPoll {
+            poll_id,
+            mode: PollMode::Unary,
+            tx,
+            remote: Some(remote.parse().unwrap()),
+        });
+        match rx.recv().await {
+            Some(PollItem::Task(flight)) => flight,
+            _ => panic!("expected a task"),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_written_task_is_sent_again_when_the_node_polls_on_a_new_connection() {
+        let agent = agent();
+        agent.send(task("r1")).await.unwrap().unwrap();
+        agent.send(task("r2")).await.unwrap().unwrap();
+        // Both written on connection A, no reply yet.
+        for (poll, want) in [(1, "r1"), (2, "r2")] {
+            let mut flight = poll_from(&agent, poll, "127.0.0.1:1000").await;
+            assert_eq!(flight.payload(), Bytes::from(want));
+            flight.start();
+            flight.delivered();
+            agent.do_send(PollClosed { poll_id: poll });
+        }
+        let info = agent.send(Info).await.unwrap();
+        assert_eq!((info.queue_depth, info.awaiting_reply), (0, 2));
+        // r2 is answered; then the node polls from connection B: r1 comes
+        // again, r2 does not.
+        agent.do_send(Cancel {
+            request_id: "r2".into(),
+            answered: true,
+        });
+        let mut flight = poll_from(&agent, 3, "127.0.0.1:2000").await;
+        assert_eq!(flight.payload(), Bytes::from("r1"));
+        let info = agent.send(Info).await.unwrap();
+        assert_eq!((info.queue_depth, info.awaiting_reply), (0, 0));
+        // Its reply comes while it is being written: it is not kept.
+        agent.do_send(Cancel {
+            request_id: "r1".into(),
+            answered: true,
+        });
+        flight.start();
+        flight.delivered();
+        let info = agent.send(Info).await.unwrap();
+        assert_eq!(
+            (info.queue_depth, info.in_flight, info.awaiting_reply),
+            (0, 0, 0)
+        );
+        // A further new connection has nothing to resend.
+        let (tx, mut rx) = mpsc::channel(1);
+        agent.do_send(OpenPoll {
+            poll_id: 4,
+            mode: PollMode::Unary,
+            tx,
+            remote: Some("127.0.0.1:3000".parse().unwrap()),
+        });
+        let info = agent.send(Info).await.unwrap();
+        assert_eq!(info.queue_depth, 0);
+        assert!(rx.try_recv().is_err(), "nothing sent again");
+    }
 }
