@@ -17,8 +17,8 @@
 //! carries a `request_id` is kept as *awaiting its reply*
 //! ([`AwaitingReply`], bounded by the queue capacity), tagged with the TCP
 //! connection (the node's remote address) whose poll carried it. It leaves
-//! that set when a reply with its `request_id` arrives ([`Cancel`] with
-//! `answered`), when its request times out ([`Cancel`]), or, for a task
+//! that set when a reply with its `request_id` arrives (`Cancel` with
+//! `answered`), when its request times out (`Cancel`), or, for a task
 //! nobody waits on (`SendToNode`, `Broadcast`), after the time to live.
 //! When the agent sees that the connection is gone, the awaiting tasks of
 //! that connection go back to the head of the queue in their original order.
