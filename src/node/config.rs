@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::backoff::{DEFAULT_FIRST_RETRY, DEFAULT_MAX_RETRY};
+pub use super::dedup::DEFAULT_DEDUP_WINDOW;
 use super::outbox::{DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_MAX_BYTES};
 pub use super::status::PollMode;
 
@@ -105,6 +106,10 @@ pub struct ControllerConfig {
     pub connection_window: Option<u32>,
     /// Node certificate presented when a researcher asks for one (mutual TLS). Default none.
     pub client_identity: Option<crate::tls::ClientIdentity>,
+    /// Request ids remembered per link to drop a task received twice (a
+    /// researcher resends the tasks of a cut connection); 0 turns the check
+    /// off. Default [`DEFAULT_DEDUP_WINDOW`] (4,096).
+    pub dedup_window: usize,
 }
 
 impl Default for ControllerConfig {
@@ -132,6 +137,7 @@ impl Default for ControllerConfig {
             stream_window: Some(4 << 20),
             connection_window: Some(8 << 20),
             client_identity: None,
+            dedup_window: DEFAULT_DEDUP_WINDOW,
         }
     }
 }
@@ -155,6 +161,7 @@ mod tests {
         assert_eq!(c.backoff_max, Duration::from_secs(2));
         assert_eq!(c.keepalive_interval, Duration::from_secs(60));
         assert_eq!(c.poll_mode, PollMode::Auto);
+        assert_eq!(c.dedup_window, 4096);
     }
 
     #[test]

@@ -35,6 +35,7 @@ use tonic::transport::Channel;
 use super::backoff::Backoff;
 use super::config::ControllerConfig;
 use super::controller::{LinkEvent, TaskReceived};
+use super::dedup::RecentIds;
 use super::error::NodeError;
 use super::listener::{PollEnd, Poller, TaskAssembler};
 use super::outbox::{Outbox, Outgoing};
@@ -217,6 +218,9 @@ pub struct ResearcherLink {
     terminal: bool,
     client: Option<ResearcherServiceClient<Channel>>,
     poll: Option<SpawnHandle>,
+    /// Request ids received lately, across reconnections (the actor value
+    /// survives supervisor restarts).
+    recent: Arc<Mutex<RecentIds>>,
 }
 
 impl ResearcherLink {
@@ -233,6 +237,7 @@ impl ResearcherLink {
             key: endpoint.key(),
             backoff: Backoff::new(config.backoff_first, config.backoff_max),
             mode: config.poll_mode,
+            recent: Arc::new(Mutex::new(RecentIds::new(config.dedup_window))),
             endpoint,
             node_id,
             config,
@@ -346,6 +351,7 @@ impl ResearcherLink {
             poll_deadline: self.config.poll_deadline,
             credits: self.config.stream_credits,
             guard: Default::default(),
+            recent: Arc::clone(&self.recent),
         };
         let mode = self.mode;
         let fut = async move { poller.run(mode).await };

@@ -18,13 +18,18 @@
 //! endpoint (a change is a security error that stops the link). A bad task is
 //! logged with its reason and dropped; the link keeps polling.
 //!
+//! A task whose `request_id` this link received lately (the last
+//! `ControllerConfig::dedup_window` ids, [`RecentIds`]) is dropped with a
+//! debug line: a researcher resends the tasks written to a connection that
+//! was cut, and some of them had arrived.
+//!
 //! Delivery to the handler does not wait for the handler to run: the task is
 //! put in the handler's mailbox with `try_send`; only when that mailbox is full
 //! does this link wait for room (back-pressure on this link only; other links
 //! and all sending go on).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use actix::dev::SendError;
 use actix::Recipient;
@@ -35,6 +40,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use super::controller::{LinkEvent, TaskReceived};
+use super::dedup::RecentIds;
 use super::error::NodeError;
 use super::link::LinkShared;
 use super::status::PollMode;
@@ -220,6 +226,8 @@ pub struct Poller {
     pub credits: u32,
     /// Spinning protection.
     pub guard: EmptyPollGuard,
+    /// Request ids received lately on this link (duplicates are dropped).
+    pub recent: Arc<Mutex<RecentIds>>,
 }
 
 impl Poller {
@@ -299,6 +307,22 @@ impl Poller {
                     }
                 }
                 self.shared.status().record_received(len);
+                if let Some(id) = envelope.request_id() {
+                    let fresh = self
+                        .recent
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id);
+                    if !fresh {
+                        log::debug!(
+                            "{}: task {} ({}) received again; dropped as a duplicate",
+                            self.endpoint,
+                            id,
+                            envelope.class()
+                        );
+                        return Ok(true);
+                    }
+                }
                 self.deliver(envelope).await?;
                 Ok(true)
             }

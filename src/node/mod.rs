@@ -6,7 +6,7 @@
 //! - [`link`]: `ResearcherLink`, one supervised actor per researcher, and its shared state.
 //! - [`listener`]: the poll loop (unary and streaming) and the task checks ([`TaskAssembler`]).
 //! - [`sender`]: the send pump (`ReplyTask` in chunks, `Feedback`).
-//! - [`outbox`], [`backoff`], [`status`], [`config`], [`error`]: plain structs.
+//! - [`outbox`], [`backoff`], [`status`], [`config`], [`error`], [`dedup`]: plain structs.
 //! - [`log_forward`]: forwards node log records to researchers as feedback.
 //!
 //! # Delivery guarantees
@@ -14,6 +14,16 @@
 //!   order the researcher sent it. The handler's mailbox is the
 //!   back-pressure point: when it is full, only that link waits (sending,
 //!   and the polls of links whose tasks fit, go on).
+//! - Duplicate tasks: a fedroute researcher sends again the tasks written to
+//!   a connection that was cut (it cannot know whether they arrived). A link
+//!   drops a task whose `request_id` is among the last
+//!   `ControllerConfig::dedup_window` ids it received (default 4,096; a
+//!   debug line is logged), so the handler sees each task once. Fed-BioMed
+//!   (Python) nodes do not deduplicate: for them a cut may deliver a task
+//!   twice, as with Fed-BioMed's own researcher (which requeues cut tasks up
+//!   to 5 times); the researcher keeps the first reply and drops the second.
+//!   Tasks without a request id (relayed `OverlayMessage`s) are never
+//!   dropped, and never sent twice.
 //! - Replies: a reply leaves a link's queue only when the researcher
 //!   acknowledged the RPC that carried it; until then it is sent again after
 //!   every reconnection, in order, until it is acknowledged or `Shutdown`'s
@@ -29,6 +39,7 @@
 pub mod backoff;
 pub mod config;
 pub mod controller;
+pub mod dedup;
 pub mod error;
 pub mod link;
 pub mod listener;

@@ -93,6 +93,8 @@ pub(crate) struct Attach {
     pub poll_id: u64,
     pub mode: PollMode,
     pub tx: mpsc::Sender<PollItem>,
+    /// The node's remote address, when known.
+    pub remote: Option<std::net::SocketAddr>,
 }
 
 /// A poll call was abandoned while [`Attach`] was in progress: close the
@@ -305,6 +307,7 @@ impl Handler<RequestTimedOut> for Researcher {
         if let Some(agent) = self.agents.get(&msg.node_id) {
             agent.do_send(Cancel {
                 request_id: msg.request_id,
+                answered: false,
             });
         }
     }
@@ -432,6 +435,7 @@ impl Handler<Attach> for Researcher {
             poll_id: msg.poll_id,
             mode: msg.mode,
             tx: msg.tx,
+            remote: msg.remote,
         });
         Ok(agent)
     }
@@ -478,6 +482,14 @@ impl Handler<RouteReply> for Researcher {
         let Some(request_id) = envelope.request_id() else {
             return Ok(ReplyRoute::Unmatched(envelope));
         };
+        // The node answered: its agent stops keeping the task for a resend
+        // (whether a request still waits for it or not).
+        if let Some(agent) = self.agents.get(node_id) {
+            agent.do_send(Cancel {
+                request_id: request_id.to_string(),
+                answered: true,
+            });
+        }
         match self.pending.answer(request_id, node_id) {
             ReplyMatch::Matched(p) => match p.waiter.send(Ok(envelope)) {
                 Ok(()) => Ok(ReplyRoute::Matched),

@@ -10,24 +10,60 @@
 //! more attempt (bounded retries), one that never started goes back without
 //! penalty. So a task is never lost silently, whatever way a stream ends.
 //!
-//! Delivery guarantee: a task counts as delivered once its last chunk has
+//! Delivery guarantee: a task counts as written out once its last chunk has
 //! been handed to HTTP/2. A connection cut after that point, with the bytes
-//! still in buffers or on the wire, loses the task without the researcher
-//! knowing (Fed-BioMed behaves the same). Closing that gap needs an
-//! end-to-end acknowledgement and node-side deduplication by `request_id`;
-//! the gRPC contract has no field for it.
+//! still in buffers or on the wire, would lose the task without the
+//! researcher knowing (Fed-BioMed does lose it). So a written task that
+//! carries a `request_id` is kept as *awaiting its reply*
+//! ([`AwaitingReply`], bounded by the queue capacity), tagged with the TCP
+//! connection (the node's remote address) whose poll carried it. It leaves
+//! that set when a reply with its `request_id` arrives (`Cancel` with
+//! `answered`), when its request times out (`Cancel`), or, for a task
+//! nobody waits on (`SendToNode`, `Broadcast`), after the time to live.
+//! When the agent sees that the connection is gone, the awaiting tasks of
+//! that connection go back to the head of the queue in their original order.
+//! No attempt is counted for them: `max_task_retries` stops a task whose
+//! own delivery keeps breaking the stream, and these were written out
+//! completely (counting them made requests fail under frequent cuts: a task
+//! reached the node, but its reply lagged behind several cuts). They stay
+//! bounded by their request's timeout or, for tasks nobody waits on, by the
+//! time to live, and each resend needs a lost connection. The evidence that
+//! a connection is gone:
+//! - the node polls from another remote address: a node keeps one channel
+//!   (one TCP connection) per researcher, so a new connection means the old
+//!   one died;
+//! - the node becomes DISCONNECTED.
+//!
+//! A requeued task may in fact have reached the node: fedroute nodes drop a
+//! task whose `request_id` they received recently (a bounded window per
+//! link, `ControllerConfig::dedup_window`). Fed-BioMed (Python) nodes do not
+//! deduplicate, so for them a cut may deliver a task twice - as Fed-BioMed's
+//! own researcher does when it requeues a cut task (up to 5 times); the
+//! researcher keeps the first reply and drops the second as already
+//! answered (an [`ResearcherEvent::UnmatchedReply`]).
+//!
+//! Tasks without a `request_id` (relayed `OverlayMessage`s) cannot be matched
+//! to a reply, so they keep the at-most-once behaviour: lost if a cut takes
+//! them after they were written out.
+//!
+//! A node is expected to poll over a single connection. Two live
+//! connections of one node id polling in turn (two links of one node to the
+//! same researcher under two names) would make each poll look like the
+//! other connection died: tasks would be resent, bounded by the retries.
 //!
 //! Timers are single per agent (one for task expiry, one for the
 //! disconnection timeout), re-armed when they fire, so traffic does not
 //! pile up timers in the actor's context.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::awaiting::{Awaiting, AwaitingReply};
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
 use super::queue::{QueueRefusal, QueuedTask, TaskQueue};
@@ -59,6 +95,8 @@ pub(crate) struct InFlight {
     task: Option<QueuedTask<Task>>,
     agent: Addr<NodeAgent>,
     started: bool,
+    /// The connection of the poll writing it.
+    conn: Option<SocketAddr>,
 }
 
 impl InFlight {
@@ -77,8 +115,11 @@ impl InFlight {
 
     /// Every chunk was written.
     pub(crate) fn delivered(mut self) {
-        if self.task.take().is_some() {
-            self.agent.do_send(Delivered);
+        if let Some(task) = self.task.take() {
+            self.agent.do_send(Delivered {
+                task,
+                conn: self.conn,
+            });
         }
     }
 }
@@ -121,6 +162,8 @@ pub(crate) struct OpenPoll {
     pub mode: PollMode,
     /// Where tasks go.
     pub tx: mpsc::Sender<PollItem>,
+    /// The node's remote address (its TCP connection), when known.
+    pub remote: Option<SocketAddr>,
 }
 
 /// A poll ended (sent from its stream's `Drop`, or for a call abandoned
@@ -153,7 +196,10 @@ pub(crate) struct CreditEnded {
 /// An in-flight task was written out.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Delivered;
+struct Delivered {
+    task: QueuedTask<Task>,
+    conn: Option<SocketAddr>,
+}
 
 /// An in-flight task came back undelivered.
 #[derive(Message)]
@@ -174,12 +220,19 @@ pub(crate) struct Enqueue {
     pub report_refusal: bool,
 }
 
-/// Drop the queued task with this request id (its request gave up).
+/// The task with this request id needs no delivery any more: its reply
+/// arrived (`answered`), or its request gave up. It leaves the queue, the
+/// awaiting set, and is not kept if it is being written right now.
+/// Request ids are taken to be unique per node (the researcher refuses a
+/// second pending request with the same id).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Cancel {
     /// The request id.
     pub request_id: String,
+    /// A reply came: only the copies that were out already (requeued after
+    /// a cut) leave the queue.
+    pub answered: bool,
 }
 
 /// What the researcher knows about a node.
@@ -195,6 +248,9 @@ pub struct NodeInfo {
     pub queue_depth: usize,
     /// Tasks being written to it.
     pub in_flight: usize,
+    /// Tasks written to it and waiting for their reply (sent again if their
+    /// connection is cut).
+    pub awaiting_reply: usize,
 }
 
 /// Ask the agent for its [`NodeInfo`].
@@ -240,6 +296,7 @@ struct PollSlot {
     tx: mpsc::Sender<PollItem>,
     credit: u32,
     credit_ended: bool,
+    conn: Option<SocketAddr>,
 }
 
 /// The actor holding one node's queue and status.
@@ -247,6 +304,13 @@ pub struct NodeAgent {
     node_id: String,
     settings: AgentSettings,
     queue: TaskQueue<Task>,
+    /// Tasks written out, waiting for their reply.
+    awaiting: AwaitingReply<Task, SocketAddr>,
+    /// Request ids of the in-flight tasks (with their count), so a task
+    /// answered or cancelled while being written is not kept afterwards.
+    in_flight_ids: HashMap<String, u32>,
+    /// The node's current connection (remote address of its last poll).
+    conn: Option<SocketAddr>,
     status: StatusTracker,
     polls: VecDeque<PollSlot>,
     /// Polls opened and not yet closed (a close is counted once, whoever
@@ -268,6 +332,9 @@ impl NodeAgent {
     ) -> NodeAgent {
         NodeAgent {
             queue: TaskQueue::new(settings.queue_capacity, settings.max_task_retries),
+            awaiting: AwaitingReply::new(settings.queue_capacity),
+            in_flight_ids: HashMap::new(),
+            conn: None,
             status: StatusTracker::new(settings.disconnection_timeout),
             node_id,
             settings,
@@ -299,7 +366,67 @@ impl NodeAgent {
         });
     }
 
+    /// Removes one in-flight mark of `request_id`; false when the task was
+    /// answered or cancelled while in flight (it needs no more delivery).
+    fn land(&mut self, request_id: &Option<String>) -> bool {
+        let Some(id) = request_id else {
+            return true;
+        };
+        match self.in_flight_ids.get_mut(id) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                self.in_flight_ids.remove(id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Queues again, in their original order, tasks that were written to a
+    /// connection that is gone.
+    fn requeue_lost(
+        &mut self,
+        ctx: &mut Context<Self>,
+        lost: Vec<Awaiting<Task, SocketAddr>>,
+        why: &str,
+    ) {
+        if lost.is_empty() {
+            return;
+        }
+        let count = lost.len();
+        // A new stay in the queue: the time to live counts queueing time.
+        let deadline = later(Instant::now(), self.settings.task_ttl);
+        for a in lost {
+            let mut t = a.task;
+            t.deadline = deadline;
+            self.queue.put_back(t);
+        }
+        log::info!(
+            "node {}: {count} task(s) written to a connection that is gone ({why}); queued again",
+            self.node_id
+        );
+        self.arm_expiry(ctx, deadline);
+    }
+
+    /// The earliest deadline of a queued task or an awaited reply.
+    fn next_deadline(&self) -> Option<Instant> {
+        match (self.queue.next_deadline(), self.awaiting.next_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn expire_due(&mut self, now: Instant) {
+        for a in self.awaiting.expire(now) {
+            log::debug!(
+                "node {}: no reply to {} within the time to live; not kept for a resend any more",
+                self.node_id,
+                a.request_id
+            );
+        }
         for t in self.queue.expire(now) {
             let error = ResearcherError::Expired {
                 node_id: self.node_id.clone(),
@@ -321,7 +448,7 @@ impl NodeAgent {
         let handle = ctx.run_later(delay, |act, ctx| {
             act.expiry_timer = None;
             act.expire_due(Instant::now());
-            if let Some(next) = act.queue.next_deadline() {
+            if let Some(next) = act.next_deadline() {
                 act.arm_expiry(ctx, next);
             }
         });
@@ -343,6 +470,9 @@ impl NodeAgent {
                 act.emit(ResearcherEvent::NodeDisconnected {
                     node_id: act.node_id.clone(),
                 });
+                act.conn = None;
+                let lost = act.awaiting.take_all();
+                act.requeue_lost(ctx, lost, "the node is DISCONNECTED");
             } else {
                 act.arm_status_check(ctx);
             }
@@ -363,10 +493,14 @@ impl NodeAgent {
                     let Some(task) = self.queue.take() else {
                         break;
                     };
+                    if let Some(id) = &task.task.request_id {
+                        *self.in_flight_ids.entry(id.clone()).or_default() += 1;
+                    }
                     permit.send(PollItem::Task(InFlight {
                         task: Some(task),
                         agent: ctx.address(),
                         started: false,
+                        conn: self.polls[i].conn,
                     }));
                     false
                 }
@@ -434,12 +568,26 @@ impl Handler<OpenPoll> for NodeAgent {
                 node_id: self.node_id.clone(),
             });
         }
+        if let Some(remote) = msg.remote {
+            if self.conn != Some(remote) {
+                if let Some(old) = self.conn {
+                    log::debug!(
+                        "node {}: polls from {remote} now, no longer from {old}",
+                        self.node_id
+                    );
+                }
+                self.conn = Some(remote);
+                let lost = self.awaiting.take_lost(&remote);
+                self.requeue_lost(ctx, lost, "the node polls on a new connection");
+            }
+        }
         self.polls.push_back(PollSlot {
             id: msg.poll_id,
             mode: msg.mode,
             tx: msg.tx,
             credit: 1,
             credit_ended: false,
+            conn: msg.remote,
         });
         let now = Instant::now();
         if self.queue.front_deadline().is_some_and(|d| d <= now) {
@@ -491,8 +639,40 @@ impl Handler<CreditEnded> for NodeAgent {
 impl Handler<Delivered> for NodeAgent {
     type Result = ();
 
-    fn handle(&mut self, _: Delivered, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Delivered, ctx: &mut Self::Context) {
         self.queue.delivered();
+        let still_wanted = self.land(&msg.task.task.request_id);
+        if let (false, true, Some(id)) =
+            (self.closed, still_wanted, msg.task.task.request_id.clone())
+        {
+            let expires = (msg.task.task.origin == Origin::Send)
+                .then(|| later(Instant::now(), self.settings.task_ttl));
+            let entry = Awaiting {
+                request_id: id,
+                conn: msg.conn,
+                expires,
+                task: msg.task,
+            };
+            match (entry.conn, self.conn) {
+                // Written to a connection already replaced by another.
+                (Some(was), Some(now)) if was != now => {
+                    self.requeue_lost(ctx, vec![entry], "written after the node reconnected");
+                }
+                _ => {
+                    if let Some(out) = self.awaiting.insert(entry) {
+                        log::warn!(
+                            "node {}: {} tasks await their reply; task {} is no longer kept for a resend after a cut",
+                            self.node_id,
+                            self.awaiting.len(),
+                            out.request_id
+                        );
+                    }
+                    if let Some(at) = expires {
+                        self.arm_expiry(ctx, at);
+                    }
+                }
+            }
+        }
         self.pump(ctx);
     }
 }
@@ -504,6 +684,12 @@ impl Handler<Returned> for NodeAgent {
         if self.closed {
             self.queue.delivered();
             self.give_up(msg.task.task, ResearcherError::ShuttingDown);
+            return;
+        }
+        if !self.land(&msg.task.task.request_id) {
+            // Answered or given up while being written: nothing to resend.
+            self.queue.delivered();
+            self.pump(ctx);
             return;
         }
         let deadline = msg.task.deadline;
@@ -582,12 +768,21 @@ impl Handler<Cancel> for NodeAgent {
 
     fn handle(&mut self, msg: Cancel, _ctx: &mut Self::Context) {
         let id = msg.request_id.as_str();
-        if self
+        let answered = msg.answered;
+        let queued = self
             .queue
-            .remove_where(|t| t.request_id.as_deref() == Some(id))
-            .is_some()
-        {
-            log::debug!("node {}: request {id} cancelled while queued", self.node_id);
+            .remove_all_where(|t| {
+                t.task.request_id.as_deref() == Some(id) && (!answered || t.attempts > 0)
+            })
+            .len();
+        let awaited = self.awaiting.answer(id).len();
+        let flying = self.in_flight_ids.remove(id).is_some();
+        if queued + awaited > 0 || flying {
+            log::debug!(
+                "node {}: request {id} {}: {queued} queued, {awaited} awaiting, in flight: {flying}",
+                self.node_id,
+                if answered { "answered" } else { "cancelled" }
+            );
         }
     }
 }
@@ -602,6 +797,7 @@ impl Handler<Info> for NodeAgent {
             last_poll: self.status.last_poll(),
             queue_depth: self.queue.len(),
             in_flight: self.queue.in_flight(),
+            awaiting_reply: self.awaiting.len(),
         })
     }
 }
@@ -614,6 +810,9 @@ impl Handler<Close> for NodeAgent {
         for t in self.queue.drain() {
             self.give_up(t.task, ResearcherError::ShuttingDown);
         }
+        // Written out: their requests are failed by the researcher itself.
+        self.awaiting.take_all();
+        self.in_flight_ids.clear();
         for slot in self.polls.drain(..) {
             let _ = slot.tx.try_send(PollItem::End(tonic::Status::unavailable(
                 "the researcher is shutting down",
@@ -664,6 +863,7 @@ mod tests {
             poll_id: 1,
             mode: PollMode::Unary,
             tx: tx.clone(),
+            remote: None,
         });
         assert_eq!(status(&agent).await, NodeStatus::Active);
         agent.do_send(PollClosed { poll_id: 1 });
@@ -673,6 +873,7 @@ mod tests {
             poll_id: 2,
             mode: PollMode::Unary,
             tx,
+            remote: None,
         });
         // A close for a poll never registered (a call abandoned before its
         // registration arrived) changes nothing.
@@ -688,6 +889,7 @@ mod tests {
             poll_id: 1,
             mode: PollMode::Unary,
             tx,
+            remote: None,
         });
         agent
             .send(Enqueue {
@@ -711,5 +913,80 @@ mod tests {
         drop(flight);
         let info = agent.send(Info).await.unwrap();
         assert_eq!((info.queue_depth, info.in_flight), (1, 0));
+    }
+
+    fn task(id: &str) -> Enqueue {
+        Enqueue {
+            task: Task {
+                payload: Bytes::from(id.to_string()),
+                request_id: Some(id.into()),
+                origin: Origin::Request,
+            },
+            report_refusal: false,
+        }
+    }
+
+    async fn poll_from(agent: &Addr<NodeAgent>, poll_id: u64, remote: &str) -> InFlight {
+        let (tx, mut rx) = mpsc::channel(1);
+        agent.do_send(OpenPoll {
+            poll_id,
+            mode: PollMode::Unary,
+            tx,
+            remote: Some(remote.parse().unwrap()),
+        });
+        match rx.recv().await {
+            Some(PollItem::Task(flight)) => flight,
+            _ => panic!("expected a task"),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_written_task_is_sent_again_when_the_node_polls_on_a_new_connection() {
+        let agent = agent();
+        agent.send(task("r1")).await.unwrap().unwrap();
+        agent.send(task("r2")).await.unwrap().unwrap();
+        // Both written on connection A, no reply yet.
+        for (poll, want) in [(1, "r1"), (2, "r2")] {
+            let mut flight = poll_from(&agent, poll, "127.0.0.1:1000").await;
+            assert_eq!(flight.payload(), Bytes::from(want));
+            flight.start();
+            flight.delivered();
+            agent.do_send(PollClosed { poll_id: poll });
+        }
+        let info = agent.send(Info).await.unwrap();
+        assert_eq!((info.queue_depth, info.awaiting_reply), (0, 2));
+        // r2 is answered; then the node polls from connection B: r1 comes
+        // again, r2 does not.
+        agent.do_send(Cancel {
+            request_id: "r2".into(),
+            answered: true,
+        });
+        let mut flight = poll_from(&agent, 3, "127.0.0.1:2000").await;
+        assert_eq!(flight.payload(), Bytes::from("r1"));
+        let info = agent.send(Info).await.unwrap();
+        assert_eq!((info.queue_depth, info.awaiting_reply), (0, 0));
+        // Its reply comes while it is being written: it is not kept.
+        agent.do_send(Cancel {
+            request_id: "r1".into(),
+            answered: true,
+        });
+        flight.start();
+        flight.delivered();
+        let info = agent.send(Info).await.unwrap();
+        assert_eq!(
+            (info.queue_depth, info.in_flight, info.awaiting_reply),
+            (0, 0, 0)
+        );
+        // A further new connection has nothing to resend.
+        let (tx, mut rx) = mpsc::channel(1);
+        agent.do_send(OpenPoll {
+            poll_id: 4,
+            mode: PollMode::Unary,
+            tx,
+            remote: Some("127.0.0.1:3000".parse().unwrap()),
+        });
+        let info = agent.send(Info).await.unwrap();
+        assert_eq!(info.queue_depth, 0);
+        assert!(rx.try_recv().is_err(), "nothing sent again");
     }
 }

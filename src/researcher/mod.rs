@@ -14,6 +14,8 @@
 //! - [`status`] - node status ACTIVE / WAITING / DISCONNECTED (plain struct).
 //! - [`queue`] - a node's bounded task queue with time to live and retries.
 //! - [`pending`] - requests waiting for replies (plain struct).
+//! - [`awaiting`] - a node's tasks written out and not yet answered, requeued
+//!   when their connection is gone (plain struct).
 //! - [`agent`] - the [`NodeAgent`] actor: queue, status and polls of a node.
 //! - [`actor`] - the [`Researcher`] actor and its messages.
 //! - [`service`] - the tonic service and the poll response stream.
@@ -22,6 +24,7 @@
 
 pub mod actor;
 pub mod agent;
+pub mod awaiting;
 pub mod config;
 pub mod error;
 pub mod events;

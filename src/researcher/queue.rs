@@ -7,6 +7,15 @@
 //! [`TaskQueue::restore`]d (never started: back to the head, no attempt
 //! counted). In-flight tasks count against the capacity, so the number of
 //! tasks a node holds never exceeds it.
+//!
+//! A task written out but lost with its connection (see the agent's
+//! "awaiting reply" set) comes back with [`TaskQueue::put_back`], outside the
+//! in-flight count and without counting an attempt: the attempt count
+//! stops a task whose delivery itself keeps breaking the stream, and a
+//! task written out completely did not break it. Every task keeps the sequence
+//! number it got when first queued, and tasks coming back are put before
+//! every task queued after them, so the queue always keeps the original
+//! order, whatever order the tasks come back in.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -20,6 +29,8 @@ pub struct QueuedTask<T> {
     pub deadline: Instant,
     /// Deliveries of it that were cut so far.
     pub attempts: u32,
+    /// Its place in the original order (given by [`TaskQueue::push`]).
+    pub seq: u64,
 }
 
 /// Why a task was refused or given back.
@@ -43,6 +54,7 @@ pub struct TaskQueue<T> {
     in_flight: usize,
     capacity: usize,
     max_retries: u32,
+    next_seq: u64,
 }
 
 impl<T> TaskQueue<T> {
@@ -54,6 +66,7 @@ impl<T> TaskQueue<T> {
             in_flight: 0,
             capacity,
             max_retries,
+            next_seq: 0,
         }
     }
 
@@ -80,10 +93,13 @@ impl<T> TaskQueue<T> {
                 capacity: self.capacity,
             });
         }
+        let seq = self.next_seq;
+        self.next_seq += 1;
         self.items.push_back(QueuedTask {
             task,
             deadline,
             attempts: 0,
+            seq,
         });
         Ok(())
     }
@@ -108,7 +124,7 @@ impl<T> TaskQueue<T> {
         if t.attempts > self.max_retries {
             return Err(QueueRefusal::RetriesExhausted(t));
         }
-        self.items.push_front(t);
+        self.put_back(t);
         Ok(())
     }
 
@@ -116,7 +132,21 @@ impl<T> TaskQueue<T> {
     /// no attempt counted.
     pub fn restore(&mut self, t: QueuedTask<T>) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.items.push_front(t);
+        self.put_back(t);
+    }
+
+    /// Puts a returning task before every task queued after it (usually the
+    /// head: the scan stops at the first later task). For a task that had
+    /// left the queue as delivered (not counted in flight) and was lost with
+    /// its connection; no attempt is counted. It may take the queue over its
+    /// capacity for a while (new tasks are refused until it drains).
+    pub fn put_back(&mut self, t: QueuedTask<T>) {
+        let at = self
+            .items
+            .iter()
+            .position(|x| x.seq > t.seq)
+            .unwrap_or(self.items.len());
+        self.items.insert(at, t);
     }
 
     /// Removes and returns the waiting tasks whose deadline is at or before
@@ -153,6 +183,28 @@ impl<T> TaskQueue<T> {
     pub fn remove_where(&mut self, pred: impl Fn(&T) -> bool) -> Option<QueuedTask<T>> {
         let i = self.items.iter().position(|t| pred(&t.task))?;
         self.items.remove(i)
+    }
+
+    /// Removes every waiting task matching `pred` (which sees the
+    /// bookkeeping too), in queue order.
+    pub fn remove_all_where(
+        &mut self,
+        pred: impl Fn(&QueuedTask<T>) -> bool,
+    ) -> Vec<QueuedTask<T>> {
+        if !self.items.iter().any(&pred) {
+            return Vec::new();
+        }
+        let mut removed = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.items.len());
+        for t in self.items.drain(..) {
+            if pred(&t) {
+                removed.push(t);
+            } else {
+                kept.push_back(t);
+            }
+        }
+        self.items = kept;
+        removed
     }
 
     /// Removes every waiting task (shutdown).
@@ -233,6 +285,59 @@ mod tests {
         q.restore(t);
         let t = q.take().unwrap();
         assert_eq!(t.attempts, 0);
+    }
+
+    #[test]
+    fn returning_tasks_keep_the_original_order() {
+        let now = Instant::now();
+        let mut q = q(10);
+        for i in 0..5 {
+            q.push(i, now).unwrap();
+        }
+        let t0 = q.take().unwrap();
+        let t1 = q.take().unwrap();
+        let t2 = q.take().unwrap();
+        q.delivered(); // t0 left the queue as delivered
+                       // t2 comes back before t1 and t0, yet the order stays 0 1 2 3 4.
+        q.restore(t2);
+        q.requeue(t1).unwrap();
+        q.put_back(t0);
+        assert_eq!(q.in_flight(), 0);
+        let order: Vec<(u32, u32)> = q
+            .drain()
+            .into_iter()
+            .map(|t| (t.task, t.attempts))
+            .collect();
+        assert_eq!(order, vec![(0, 0), (1, 1), (2, 0), (3, 0), (4, 0)]);
+    }
+
+    #[test]
+    fn put_back_may_exceed_capacity() {
+        let now = Instant::now();
+        let mut q = q(2);
+        q.push(1, now).unwrap();
+        let t = q.take().unwrap();
+        q.delivered();
+        q.push(2, now).unwrap();
+        q.push(3, now).unwrap();
+        q.put_back(t);
+        assert_eq!(q.len(), 3);
+        assert!(q.push(4, now).is_err());
+        let t = q.take().unwrap();
+        assert_eq!((t.task, t.attempts), (1, 0));
+    }
+
+    #[test]
+    fn remove_all_where_keeps_the_rest_in_order() {
+        let now = Instant::now();
+        let mut q = q(10);
+        for i in [1, 2, 1, 3] {
+            q.push(i, now).unwrap();
+        }
+        assert_eq!(q.remove_all_where(|t| t.task == 1).len(), 2);
+        assert!(q.remove_all_where(|t| t.task == 9).is_empty());
+        let rest: Vec<u32> = q.drain().into_iter().map(|t| t.task).collect();
+        assert_eq!(rest, vec![2, 3]);
     }
 
     #[test]

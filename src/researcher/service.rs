@@ -110,6 +110,7 @@ impl Shared {
         certified: &Option<String>,
         mode: PollMode,
         deadline: Option<Duration>,
+        remote: Option<std::net::SocketAddr>,
     ) -> Result<PollStream, Status> {
         let node_id = task_request.node.as_str();
         if node_id.is_empty() {
@@ -141,6 +142,7 @@ impl Shared {
                 poll_id,
                 mode,
                 tx,
+                remote,
             })
             .await;
         guard.armed = false;
@@ -284,13 +286,14 @@ impl ResearcherService for ResearcherGrpc {
     ) -> Result<Response<PollStream>, Status> {
         let certified = self.inner.certified_node(&request)?;
         let deadline = client_deadline(&request);
+        let remote = request.remote_addr();
         let mut inbound = request.into_inner();
         let first = inbound.message().await?.ok_or_else(|| {
             Status::invalid_argument("GetTask stream ended before its first TaskRequest")
         })?;
         let stream = self
             .inner
-            .open_poll(&first, &certified, PollMode::Streaming, deadline)
+            .open_poll(&first, &certified, PollMode::Streaming, deadline, remote)
             .await?;
         let agent = stream.agent.clone();
         let poll_id = stream.poll_id;
@@ -328,10 +331,11 @@ impl ResearcherService for ResearcherGrpc {
     ) -> Result<Response<PollStream>, Status> {
         let certified = self.inner.certified_node(&request)?;
         let deadline = client_deadline(&request);
+        let remote = request.remote_addr();
         let task_request = request.into_inner();
         let stream = self
             .inner
-            .open_poll(&task_request, &certified, PollMode::Unary, deadline)
+            .open_poll(&task_request, &certified, PollMode::Unary, deadline, remote)
             .await?;
         Ok(Response::new(stream))
     }
