@@ -4,7 +4,7 @@
 //! Fed-BioMed's gRPC/TLS wire protocol.
 //!
 //! # Layout
-//! - [`bench`]: the transport benchmarks behind `fedroute bench`.
+//! - [`bench`](mod@bench): the transport benchmarks behind `fedroute bench`.
 //! - [`proto`]: the generated gRPC types (`proto/researcher.proto`).
 //! - [`wire`]: the Fed-BioMed payload: msgpack values, the message envelope,
 //!   typed messages, protocol version checks, chunking and reassembly.
