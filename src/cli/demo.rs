@@ -156,7 +156,7 @@ impl Run<'_> {
         node: &str,
         message: Envelope,
         expected: &str,
-    ) -> Result<(Duration, u64), String> {
+    ) -> Result<(Duration, u64, Envelope), String> {
         let request_bytes = encoded_len(message.value()) as u64;
         let sent = Instant::now();
         let reply = self
@@ -175,7 +175,8 @@ impl Run<'_> {
             let why = reply.get("extra_msg").and_then(Value::as_str).unwrap_or("");
             return Err(format!("{node} answered with a {} {why}", reply.class()));
         }
-        Ok((rtt, request_bytes + encoded_len(reply.value()) as u64))
+        let bytes = request_bytes + encoded_len(reply.value()) as u64;
+        Ok((rtt, bytes, reply))
     }
 
     async fn pings(&self, count: u32) -> Phase {
@@ -183,7 +184,10 @@ impl Run<'_> {
             let mut phase = Phase::default();
             for _ in 0..count {
                 let outcome = match Envelope::from_typed(&PingRequest::new(&self.researcher_id)) {
-                    Ok(m) => self.request(node, m, "PingReply").await,
+                    Ok(m) => self
+                        .request(node, m, "PingReply")
+                        .await
+                        .map(|(rtt, bytes, _)| (rtt, bytes)),
                     Err(e) => Err(e.to_string()),
                 };
                 phase.record(outcome);
@@ -201,29 +205,9 @@ impl Run<'_> {
         let per_node = self.nodes.iter().map(|node| async move {
             let search = SearchRequest::new(&self.researcher_id, vec![DEMO_TAG.to_string()]);
             let message = Envelope::from_typed(&search).map_err(|e| e.to_string())?;
-            let request_bytes = encoded_len(message.value()) as u64;
-            let sent = Instant::now();
-            let reply = self
-                .researcher
-                .send(Request {
-                    node_id: node.to_string(),
-                    message,
-                    timeout: self.args.timeout,
-                })
-                .await
-                .map_err(|e| format!("the researcher is gone: {e}"))?
-                .map_err(|e| e.to_string())?;
-            let rtt = sent.elapsed();
-            self.pb.inc(1);
-            if reply.class() != "SearchReply" {
-                return Err(format!("{node} answered with a {}", reply.class()));
-            }
+            let (rtt, bytes, reply) = self.request(node, message, "SearchReply").await?;
             let found = reply.get("count").and_then(Value::as_u64).unwrap_or(0);
-            Ok((
-                rtt,
-                request_bytes + encoded_len(reply.value()) as u64,
-                found,
-            ))
+            Ok((rtt, bytes, found))
         });
         let mut phase = Phase::default();
         let mut found = 0;
@@ -246,7 +230,7 @@ impl Run<'_> {
             );
             train.round = u64::from(round);
             let message = Envelope::from_typed(&train).map_err(|e| e.to_string())?;
-            let (rtt, bytes) = self.request(node, message, "TrainReply").await?;
+            let (rtt, bytes, _) = self.request(node, message, "TrainReply").await?;
             Ok((rtt, bytes))
         });
         let mut phase = Phase::default();
