@@ -2,10 +2,14 @@
 //! TrainRequest carrying a 1 MiB and a 100 MiB ndarray.
 //!
 //! Run with `cargo bench --bench codec` (add `-- --quick` for a fast pass).
-//! Throughput is reported in bytes of wire payload per second. The payload
-//! bytes are copied once on each side (the encode into the wire buffer, the
-//! reassembly into the message buffer); `tests/wire_copies.rs` checks this
-//! with a counting allocator and pointer checks.
+//! Throughput is reported in bytes of wire payload per second. Sending as
+//! the researcher and the node do (`encode_chunk_shared`: `to_payload`, the
+//! model's buffer shared, only the two frames at its edges joined) copies
+//! almost nothing; the contiguous encoding (`encode_chunk`, `to_bytes`)
+//! copies the payload once; the receiver copies it once, into a fresh buffer
+//! (`reassemble_decode`) or a kept one (`reassemble_decode_reuse`, what
+//! `receive_buffers` does). `tests/wire_copies.rs` checks the copies with a
+//! counting allocator and pointer checks.
 
 use std::hint::black_box;
 
@@ -24,6 +28,12 @@ fn train_request(len: usize) -> TrainRequest {
 fn encode_and_chunk(req: &TrainRequest) -> Vec<Frame> {
     let env = Envelope::from_typed(req).expect("a TrainRequest always encodes");
     chunks(env.to_bytes()).collect()
+}
+
+/// Encoding into shared pieces, as the researcher and the node send.
+fn encode_and_chunk_shared(req: &TrainRequest) -> Vec<Frame> {
+    let env = Envelope::from_typed(req).expect("a TrainRequest always encodes");
+    chunks(env.to_payload()).collect()
 }
 
 /// Encoding into a buffer kept across messages.
@@ -64,6 +74,11 @@ fn codec(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("encode_chunk", name), &req, |b, req| {
             b.iter(|| black_box(encode_and_chunk(req)))
         });
+        g.bench_with_input(
+            BenchmarkId::new("encode_chunk_shared", name),
+            &req,
+            |b, req| b.iter(|| black_box(encode_and_chunk_shared(req))),
+        );
         g.bench_with_input(
             BenchmarkId::new("reassemble_decode", name),
             &frames,

@@ -1,8 +1,12 @@
 //! The payload bytes are copied at most once per side, checked with a
-//! counting allocator: encoding allocates the wire buffer once at its final
-//! size, chunking allocates nothing, reassembly allocates the message buffer
-//! once, and decoding (envelope and typed) allocates only small bookkeeping;
-//! the decoded ndarray points into the reassembled buffer.
+//! counting allocator: the shared-piece encoding (`Envelope::to_payload`,
+//! what the researcher and the node send) copies nothing of the model and
+//! its frames are slices of the model except the two that straddle its
+//! edges; the contiguous encoding (`to_bytes`) allocates the wire buffer
+//! once at its final size and chunking it allocates nothing; reassembly
+//! allocates the message buffer once, and decoding (envelope and typed)
+//! allocates only small bookkeeping; the decoded ndarray points into the
+//! reassembled buffer.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,7 +76,30 @@ fn payload_bytes_are_copied_at_most_once_per_side() {
             bytes < SMALL && large == 0,
             "from_typed allocated {bytes} bytes"
         );
+        let (pieces, bytes, large) = measure(|| env.to_payload());
+        assert!(
+            bytes < SMALL && large == 0,
+            "the shared-piece encoding allocated {bytes} bytes"
+        );
+        let (piece_frames, bytes, large) = measure(|| chunks(pieces.clone()).collect::<Vec<_>>());
+        assert!(
+            bytes < 2 * CHUNK_SIZE + SMALL && large <= 2,
+            "chunking the pieces allocated {bytes} bytes in {large} large blocks"
+        );
+        if piece_frames.len() > 2 {
+            let interior = &piece_frames[1..piece_frames.len() - 1];
+            assert!(
+                interior.iter().all(|f| within(&data, f.bytes.as_ptr())),
+                "the frames inside the model are slices of it"
+            );
+        }
+        let joined: Vec<u8> = piece_frames
+            .iter()
+            .flat_map(|f| f.bytes.iter().copied())
+            .collect();
+
         let (wire, bytes, large) = measure(|| env.to_bytes());
+        assert_eq!(joined, wire, "both encodings give the same bytes");
         assert!(
             bytes < len + SMALL && large == 1,
             "encoding allocated {bytes} bytes in {large} large blocks"

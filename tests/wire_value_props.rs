@@ -1,8 +1,13 @@
 //! Property tests of the msgpack codec: any value tree survives encode then
-//! decode, and arbitrary bytes never make the decoder panic.
+//! decode, arbitrary bytes never make the decoder panic, and the shared-piece
+//! encoding (`encode_payload`) and its frames give exactly the contiguous
+//! encoding's bytes.
 
 use bytes::Bytes;
-use fedroute::wire::{decode_value, encode_to_bytes, encoded_len, Envelope, Value};
+use fedroute::wire::{
+    chunks_of, decode_value, encode_payload, encode_to_bytes, encoded_len, Envelope, Reassembler,
+    Value, SHARED_MIN_BYTES,
+};
 use proptest::prelude::*;
 
 fn leaf() -> impl Strategy<Value = Value> {
@@ -31,6 +36,53 @@ fn tree() -> impl Strategy<Value = Value> {
             prop::collection::vec((inner.clone(), inner), 0..20).prop_map(Value::Map),
         ]
     })
+}
+
+/// A `bin` or `ext` around the sharing threshold (patterned bytes).
+fn large_leaf() -> impl Strategy<Value = Value> {
+    (
+        any::<bool>(),
+        any::<i8>(),
+        SHARED_MIN_BYTES - 2..SHARED_MIN_BYTES + 70_000,
+        any::<u8>(),
+    )
+        .prop_map(|(bin, tag, n, seed)| {
+            let data: Bytes = (0..n).map(|i| (i as u8).wrapping_mul(seed)).collect();
+            if bin {
+                Value::Bin(data)
+            } else {
+                Value::Ext(tag, data)
+            }
+        })
+}
+
+/// Trees mixing small leaves and a few large ones.
+fn tree_with_large() -> impl Strategy<Value = Value> {
+    prop_oneof![4 => leaf(), 1 => large_leaf()].prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec((inner.clone(), inner), 0..6).prop_map(Value::Map),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn shared_pieces_give_the_contiguous_bytes(v in tree_with_large(), chunk in 1_000usize..100_000) {
+        let contiguous = encode_to_bytes(&v);
+        let payload = encode_payload(&v);
+        prop_assert_eq!(payload.len(), contiguous.len());
+        prop_assert_eq!(payload.to_bytes(), contiguous.clone());
+        let mut r = Reassembler::default();
+        let mut out = None;
+        for f in chunks_of(payload, chunk) {
+            prop_assert!(out.is_none());
+            out = r.push(f.size, f.iteration, f.bytes).unwrap();
+        }
+        prop_assert_eq!(out.unwrap(), contiguous);
+    }
 }
 
 proptest! {

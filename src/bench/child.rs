@@ -28,7 +28,7 @@ use crate::node::{PollMode, ResearcherEndpoint};
 use crate::tls::TrustPolicy;
 
 /// The environment variable that makes [`super::run`] act as a bench node:
-/// `<port> <pinned certificate path> <unary|streaming> <node id>`.
+/// `<port> <pinned certificate path> <unary|streaming> <node id> <receive buffers>`.
 pub const CHILD_ENV: &str = "FEDROUTE_BENCH_CHILD";
 /// How long the child may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,10 +58,11 @@ impl NodeChild {
         cert: &Path,
         mode: PollMode,
         node_id: &str,
+        receive_buffers: usize,
     ) -> Result<NodeChild, BenchError> {
         let exe = std::env::current_exe()?;
         let spec = format!(
-            "{port} {} {} {node_id}",
+            "{port} {} {} {node_id} {receive_buffers}",
             cert.display(),
             if mode == PollMode::Unary {
                 "unary"
@@ -199,11 +200,16 @@ pub fn run_child_if_asked() {
 
 fn child_main(spec: &str) -> Result<(), BenchError> {
     let parts: Vec<&str> = spec.split_whitespace().collect();
-    let [port, cert, mode, node_id] = parts.as_slice() else {
+    let [port, cert, mode, node_id, buffers] = parts.as_slice() else {
         return Err(BenchError::Setup {
-            what: format!("{CHILD_ENV}={spec:?} is not `<port> <cert> <mode> <node id>`"),
+            what: format!(
+                "{CHILD_ENV}={spec:?} is not `<port> <cert> <mode> <node id> <receive buffers>`"
+            ),
         });
     };
+    let receive_buffers: usize = buffers.parse().map_err(|_| BenchError::Setup {
+        what: format!("bad receive buffer count {buffers:?} in {CHILD_ENV}"),
+    })?;
     let port: u16 = port.parse().map_err(|_| BenchError::Setup {
         what: format!("bad port {port:?} in {CHILD_ENV}"),
     })?;
@@ -228,7 +234,15 @@ fn child_main(spec: &str) -> Result<(), BenchError> {
         }
     });
     actix::System::new().block_on(async move {
-        let node = BenchNodeHandle::start(node_id, endpoint, mode, bytes::Bytes::new()).await?;
+        let node = BenchNodeHandle::start_tracked(
+            node_id,
+            endpoint,
+            mode,
+            bytes::Bytes::new(),
+            None,
+            receive_buffers,
+        )
+        .await?;
         say("ready");
         while let Some(cmd) = commands.recv().await {
             match cmd.trim() {

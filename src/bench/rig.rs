@@ -176,6 +176,7 @@ pub struct BenchResearcher {
     /// Time-stamped events of this researcher.
     pub events: mpsc::Receiver<(Instant, ResearcherEvent)>,
     files: std::sync::Arc<IdentityFiles>,
+    receive_buffers: usize,
 }
 
 /// Certificate and key files, removed on drop.
@@ -195,6 +196,12 @@ impl BenchResearcher {
     /// Generates an identity for 127.0.0.1 and starts a researcher on an
     /// ephemeral port.
     pub async fn start() -> Result<BenchResearcher, BenchError> {
+        Self::start_buffers(researcher::DEFAULT_RECEIVE_BUFFERS).await
+    }
+
+    /// [`BenchResearcher::start`] keeping `receive_buffers` reassembly
+    /// buffers (`ResearcherConfig::receive_buffers`).
+    pub async fn start_buffers(receive_buffers: usize) -> Result<BenchResearcher, BenchError> {
         tls::install_crypto_provider();
         let identity = tls::generate_researcher_identity(None, "127.0.0.1")?;
         let stem = format!(
@@ -208,18 +215,25 @@ impl BenchResearcher {
             key: dir.join(format!("{stem}.key")),
         };
         identity.write_pem(&files.cert, &files.key)?;
-        Self::start_with(std::sync::Arc::new(files), "127.0.0.1:0".parse().ok()).await
+        Self::start_with(
+            std::sync::Arc::new(files),
+            "127.0.0.1:0".parse().ok(),
+            receive_buffers,
+        )
+        .await
     }
 
     async fn start_with(
         files: std::sync::Arc<IdentityFiles>,
         listen: Option<std::net::SocketAddr>,
+        receive_buffers: usize,
     ) -> Result<BenchResearcher, BenchError> {
         let (tx, events) = mpsc::channel(EVENT_CAPACITY);
         let sink = EventSink { tx }.start();
         let mut config = ResearcherConfig::default()
             .identity(files.cert.clone(), files.key.clone())
-            .node_queue_capacity(4096);
+            .node_queue_capacity(4096)
+            .receive_buffers(receive_buffers);
         if let Some(listen) = listen {
             config = config.listen(listen);
         }
@@ -228,6 +242,7 @@ impl BenchResearcher {
             handle,
             events,
             files,
+            receive_buffers,
         })
     }
 
@@ -247,7 +262,7 @@ impl BenchResearcher {
         // Taken before `start` (which binds early): the figure includes the
         // start-up, so it is an upper bound.
         let listening = Instant::now();
-        let r = Self::start_with(files, Some(addr)).await?;
+        let r = Self::start_with(files, Some(addr), self.receive_buffers).await?;
         Ok((r, listening))
     }
 
@@ -421,17 +436,27 @@ impl BenchNodeHandle {
         mode: PollMode,
         blob: Bytes,
     ) -> Result<BenchNodeHandle, BenchError> {
-        Self::start_tracked(node_id, endpoint, mode, blob, None).await
+        Self::start_tracked(
+            node_id,
+            endpoint,
+            mode,
+            blob,
+            None,
+            crate::node::config::DEFAULT_RECEIVE_BUFFERS,
+        )
+        .await
     }
 
     /// [`BenchNodeHandle::start`], the handler recording request ids in
-    /// `seen` (see [`BenchNode::tracking`]).
+    /// `seen` (see [`BenchNode::tracking`]), the node keeping
+    /// `receive_buffers` reassembly buffers (`ControllerConfig::receive_buffers`).
     pub async fn start_tracked(
         node_id: String,
         endpoint: ResearcherEndpoint,
         mode: PollMode,
         blob: Bytes,
         seen: Option<super::soak::SeenIds>,
+        receive_buffers: usize,
     ) -> Result<BenchNodeHandle, BenchError> {
         let mut handler = BenchNode::new(node_id.clone(), blob);
         if let Some(seen) = seen {
@@ -440,6 +465,7 @@ impl BenchNodeHandle {
         let handler = handler.start();
         let config = ControllerConfig {
             poll_mode: mode,
+            receive_buffers,
             ..ControllerConfig::default()
         };
         let controller = Controller::new(

@@ -69,6 +69,7 @@ pub async fn soak(duration: Duration) -> Result<SoakReport, BenchError> {
                 mode,
                 blob.clone(),
                 Some(seen.clone()),
+                crate::node::config::DEFAULT_RECEIVE_BUFFERS,
             )
             .await?,
         );

@@ -44,11 +44,16 @@ pub struct Plan {
     pub reconnects: usize,
     /// Workloads to run (1-6).
     pub only: Vec<u8>,
+    /// Receive buffers kept by the researcher and the nodes of workload 3.
+    pub receive_buffers: usize,
 }
 
 impl Plan {
     /// The plan for `opts` (quick or default).
     pub fn new(opts: &BenchOptions) -> Plan {
+        let receive_buffers = opts
+            .receive_buffers
+            .unwrap_or(crate::researcher::DEFAULT_RECEIVE_BUFFERS);
         if opts.quick {
             Plan {
                 runs: 3,
@@ -63,6 +68,7 @@ impl Plan {
                 fan_out_nodes: 200,
                 reconnects: 2,
                 only: opts.only.clone(),
+                receive_buffers,
             }
         } else {
             Plan {
@@ -78,6 +84,7 @@ impl Plan {
                 fan_out_nodes: 1_000,
                 reconnects: 5,
                 only: opts.only.clone(),
+                receive_buffers,
             }
         }
     }
@@ -221,10 +228,17 @@ async fn one_mode(
     rows: &mut Vec<BenchRow>,
     notes: &mut Vec<String>,
 ) -> Result<(), BenchError> {
-    let mut researcher = BenchResearcher::start().await?;
+    let mut researcher = BenchResearcher::start_buffers(plan.receive_buffers).await?;
     let node_id = format!("NODE_bench_{}", mode_name(mode));
-    let node =
-        BenchNodeHandle::start(node_id.clone(), researcher.endpoint(), mode, blob.clone()).await?;
+    let node = BenchNodeHandle::start_tracked(
+        node_id.clone(),
+        researcher.endpoint(),
+        mode,
+        blob.clone(),
+        None,
+        plan.receive_buffers,
+    )
+    .await?;
     researcher
         .wait_connected(std::slice::from_ref(&node_id), super::rig::CONNECT_TIMEOUT)
         .await?;
@@ -458,12 +472,11 @@ async fn memory(
         if can_reset {
             mem::reset_peak();
         }
-        let before = mem::rss_bytes().unwrap_or(baseline);
         researcher
             .train(node_id, blob, bytes, TrainReplySize::Echo)
             .await?;
         let peak = mem::peak_rss_bytes().unwrap_or(0);
-        peaks.push(peak.saturating_sub(before) as f64 / bytes as f64);
+        peaks.push(peak.saturating_sub(baseline) as f64 / bytes as f64);
         after.push(mem::rss_bytes().unwrap_or(0));
     }
     let name = format!("3 memory {} MiB echo", bytes / MIB);
@@ -524,13 +537,14 @@ async fn memory_separate(
     notes: &mut Vec<String>,
 ) -> Result<Vec<BenchRow>, BenchError> {
     let bytes = plan.max_bytes();
-    let mut researcher = BenchResearcher::start().await?;
+    let mut researcher = BenchResearcher::start_buffers(plan.receive_buffers).await?;
     let node_id = "NODE_bench_memory".to_owned();
     let mut child = NodeChild::spawn(
         researcher.handle.local_addr.port(),
         researcher.cert_path(),
         PollMode::Streaming,
         &node_id,
+        plan.receive_buffers,
     )
     .await?;
     researcher
@@ -545,18 +559,19 @@ async fn memory_separate(
     let mut researcher_peaks = Vec::new();
     let mut node_after = Vec::new();
     let mut researcher_after = Vec::new();
+    // Peaks are measured from the idle baseline before the first round (not
+    // from each round's start): what a side keeps between rounds, such as its
+    // receive buffer, counts in every round.
     for _ in 0..plan.memory_rounds {
-        let node_before = child.reset_peak().await?;
+        child.reset_peak().await?;
         mem::reset_peak();
-        let researcher_before = mem::rss_bytes().unwrap_or(0);
         researcher
             .train(&node_id, blob, bytes, TrainReplySize::Echo)
             .await?;
         let (node_rss, node_hwm) = child.memory().await?;
         let researcher_hwm = mem::peak_rss_bytes().unwrap_or(0);
-        node_peaks.push(node_hwm.saturating_sub(node_before) as f64 / bytes as f64);
-        researcher_peaks
-            .push(researcher_hwm.saturating_sub(researcher_before) as f64 / bytes as f64);
+        node_peaks.push(node_hwm.saturating_sub(node_idle) as f64 / bytes as f64);
+        researcher_peaks.push(researcher_hwm.saturating_sub(researcher_idle) as f64 / bytes as f64);
         node_after.push(node_rss);
         researcher_after.push(mem::rss_bytes().unwrap_or(0));
     }
@@ -584,8 +599,10 @@ async fn memory_separate(
                 peaks,
             )
             .detail(format!(
-                "{side} process idle RSS {:.1} MiB; worst round {worst:.2} x",
-                mem::mib(idle)
+                "{side} process idle RSS {:.1} MiB before round 1; worst round {worst:.2} x; \
+                 receive buffers kept: {}",
+                mem::mib(idle),
+                plan.receive_buffers
             ))
             .target("<= 1.5 x", worst <= 1.5),
         );
@@ -621,9 +638,10 @@ async fn memory_separate(
     );
     notes.push(
         "memory: the node runs in a child process (the same fedroute binary, one actix \
-         System); the researcher side is this process, whose figure includes the 100 MiB \
-         request the application encodes; peaks are VmHWM after resetting it \
-         (/proc/self/clear_refs) before each round"
+         System); the researcher side is this process, whose idle figure includes the 100 MiB \
+         request the application encodes; each round's peak is VmHWM (reset with \
+         /proc/self/clear_refs before the round) minus the idle RSS before round 1, so a \
+         kept receive buffer counts in every round"
             .to_owned(),
     );
     Ok(rows)

@@ -31,6 +31,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N,N", value_delimiter = ',',
           value_parser = clap::value_parser!(u8).range(1..=6))]
     pub only: Vec<u8>,
+    /// Receive buffers the researcher and the node keep for reuse in the
+    /// model transfers (workload 3); 0 measures without reuse
+    /// [default: the libraries' default, 1].
+    #[arg(long, value_name = "N")]
+    pub receive_buffers: Option<usize>,
 }
 
 /// Runs the benchmarks and prints the report (a failed soak is an error).
@@ -44,6 +49,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         quick: args.quick,
         soak: args.soak,
         only: args.only.clone(),
+        receive_buffers: args.receive_buffers,
     };
     let report = api::run(&options).map_err(|e| e.to_string())?;
     if args.json {

@@ -356,7 +356,7 @@ impl Controller {
 fn unsent_report(items: Vec<Outgoing>, report: &mut ShutdownReport) {
     for item in items {
         match item {
-            Outgoing::Message(bytes) => match Envelope::decode(bytes) {
+            Outgoing::Message(payload) => match Envelope::decode(payload.to_bytes()) {
                 Ok(envelope) => report.unsent.push(envelope),
                 // Cannot happen for bytes we encoded; say so if it does.
                 Err(e) => log::error!("an unsent message could not be decoded for the report: {e}"),
@@ -391,7 +391,8 @@ impl Handler<Send> for Controller {
             });
         };
         let link = self.route(id)?;
-        link.shared.enqueue(Outgoing::Message(envelope.to_bytes()))
+        link.shared
+            .enqueue(Outgoing::Message(envelope.to_payload()))
     }
 }
 
@@ -402,7 +403,7 @@ impl Handler<Broadcast> for Controller {
         if let Err(e) = self.running() {
             return MessageResult(vec![(String::new(), Err(e))]);
         }
-        let item = Outgoing::Message(msg.0.to_bytes());
+        let item = Outgoing::Message(msg.0.to_payload());
         MessageResult(
             self.links
                 .iter()

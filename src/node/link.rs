@@ -43,7 +43,7 @@ use super::sender::Pump;
 use super::status::{LinkState, LinkStatus, PollMode};
 use crate::proto::researcher_service_client::ResearcherServiceClient;
 use crate::tls::{self, ChannelOptions, TrustPolicy};
-use crate::wire::GRPC_MAX_MESSAGE_BYTES;
+use crate::wire::{BufferPool, GRPC_MAX_MESSAGE_BYTES};
 
 /// Where a researcher listens and how to trust it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +221,8 @@ pub struct ResearcherLink {
     /// Request ids received lately, across reconnections (the actor value
     /// survives supervisor restarts).
     recent: Arc<Mutex<RecentIds>>,
+    /// Reassembly buffers kept for the next large task, across polls.
+    buffers: BufferPool,
 }
 
 impl ResearcherLink {
@@ -238,6 +240,7 @@ impl ResearcherLink {
             backoff: Backoff::new(config.backoff_first, config.backoff_max),
             mode: config.poll_mode,
             recent: Arc::new(Mutex::new(RecentIds::new(config.dedup_window))),
+            buffers: BufferPool::new(config.receive_buffers),
             endpoint,
             node_id,
             config,
@@ -347,7 +350,8 @@ impl ResearcherLink {
                 self.key.clone(),
                 self.config.max_message_bytes,
                 self.shared.researcher_id(),
-            ),
+            )
+            .with_pool(self.buffers.clone()),
             poll_deadline: self.config.poll_deadline,
             credits: self.config.stream_credits,
             guard: Default::default(),

@@ -46,7 +46,7 @@ use super::link::LinkShared;
 use super::status::PollMode;
 use crate::proto::researcher_service_client::ResearcherServiceClient;
 use crate::proto::{TaskRequest, TaskResponse};
-use crate::wire::{Envelope, Reassembler, PROTOCOL_VERSION};
+use crate::wire::{BufferPool, Envelope, Reassembler, PROTOCOL_VERSION};
 
 /// Turns the frames of a poll into checked tasks.
 #[derive(Debug)]
@@ -75,6 +75,12 @@ impl TaskAssembler {
             skipping: false,
             restart: None,
         }
+    }
+
+    /// Receives large tasks into buffers of `pool` (see [`BufferPool`]).
+    pub fn with_pool(mut self, pool: BufferPool) -> TaskAssembler {
+        self.reassembler = self.reassembler.with_pool(pool);
+        self
     }
 
     /// The frame that started a new message while another one was still

@@ -1,7 +1,7 @@
 //! The ordered, bounded outgoing queue of one researcher link.
 //!
 //! Replies and feedback wait here until the researcher has acknowledged them.
-//! The sender *peeks* a batch (cheap clones: a reply is a `Bytes` handle) and
+//! The sender *peeks* a batch (cheap clones: a reply is a `Payload` handle) and
 //! removes it only after the RPC succeeded, so a send that fails, or a link
 //! that is restarted or shut down in the middle of a send, leaves the queue
 //! intact: the batch is sent again after reconnecting, in the same order, or
@@ -13,9 +13,8 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
-
 use crate::proto;
+use crate::wire::Payload;
 
 /// Default bound of a link's outgoing queue (messages).
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
@@ -23,8 +22,9 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 /// One message waiting to go to a researcher.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
-    /// A Fed-BioMed message (msgpack bytes), sent by `ReplyTask` in chunks.
-    Message(Bytes),
+    /// A Fed-BioMed message (msgpack bytes, as pieces that share a model's
+    /// buffer; see [`Payload`]), sent by `ReplyTask` in chunks.
+    Message(Payload),
     /// Node feedback (log or scalar), sent by the unary `Feedback` RPC.
     Feedback(proto::FeedbackMessage),
 }
@@ -250,7 +250,7 @@ mod tests {
 
     #[test]
     fn outgoing_sizes() {
-        let m = Outgoing::Message(Bytes::from_static(b"abc"));
+        let m = Outgoing::Message(Payload::from(&b"abc"[..]));
         assert_eq!(m.len(), 3);
         assert!(!m.is_feedback());
         let f = Outgoing::Feedback(proto::FeedbackMessage {

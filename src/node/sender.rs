@@ -1,7 +1,7 @@
 //! The sender: drains a link's outgoing queue to the researcher.
 //!
 //! Messages go by the client-streaming `ReplyTask`, each cut into chunks by
-//! `wire::chunks` (slices of one buffer, no copies); consecutive queued
+//! `wire::chunks` (slices of the message's pieces, no copies of a model); consecutive queued
 //! messages share one `ReplyTask` stream (Fed-BioMed accepts several messages
 //! per stream), up to the batch limits of the config. Feedback goes by the
 //! unary `Feedback` RPC, one call per message. Items leave the queue only once
@@ -290,14 +290,15 @@ impl Pump {
 mod tests {
     use super::*;
     use crate::proto;
+    use crate::wire::Payload;
     use bytes::Bytes;
 
     #[test]
     fn frames_of_a_batch_keep_order_and_share_buffers() {
         let big = Bytes::from(vec![7u8; wire::CHUNK_SIZE + 10]);
         let batch = vec![
-            Outgoing::Message(Bytes::from_static(b"one")),
-            Outgoing::Message(big.clone()),
+            Outgoing::Message(Payload::from(&b"one"[..])),
+            Outgoing::Message(Payload::from(big.clone())),
         ];
         let f = frames(&batch);
         assert_eq!(f.len(), 3);
@@ -312,7 +313,7 @@ mod tests {
 
     #[test]
     fn feedback_never_shares_a_batch() {
-        let m = Outgoing::Message(Bytes::from_static(b"m"));
+        let m = Outgoing::Message(Payload::from(&b"m"[..]));
         let f = Outgoing::Feedback(proto::FeedbackMessage::default());
         assert!(same_batch(&m, &m));
         assert!(!same_batch(&m, &f));

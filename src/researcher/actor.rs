@@ -223,7 +223,7 @@ impl Handler<SendToNode> for Researcher {
             });
         };
         let task = Task {
-            payload: msg.message.to_bytes(),
+            payload: msg.message.to_payload(),
             request_id: msg.message.request_id().map(str::to_owned),
             origin: Origin::Send,
         };
@@ -270,7 +270,7 @@ impl Handler<Request> for Researcher {
         // pending entry with the error.
         agent.do_send(Enqueue {
             task: Task {
-                payload: msg.message.to_bytes(),
+                payload: msg.message.to_payload(),
                 request_id: Some(request_id.clone()),
                 origin: Origin::Request,
             },
@@ -341,7 +341,7 @@ impl Handler<Broadcast> for Researcher {
         if self.shutting_down {
             return Box::pin(async { Vec::new() });
         }
-        let payload = msg.message.to_bytes();
+        let payload = msg.message.to_payload();
         let request_id = msg.message.request_id().map(str::to_owned);
         let sends: Vec<_> = self
             .agents
@@ -471,7 +471,7 @@ impl Handler<RouteReply> for Researcher {
             };
             agent.do_send(Enqueue {
                 task: Task {
-                    payload: envelope.to_bytes(),
+                    payload: envelope.to_payload(),
                     request_id: None,
                     origin: Origin::Send,
                 },

@@ -60,7 +60,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::awaiting::{Awaiting, AwaitingReply};
@@ -68,6 +67,7 @@ use super::error::ResearcherError;
 use super::events::ResearcherEvent;
 use super::queue::{QueueRefusal, QueuedTask, TaskQueue};
 use super::status::{later, NodeStatus, StatusChange, StatusTracker};
+use crate::wire::Payload;
 
 /// Who learns about a task that could not be delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub(crate) enum Origin {
 #[derive(Debug)]
 pub(crate) struct Task {
     /// The encoded message (msgpack), chunked when delivered.
-    pub payload: Bytes,
+    pub payload: Payload,
     /// Its request id, if it has one.
     pub request_id: Option<String>,
     /// Who is told if it cannot be delivered.
@@ -100,8 +100,8 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    /// The encoded message (a cheap clone of the shared buffer).
-    pub(crate) fn payload(&self) -> Bytes {
+    /// The encoded message (a cheap clone of the shared pieces).
+    pub(crate) fn payload(&self) -> Payload {
         self.task
             .as_ref()
             .map(|t| t.task.payload.clone())
@@ -830,6 +830,7 @@ impl Handler<Close> for NodeAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     /// Swallows failure reports.
     struct Sink;
@@ -894,7 +895,7 @@ mod tests {
         agent
             .send(Enqueue {
                 task: Task {
-                    payload: Bytes::from_static(b"task"),
+                    payload: Payload::from(Bytes::from_static(b"task")),
                     request_id: Some("r".into()),
                     origin: Origin::Request,
                 },
@@ -918,7 +919,7 @@ mod tests {
     fn task(id: &str) -> Enqueue {
         Enqueue {
             task: Task {
-                payload: Bytes::from(id.to_string()),
+                payload: Payload::from(id.to_string().into_bytes()),
                 request_id: Some(id.into()),
                 origin: Origin::Request,
             },

@@ -17,7 +17,7 @@ use super::events::ResearcherEvent;
 use super::service::ResearcherGrpc;
 use crate::proto::researcher_service_server::ResearcherServiceServer;
 use crate::tls::{self, CertificateDer};
-use crate::wire::GRPC_MAX_MESSAGE_BYTES;
+use crate::wire::{BufferPool, GRPC_MAX_MESSAGE_BYTES};
 
 /// HTTP/2 stream window: large enough that a 4 MB chunk does not wait for
 /// many window updates.
@@ -119,6 +119,7 @@ pub async fn start(
         config.client_ca.is_some(),
         config.max_message_bytes,
         config.stream_pipeline,
+        BufferPool::new(config.receive_buffers),
     ))
     .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES)
     .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES);

@@ -30,7 +30,7 @@ use super::error::ResearcherError;
 use super::events::ResearcherEvent;
 use crate::proto::researcher_service_server::ResearcherService;
 use crate::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
-use crate::wire::{self, Chunks, Envelope, Reassembler};
+use crate::wire::{self, BufferPool, Chunks, Envelope, Reassembler};
 
 /// How long delivering an event to the handler may hold up the node's call.
 const EVENT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,6 +49,8 @@ struct Shared {
     mutual_tls: bool,
     max_message_bytes: usize,
     stream_pipeline: usize,
+    /// Reassembly buffers of large replies, kept for the next ones.
+    buffers: BufferPool,
     next_poll_id: AtomicU64,
 }
 
@@ -62,6 +64,7 @@ impl ResearcherGrpc {
         mutual_tls: bool,
         max_message_bytes: usize,
         stream_pipeline: usize,
+        buffers: BufferPool,
     ) -> ResearcherGrpc {
         ResearcherGrpc {
             inner: Arc::new(Shared {
@@ -71,6 +74,7 @@ impl ResearcherGrpc {
                 mutual_tls,
                 max_message_bytes,
                 stream_pipeline,
+                buffers,
                 next_poll_id: AtomicU64::new(1),
             }),
         }
@@ -346,7 +350,8 @@ impl ResearcherService for ResearcherGrpc {
     ) -> Result<Response<Empty>, Status> {
         let certified = self.inner.certified_node(&request)?;
         let mut inbound = request.into_inner();
-        let mut reassembler = Reassembler::new(self.inner.max_message_bytes);
+        let mut reassembler =
+            Reassembler::new(self.inner.max_message_bytes).with_pool(self.inner.buffers.clone());
         let mut shutdown = self.inner.shutdown.clone();
         // A node may hold its reply stream open; shutdown must not wait
         // for it. (A dropped sender means the researcher is gone: end too.)

@@ -3,9 +3,13 @@
 //! Fed-BioMed cuts a message's msgpack bytes into slices of [`CHUNK_SIZE`]
 //! bytes and sends each as `{size, iteration, bytes_}` with `size` the number
 //! of slices and `iteration` counting from 1. Here every frame is a cheap
-//! [`Bytes`] slice of the one payload buffer.
+//! [`Bytes`] slice of the payload: of its one buffer, or, for a [`Payload`]
+//! of several pieces, of the piece the frame lies in (a frame that straddles
+//! two pieces is joined into a buffer of its own when it is produced).
 
 use bytes::Bytes;
+
+use super::payload::Payload;
 
 /// Bytes per frame (Fed-BioMed's `MAX_SEND_SIZE` slice length).
 pub const CHUNK_SIZE: usize = 3_999_967;
@@ -30,9 +34,9 @@ fn frame_count_of(len: usize, chunk_size: usize) -> usize {
     len.div_ceil(chunk_size).max(1)
 }
 
-/// Splits `payload` into frames of [`CHUNK_SIZE`] bytes; an empty payload is
-/// one empty frame.
-pub fn chunks(payload: Bytes) -> Chunks {
+/// Splits `payload` (a [`Bytes`] or a [`Payload`]) into frames of
+/// [`CHUNK_SIZE`] bytes; an empty payload is one empty frame.
+pub fn chunks(payload: impl Into<Payload>) -> Chunks {
     chunks_of(payload, CHUNK_SIZE)
 }
 
@@ -41,7 +45,8 @@ pub fn chunks(payload: Bytes) -> Chunks {
 /// A payload needing more than `i32::MAX` frames cannot be represented on the
 /// wire; such a payload is far above any message limit, and its frame count
 /// saturates at `i32::MAX`.
-pub fn chunks_of(payload: Bytes, chunk_size: usize) -> Chunks {
+pub fn chunks_of(payload: impl Into<Payload>, chunk_size: usize) -> Chunks {
+    let payload = payload.into();
     let chunk_size = chunk_size.max(1);
     let count = frame_count_of(payload.len(), chunk_size);
     Chunks {
@@ -55,7 +60,7 @@ pub fn chunks_of(payload: Bytes, chunk_size: usize) -> Chunks {
 /// Iterator over the frames of one payload; see [`chunks`].
 #[derive(Clone, Debug)]
 pub struct Chunks {
-    payload: Bytes,
+    payload: Payload,
     chunk_size: usize,
     size: i32,
     next: i32,
@@ -75,12 +80,12 @@ impl Iterator for Chunks {
         if self.next > self.size {
             return None;
         }
-        let start = (self.next as usize - 1) * self.chunk_size;
-        let end = (start + self.chunk_size).min(self.payload.len());
+        let start = (self.next as usize - 1).saturating_mul(self.chunk_size);
+        let end = start.saturating_add(self.chunk_size);
         let frame = Frame {
             size: self.size,
             iteration: self.next,
-            bytes: self.payload.slice(start.min(end)..end),
+            bytes: self.payload.slice(start, end),
         };
         self.next += 1;
         Some(frame)
@@ -126,5 +131,22 @@ mod tests {
         assert_eq!(f[1].bytes.as_ptr(), p[4..].as_ptr());
         assert_eq!(frame_count(CHUNK_SIZE), 1);
         assert_eq!(frame_count(CHUNK_SIZE + 1), 2);
+    }
+
+    #[test]
+    fn frames_of_pieces_slice_each_piece_and_join_only_straddling_frames() {
+        let a = Bytes::from(vec![1u8; 5]);
+        let b = Bytes::from(vec![2u8; 9]);
+        let p = Payload::from_pieces([a.clone(), b.clone()]);
+        let f: Vec<_> = chunks_of(p, 4).collect();
+        assert_eq!(
+            f.iter().map(|f| f.bytes.len()).collect::<Vec<_>>(),
+            [4, 4, 4, 2]
+        );
+        assert_eq!(f[0].bytes.as_ptr(), a.as_ptr());
+        assert_eq!(&f[1].bytes[..], [1, 2, 2, 2]);
+        assert_eq!(f[2].bytes.as_ptr(), b[3..].as_ptr());
+        assert_eq!(f[3].bytes.as_ptr(), b[7..].as_ptr());
+        assert!(f.iter().all(|f| f.size == 4));
     }
 }

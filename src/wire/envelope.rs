@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::WireError;
 use super::message::Typed;
+use super::payload::{encode_payload, Payload};
 use super::serde_value::{from_value, to_value};
 use super::value::{decode_value, encode_to_buf, encode_to_bytes, Value};
 use super::version::{check_version, VersionCompat};
@@ -67,6 +68,17 @@ impl Envelope {
         match &self.raw {
             Some(raw) => raw.clone(),
             None => encode_to_bytes(&self.value),
+        }
+    }
+
+    /// The payload to send: the original bytes when the envelope was decoded
+    /// and not modified, otherwise an encoding that shares every large `bin`
+    /// value (a model's parameters) instead of copying it; see
+    /// [`super::payload`]. The bytes are the same as [`Envelope::to_bytes`]'s.
+    pub fn to_payload(&self) -> Payload {
+        match &self.raw {
+            Some(raw) => Payload::from(raw.clone()),
+            None => encode_payload(&self.value),
         }
     }
 

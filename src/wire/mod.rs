@@ -5,9 +5,10 @@
 //! [`CHUNK_SIZE`] bytes ([`chunk`]) and joined again on the other side
 //! ([`reassemble`]). [`Envelope`] wraps any message losslessly; the typed
 //! structs in [`message`] build and read the common classes. Along the way a
-//! model's parameter bytes are copied at most once per side: chunks are slices
-//! of the encoded buffer, a one-frame message is not copied at all, and
-//! decoding slices `bin` values out of the reassembled buffer.
+//! model's parameter bytes are copied once, by the receiver: encoding keeps a
+//! large `bin` value as a piece of the outgoing [`Payload`] ([`payload`]),
+//! chunks are slices of those pieces, a one-frame message is not copied at
+//! all, and decoding slices `bin` values out of the reassembled buffer.
 
 pub mod chunk;
 pub mod envelope;
@@ -16,6 +17,8 @@ pub mod feedback;
 pub mod json;
 pub mod message;
 pub mod ndarray;
+pub mod payload;
+pub mod pool;
 pub mod reassemble;
 pub mod serde_value;
 pub mod value;
@@ -30,6 +33,8 @@ pub use message::{
     PingReply, PingRequest, SearchReply, SearchRequest, TrainReply, TrainRequest, Typed,
 };
 pub use ndarray::NdArray;
+pub use payload::{encode_payload, Payload, SHARED_MIN_BYTES};
+pub use pool::BufferPool;
 pub use reassemble::{Reassembler, DEFAULT_MAX_MESSAGE_BYTES, INITIAL_RESERVE_CAP};
 pub use serde_value::{bin, from_value, to_value};
 pub use value::{

@@ -12,11 +12,12 @@
 //! claims gigabytes reserves no more than the cap. Every frame is copied into
 //! the buffer exactly once.
 //!
-//! With [`Reassembler::reuse_buffer`] a long-lived reassembler keeps its
-//! buffer between messages and writes the next message into the same
+//! With a [`BufferPool`] ([`Reassembler::with_pool`], or
+//! [`Reassembler::reuse_buffer`] for a pool of its own) the buffers of
+//! finished messages are kept and the next message is written into the same
 //! allocation once every slice of the previous one has been dropped: no fresh
 //! allocation and page faults per large message, at the price of keeping the
-//! largest buffer while idle.
+//! largest buffers while idle.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -34,6 +35,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::error::WireError;
+use super::pool::BufferPool;
 
 /// Default limit on a reassembled message (2 GiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 2 << 30;
@@ -48,9 +50,8 @@ pub const INITIAL_RESERVE_CAP: usize = 64 << 20;
 pub struct Reassembler {
     max_message_bytes: usize,
     current: Option<InProgress>,
-    reuse: bool,
-    /// The previous message's buffer (empty view), when reusing buffers.
-    spare: Option<BytesMut>,
+    /// Where finished messages' buffers go for reuse, if anywhere.
+    pool: Option<BufferPool>,
 }
 
 #[derive(Debug)]
@@ -74,18 +75,20 @@ impl Reassembler {
         Reassembler {
             max_message_bytes,
             current: None,
-            reuse: false,
-            spare: None,
+            pool: None,
         }
     }
 
-    /// Keeps the message buffer between messages (off by default; see the
-    /// module documentation).
-    pub fn reuse_buffer(mut self, reuse: bool) -> Reassembler {
-        self.reuse = reuse;
-        if !reuse {
-            self.spare = None;
-        }
+    /// Keeps the last message's buffer for the next one (off by default; see
+    /// the module documentation): a pool of one buffer of its own.
+    pub fn reuse_buffer(self, reuse: bool) -> Reassembler {
+        self.with_pool(BufferPool::new(usize::from(reuse)))
+    }
+
+    /// Takes message buffers from `pool` and gives them back to it when a
+    /// message is complete (see [`BufferPool`]).
+    pub fn with_pool(mut self, pool: BufferPool) -> Reassembler {
+        self.pool = (pool.max_buffers() > 0).then_some(pool);
         self
     }
 
@@ -164,14 +167,8 @@ impl Reassembler {
             // bound <= max_message_bytes, a usize: the cast cannot truncate.
             let bound = bound as usize;
             let initial = bound.min(INITIAL_RESERVE_CAP.max(bytes.len()));
-            let mut buf = match self.spare.take() {
-                Some(mut buf) => {
-                    // Reclaims the old allocation if nobody holds the last
-                    // message any more; allocates `initial` bytes otherwise.
-                    buf.clear();
-                    buf.reserve(initial);
-                    buf
-                }
+            let mut buf = match &self.pool {
+                Some(pool) => pool.take(initial),
                 None => BytesMut::with_capacity(initial),
             };
             buf.extend_from_slice(&bytes);
@@ -250,8 +247,8 @@ impl Reassembler {
             return Ok(None);
         };
         let message = done.buf.split().freeze();
-        if self.reuse {
-            self.spare = Some(done.buf);
+        if let Some(pool) = &self.pool {
+            pool.put(done.buf);
         }
         Ok(Some(message))
     }

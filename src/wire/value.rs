@@ -503,42 +503,63 @@ pub fn encode_into<B: BufMut>(v: &Value, out: &mut B) {
             out.put_slice(s.as_bytes());
         }
         Value::Bin(b) => {
-            len_header(b.len(), [0xc4, 0xc5, 0xc6], out);
+            bin_header(b.len(), out);
             out.put_slice(b);
         }
         Value::Array(a) => {
-            if a.len() < 16 {
-                out.put_u8(0x90 | a.len() as u8);
-            } else {
-                len_header16(a.len(), [0xdc, 0xdd], out);
-            }
+            array_header(a.len(), out);
             for item in a {
                 encode_into(item, out);
             }
         }
         Value::Map(m) => {
-            if m.len() < 16 {
-                out.put_u8(0x80 | m.len() as u8);
-            } else {
-                len_header16(m.len(), [0xde, 0xdf], out);
-            }
+            map_header(m.len(), out);
             for (k, v) in m {
                 encode_into(k, out);
                 encode_into(v, out);
             }
         }
         Value::Ext(tag, data) => {
-            match data.len() {
-                1 => out.put_u8(0xd4),
-                2 => out.put_u8(0xd5),
-                4 => out.put_u8(0xd6),
-                8 => out.put_u8(0xd7),
-                16 => out.put_u8(0xd8),
-                n => len_header(n, [0xc7, 0xc8, 0xc9], out),
-            }
-            out.put_u8(*tag as u8);
+            ext_header(*tag, data.len(), out);
             out.put_slice(data);
         }
+    }
+}
+
+/// The header of a `bin` value of `n` bytes (bin8/16/32).
+pub(crate) fn bin_header<B: BufMut>(n: usize, out: &mut B) {
+    len_header(n, [0xc4, 0xc5, 0xc6], out);
+}
+
+/// The header of an `ext` value of type `tag` with `n` bytes of data
+/// (fixext where the length allows, else ext8/16/32).
+pub(crate) fn ext_header<B: BufMut>(tag: i8, n: usize, out: &mut B) {
+    match n {
+        1 => out.put_u8(0xd4),
+        2 => out.put_u8(0xd5),
+        4 => out.put_u8(0xd6),
+        8 => out.put_u8(0xd7),
+        16 => out.put_u8(0xd8),
+        n => len_header(n, [0xc7, 0xc8, 0xc9], out),
+    }
+    out.put_u8(tag as u8);
+}
+
+/// The header of an array of `n` items (fixarray/array16/32).
+pub(crate) fn array_header<B: BufMut>(n: usize, out: &mut B) {
+    if n < 16 {
+        out.put_u8(0x90 | n as u8);
+    } else {
+        len_header16(n, [0xdc, 0xdd], out);
+    }
+}
+
+/// The header of a map of `n` entries (fixmap/map16/32).
+pub(crate) fn map_header<B: BufMut>(n: usize, out: &mut B) {
+    if n < 16 {
+        out.put_u8(0x80 | n as u8);
+    } else {
+        len_header16(n, [0xde, 0xdf], out);
     }
 }
 
