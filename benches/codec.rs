@@ -16,7 +16,7 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fedroute::wire::{
-    chunks, Envelope, Frame, NdArray, Reassembler, TrainRequest, Value, CHUNK_SIZE,
+    chunks, BufferPool, Envelope, Frame, NdArray, Reassembler, TrainRequest, Value, CHUNK_SIZE,
 };
 
 fn train_request(len: usize) -> TrainRequest {
@@ -91,7 +91,7 @@ fn codec(c: &mut Criterion) {
             &req,
             |b, req| b.iter(|| black_box(encode_and_chunk_reusing(req, &mut buf))),
         );
-        let mut r = Reassembler::default().reuse_buffer(true);
+        let mut r = Reassembler::default().with_pool(BufferPool::new(len * 2));
         g.bench_with_input(
             BenchmarkId::new("reassemble_decode_reuse", name),
             &frames,

@@ -2,7 +2,8 @@
 //! 127.0.0.1: the model's bytes are not copied to be sent (the researcher's
 //! request and the node's echoed reply are cut into frames that are slices
 //! of the model's own buffer), and each side reassembles into one buffer,
-//! kept for the next message with `receive_buffers` = 1 (the default).
+//! kept for the next message while it fits `receive_buffer_bytes` (default
+//! 256 MiB).
 //!
 //! Checked with a counting allocator: the only allocations of at least
 //! [`LARGE`] bytes are the reassembly buffers, one per side per message, and
@@ -49,19 +50,20 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Large allocations during three echoes of [`MODEL`] bytes, per round.
-async fn echo_rounds(receive_buffers: usize) -> Vec<usize> {
-    let researcher = BenchResearcher::start_buffers(receive_buffers)
+/// Large allocations during three echoes of [`MODEL`] bytes, per round,
+/// researcher and node keeping `receive_buffer_bytes` of buffers.
+async fn echo_rounds(receive_buffer_bytes: usize) -> Vec<usize> {
+    let researcher = BenchResearcher::start_buffers(receive_buffer_bytes)
         .await
         .unwrap();
-    let node_id = format!("NODE_buffers_{receive_buffers}");
+    let node_id = format!("NODE_buffers_{receive_buffer_bytes}");
     let node = BenchNodeHandle::start_tracked(
         node_id.clone(),
         researcher.endpoint(),
         PollMode::Streaming,
         Bytes::new(),
         None,
-        receive_buffers,
+        receive_buffer_bytes,
     )
     .await
     .unwrap();
@@ -102,7 +104,12 @@ async fn models_are_sent_without_copies_and_received_into_kept_buffers() {
     // Without kept buffers: one reassembly buffer per side per message and
     // nothing else of the model's size (no encoding copy on either side).
     assert_eq!(echo_rounds(0).await, [2, 2, 2]);
-    // With one kept buffer per side: the first message allocates them, the
+    // Kept buffers too small for the model: as without.
+    assert_eq!(echo_rounds(MODEL / 2).await, [2, 2, 2]);
+    // With the default: the first message allocates a buffer per side, the
     // next ones reuse them.
-    assert_eq!(echo_rounds(1).await, [2, 0, 0]);
+    assert_eq!(
+        echo_rounds(fedroute::wire::DEFAULT_RECEIVE_BUFFER_BYTES).await,
+        [2, 0, 0]
+    );
 }

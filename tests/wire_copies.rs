@@ -12,7 +12,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use fedroute::wire::{chunks, Envelope, NdArray, Reassembler, TrainRequest, Value, CHUNK_SIZE};
+use fedroute::wire::{
+    chunks, BufferPool, Envelope, NdArray, Reassembler, TrainRequest, Value, CHUNK_SIZE,
+};
 
 struct Counting;
 
@@ -159,7 +161,7 @@ fn payload_bytes_are_copied_at_most_once_per_side() {
     let params = Value::map([("w", NdArray::u8(Bytes::from(vec![1u8; len])).to_value())]);
     let env = Envelope::from_typed(&TrainRequest::new("R", "e", "d", params)).unwrap();
     let mut send_buf = BytesMut::new();
-    let mut r = Reassembler::default().reuse_buffer(true);
+    let mut r = Reassembler::default().with_pool(BufferPool::new(2 * len));
     for round in 0..3 {
         let ((), bytes, large) = measure(|| {
             let frames: Vec<_> = chunks(env.to_bytes_in(&mut send_buf)).collect();

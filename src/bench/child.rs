@@ -28,7 +28,7 @@ use crate::node::{PollMode, ResearcherEndpoint};
 use crate::tls::TrustPolicy;
 
 /// The environment variable that makes [`super::run`] act as a bench node:
-/// `<port> <pinned certificate path> <unary|streaming> <node id> <receive buffers>`.
+/// `<port> <pinned certificate path> <unary|streaming> <node id> <receive buffer bytes>`.
 pub const CHILD_ENV: &str = "FEDROUTE_BENCH_CHILD";
 /// How long the child may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,11 +58,11 @@ impl NodeChild {
         cert: &Path,
         mode: PollMode,
         node_id: &str,
-        receive_buffers: usize,
+        receive_buffer_bytes: usize,
     ) -> Result<NodeChild, BenchError> {
         let exe = std::env::current_exe()?;
         let spec = format!(
-            "{port} {} {} {node_id} {receive_buffers}",
+            "{port} {} {} {node_id} {receive_buffer_bytes}",
             cert.display(),
             if mode == PollMode::Unary {
                 "unary"
@@ -203,11 +203,11 @@ fn child_main(spec: &str) -> Result<(), BenchError> {
     let [port, cert, mode, node_id, buffers] = parts.as_slice() else {
         return Err(BenchError::Setup {
             what: format!(
-                "{CHILD_ENV}={spec:?} is not `<port> <cert> <mode> <node id> <receive buffers>`"
+                "{CHILD_ENV}={spec:?} is not `<port> <cert> <mode> <node id> <receive buffer bytes>`"
             ),
         });
     };
-    let receive_buffers: usize = buffers.parse().map_err(|_| BenchError::Setup {
+    let receive_buffer_bytes: usize = buffers.parse().map_err(|_| BenchError::Setup {
         what: format!("bad receive buffer count {buffers:?} in {CHILD_ENV}"),
     })?;
     let port: u16 = port.parse().map_err(|_| BenchError::Setup {
@@ -240,7 +240,7 @@ fn child_main(spec: &str) -> Result<(), BenchError> {
             mode,
             bytes::Bytes::new(),
             None,
-            receive_buffers,
+            receive_buffer_bytes,
         )
         .await?;
         say("ready");

@@ -52,11 +52,11 @@ pub struct BenchOptions {
     /// Workload numbers to run (1-6); empty runs all (workload 6 always
     /// runs: the ratios need it).
     pub only: Vec<u8>,
-    /// Receive buffers kept by the researcher and by each node of workload
-    /// 3, the one with multi-frame messages (`ResearcherConfig` and
-    /// `ControllerConfig::receive_buffers`); `None` keeps the libraries'
-    /// default (1). `Some(0)` measures without buffer reuse.
-    pub receive_buffers: Option<usize>,
+    /// Bytes of receive buffers kept by the researcher and by each node of
+    /// workload 3, the one with multi-frame messages (`ResearcherConfig` and
+    /// `ControllerConfig::receive_buffer_bytes`); `None` keeps the libraries'
+    /// default (256 MiB). `Some(0)` measures without buffer reuse.
+    pub receive_buffer_bytes: Option<usize>,
 }
 
 /// One measured figure.

@@ -176,7 +176,7 @@ pub struct BenchResearcher {
     /// Time-stamped events of this researcher.
     pub events: mpsc::Receiver<(Instant, ResearcherEvent)>,
     files: std::sync::Arc<IdentityFiles>,
-    receive_buffers: usize,
+    receive_buffer_bytes: usize,
 }
 
 /// Certificate and key files, removed on drop.
@@ -196,12 +196,12 @@ impl BenchResearcher {
     /// Generates an identity for 127.0.0.1 and starts a researcher on an
     /// ephemeral port.
     pub async fn start() -> Result<BenchResearcher, BenchError> {
-        Self::start_buffers(researcher::DEFAULT_RECEIVE_BUFFERS).await
+        Self::start_buffers(crate::wire::DEFAULT_RECEIVE_BUFFER_BYTES).await
     }
 
-    /// [`BenchResearcher::start`] keeping `receive_buffers` reassembly
-    /// buffers (`ResearcherConfig::receive_buffers`).
-    pub async fn start_buffers(receive_buffers: usize) -> Result<BenchResearcher, BenchError> {
+    /// [`BenchResearcher::start`] keeping up to `receive_buffer_bytes` of
+    /// reassembly buffers (`ResearcherConfig::receive_buffer_bytes`).
+    pub async fn start_buffers(receive_buffer_bytes: usize) -> Result<BenchResearcher, BenchError> {
         tls::install_crypto_provider();
         let identity = tls::generate_researcher_identity(None, "127.0.0.1")?;
         let stem = format!(
@@ -218,7 +218,7 @@ impl BenchResearcher {
         Self::start_with(
             std::sync::Arc::new(files),
             "127.0.0.1:0".parse().ok(),
-            receive_buffers,
+            receive_buffer_bytes,
         )
         .await
     }
@@ -226,14 +226,14 @@ impl BenchResearcher {
     async fn start_with(
         files: std::sync::Arc<IdentityFiles>,
         listen: Option<std::net::SocketAddr>,
-        receive_buffers: usize,
+        receive_buffer_bytes: usize,
     ) -> Result<BenchResearcher, BenchError> {
         let (tx, events) = mpsc::channel(EVENT_CAPACITY);
         let sink = EventSink { tx }.start();
         let mut config = ResearcherConfig::default()
             .identity(files.cert.clone(), files.key.clone())
             .node_queue_capacity(4096)
-            .receive_buffers(receive_buffers);
+            .receive_buffer_bytes(receive_buffer_bytes);
         if let Some(listen) = listen {
             config = config.listen(listen);
         }
@@ -242,7 +242,7 @@ impl BenchResearcher {
             handle,
             events,
             files,
-            receive_buffers,
+            receive_buffer_bytes,
         })
     }
 
@@ -262,7 +262,7 @@ impl BenchResearcher {
         // Taken before `start` (which binds early): the figure includes the
         // start-up, so it is an upper bound.
         let listening = Instant::now();
-        let r = Self::start_with(files, Some(addr), self.receive_buffers).await?;
+        let r = Self::start_with(files, Some(addr), self.receive_buffer_bytes).await?;
         Ok((r, listening))
     }
 
@@ -442,21 +442,22 @@ impl BenchNodeHandle {
             mode,
             blob,
             None,
-            crate::node::config::DEFAULT_RECEIVE_BUFFERS,
+            crate::node::config::DEFAULT_RECEIVE_BUFFER_BYTES,
         )
         .await
     }
 
     /// [`BenchNodeHandle::start`], the handler recording request ids in
     /// `seen` (see [`BenchNode::tracking`]), the node keeping
-    /// `receive_buffers` reassembly buffers (`ControllerConfig::receive_buffers`).
+    /// up to `receive_buffer_bytes` of reassembly buffers
+    /// (`ControllerConfig::receive_buffer_bytes`).
     pub async fn start_tracked(
         node_id: String,
         endpoint: ResearcherEndpoint,
         mode: PollMode,
         blob: Bytes,
         seen: Option<super::soak::SeenIds>,
-        receive_buffers: usize,
+        receive_buffer_bytes: usize,
     ) -> Result<BenchNodeHandle, BenchError> {
         let mut handler = BenchNode::new(node_id.clone(), blob);
         if let Some(seen) = seen {
@@ -465,7 +466,7 @@ impl BenchNodeHandle {
         let handler = handler.start();
         let config = ControllerConfig {
             poll_mode: mode,
-            receive_buffers,
+            receive_buffer_bytes,
             ..ControllerConfig::default()
         };
         let controller = Controller::new(

@@ -1,5 +1,6 @@
 //! The soak test (issue 7): 10 nodes (half unary, half streaming), requests
-//! of random sizes (ping, or a `TrainRequest` echo of 0-2 MiB), and the
+//! of random sizes (ping, or a `TrainRequest` echo of 0-2 MiB, one echo in
+//! 20 a multi-frame model of 4-12 MiB), and the
 //! researcher restarted at random moments (every 1-4 s, same port and
 //! certificate), for a given time.
 //!
@@ -32,6 +33,10 @@ use crate::researcher::ResearcherError;
 
 const NODES: usize = 10;
 const MAX_PAYLOAD: usize = 2 << 20;
+/// Sizes of the occasional multi-frame models (frames are about 4 MB).
+const LARGE_PAYLOAD: std::ops::RangeInclusive<usize> = (4 << 20)..=(12 << 20);
+/// Share of echoes that carry a multi-frame model.
+const LARGE_SHARE: f64 = 0.05;
 const SOAK_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
@@ -49,7 +54,7 @@ pub type SeenIds = Arc<Mutex<(HashSet<String>, u64)>>;
 /// ([`super::run`] turns losses or duplicates into an error).
 pub async fn soak(duration: Duration) -> Result<SoakReport, BenchError> {
     let started = Instant::now();
-    let blob = Bytes::from(vec![0x3cu8; MAX_PAYLOAD]);
+    let blob = Bytes::from(vec![0x3cu8; *LARGE_PAYLOAD.end()]);
     let mut researcher = BenchResearcher::start().await?;
     let endpoint = researcher.endpoint();
     let seen: SeenIds = Arc::new(Mutex::new((HashSet::new(), 0)));
@@ -69,7 +74,7 @@ pub async fn soak(duration: Duration) -> Result<SoakReport, BenchError> {
                 mode,
                 blob.clone(),
                 Some(seen.clone()),
-                crate::node::config::DEFAULT_RECEIVE_BUFFERS,
+                crate::node::config::DEFAULT_RECEIVE_BUFFER_BYTES,
             )
             .await?,
         );
@@ -101,10 +106,12 @@ pub async fn soak(duration: Duration) -> Result<SoakReport, BenchError> {
                     if rng.random_bool(0.5) {
                         (0, None)
                     } else {
-                        (
-                            rng.random_range(0..=MAX_PAYLOAD),
-                            Some(TrainReplySize::Echo),
-                        )
+                        let size = if rng.random_bool(LARGE_SHARE) {
+                            rng.random_range(LARGE_PAYLOAD)
+                        } else {
+                            rng.random_range(0..=MAX_PAYLOAD)
+                        };
+                        (size, Some(TrainReplySize::Echo))
                     }
                 };
                 let result = match reply {

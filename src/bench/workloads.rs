@@ -44,16 +44,16 @@ pub struct Plan {
     pub reconnects: usize,
     /// Workloads to run (1-6).
     pub only: Vec<u8>,
-    /// Receive buffers kept by the researcher and the nodes of workload 3.
-    pub receive_buffers: usize,
+    /// Bytes of receive buffers kept by the researcher and the nodes of workload 3.
+    pub receive_buffer_bytes: usize,
 }
 
 impl Plan {
     /// The plan for `opts` (quick or default).
     pub fn new(opts: &BenchOptions) -> Plan {
-        let receive_buffers = opts
-            .receive_buffers
-            .unwrap_or(crate::researcher::DEFAULT_RECEIVE_BUFFERS);
+        let receive_buffer_bytes = opts
+            .receive_buffer_bytes
+            .unwrap_or(crate::wire::DEFAULT_RECEIVE_BUFFER_BYTES);
         if opts.quick {
             Plan {
                 runs: 3,
@@ -68,7 +68,7 @@ impl Plan {
                 fan_out_nodes: 200,
                 reconnects: 2,
                 only: opts.only.clone(),
-                receive_buffers,
+                receive_buffer_bytes,
             }
         } else {
             Plan {
@@ -84,7 +84,7 @@ impl Plan {
                 fan_out_nodes: 1_000,
                 reconnects: 5,
                 only: opts.only.clone(),
-                receive_buffers,
+                receive_buffer_bytes,
             }
         }
     }
@@ -228,7 +228,7 @@ async fn one_mode(
     rows: &mut Vec<BenchRow>,
     notes: &mut Vec<String>,
 ) -> Result<(), BenchError> {
-    let mut researcher = BenchResearcher::start_buffers(plan.receive_buffers).await?;
+    let mut researcher = BenchResearcher::start_buffers(plan.receive_buffer_bytes).await?;
     let node_id = format!("NODE_bench_{}", mode_name(mode));
     let node = BenchNodeHandle::start_tracked(
         node_id.clone(),
@@ -236,7 +236,7 @@ async fn one_mode(
         mode,
         blob.clone(),
         None,
-        plan.receive_buffers,
+        plan.receive_buffer_bytes,
     )
     .await?;
     researcher
@@ -537,14 +537,14 @@ async fn memory_separate(
     notes: &mut Vec<String>,
 ) -> Result<Vec<BenchRow>, BenchError> {
     let bytes = plan.max_bytes();
-    let mut researcher = BenchResearcher::start_buffers(plan.receive_buffers).await?;
+    let mut researcher = BenchResearcher::start_buffers(plan.receive_buffer_bytes).await?;
     let node_id = "NODE_bench_memory".to_owned();
     let mut child = NodeChild::spawn(
         researcher.handle.local_addr.port(),
         researcher.cert_path(),
         PollMode::Streaming,
         &node_id,
-        plan.receive_buffers,
+        plan.receive_buffer_bytes,
     )
     .await?;
     researcher
@@ -600,9 +600,9 @@ async fn memory_separate(
             )
             .detail(format!(
                 "{side} process idle RSS {:.1} MiB before round 1; worst round {worst:.2} x; \
-                 receive buffers kept: {}",
+                 receive buffers kept: up to {:.0} MiB",
                 mem::mib(idle),
-                plan.receive_buffers
+                mem::mib(plan.receive_buffer_bytes as u64)
             ))
             .target("<= 1.5 x", worst <= 1.5),
         );
@@ -795,9 +795,9 @@ async fn reconnect(plan: &Plan, blob: &Bytes, rows: &mut Vec<BenchRow>) -> Resul
 pub async fn soak(duration: Duration) -> Result<Output, BenchError> {
     let report = super::soak::soak(duration).await?;
     let notes = vec![
-        "soak: 10 nodes (5 unary, 5 streaming), pings and 0-2 MiB echoes, researcher restarted \
-         every 1-4 s on the same port; lost = no reply and no error within 10 s; duplicates = \
-         a task seen twice by a node handler"
+        "soak: 10 nodes (5 unary, 5 streaming), pings and 0-2 MiB echoes (1 in 20: 4-12 MiB), \
+         researcher restarted every 1-4 s on the same port; lost = no reply and no error within \
+         10 s; duplicates = a task seen twice by a node handler"
             .to_owned(),
     ];
     Ok((Vec::new(), notes, Some(report)))

@@ -31,11 +31,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N,N", value_delimiter = ',',
           value_parser = clap::value_parser!(u8).range(1..=6))]
     pub only: Vec<u8>,
-    /// Receive buffers the researcher and the node keep for reuse in the
-    /// model transfers (workload 3); 0 measures without reuse
-    /// [default: the libraries' default, 1].
-    #[arg(long, value_name = "N")]
-    pub receive_buffers: Option<usize>,
+    /// MiB of receive buffers the researcher and the node keep for reuse in
+    /// the model transfers (workload 3); 0 measures without reuse
+    /// [default: the libraries' default, 256].
+    #[arg(long, value_name = "MIB")]
+    pub receive_buffer_mib: Option<usize>,
 }
 
 /// Runs the benchmarks and prints the report (a failed soak is an error).
@@ -44,12 +44,17 @@ pub struct BenchArgs {
 /// its own actix `System`, and in the node processes it spawns (this binary
 /// again, with the same arguments) it runs the node and exits.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    super::runtime::init_logging("warn");
+    // The workloads restart researchers and cut links on purpose; the
+    // warnings that causes are expected, so only errors show by default
+    // (RUST_LOG=warn shows them).
+    super::runtime::init_logging("error");
     let options = api::BenchOptions {
         quick: args.quick,
         soak: args.soak,
         only: args.only.clone(),
-        receive_buffers: args.receive_buffers,
+        receive_buffer_bytes: args
+            .receive_buffer_mib
+            .map(|mib| mib.saturating_mul(1 << 20)),
     };
     let report = api::run(&options).map_err(|e| e.to_string())?;
     if args.json {

@@ -240,7 +240,7 @@ impl ResearcherLink {
             backoff: Backoff::new(config.backoff_first, config.backoff_max),
             mode: config.poll_mode,
             recent: Arc::new(Mutex::new(RecentIds::new(config.dedup_window))),
-            buffers: BufferPool::new(config.receive_buffers),
+            buffers: BufferPool::new(config.receive_buffer_bytes),
             endpoint,
             node_id,
             config,

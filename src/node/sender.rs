@@ -1,12 +1,13 @@
 //! The sender: drains a link's outgoing queue to the researcher.
 //!
 //! Messages go by the client-streaming `ReplyTask`, each cut into chunks by
-//! `wire::chunks` (slices of the message's pieces, no copies of a model); consecutive queued
-//! messages share one `ReplyTask` stream (Fed-BioMed accepts several messages
-//! per stream), up to the batch limits of the config. Feedback goes by the
-//! unary `Feedback` RPC, one call per message. Items leave the queue only once
-//! the researcher acknowledged the RPC; a failure ends the pump so the link
-//! reconnects, and the same items are sent again, in order.
+//! `wire::chunks` (slices of the message's pieces, no copies of a model);
+//! consecutive queued messages share one `ReplyTask` stream (Fed-BioMed
+//! accepts several messages per stream), up to the batch limits of the
+//! config. Feedback goes by the unary `Feedback` RPC, one call per message.
+//! Items leave the queue only once the researcher acknowledged the RPC; a
+//! failure ends the pump so the link reconnects, and the same items are sent
+//! again, in order.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

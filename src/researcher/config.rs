@@ -24,8 +24,7 @@ pub const DEFAULT_STREAM_PIPELINE: usize = 16;
 /// HTTP/2 keepalive interval of the server (Fed-BioMed's Python peers refuse
 /// pings closer than about 1.8 s apart).
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
-/// Reassembly buffers of large replies kept for reuse (see `wire::BufferPool`).
-pub const DEFAULT_RECEIVE_BUFFERS: usize = 1;
+pub use crate::wire::DEFAULT_RECEIVE_BUFFER_BYTES;
 
 /// The researcher's configuration. Build with [`ResearcherConfig::default`]
 /// and the setters:
@@ -84,14 +83,14 @@ pub struct ResearcherConfig {
     pub stream_pipeline: usize,
     /// HTTP/2 keepalive interval (at least 2 s). Default [`DEFAULT_KEEPALIVE_INTERVAL`].
     pub keepalive_interval: Duration,
-    /// Reassembly buffers of large replies kept, for all nodes together, to
-    /// receive the next large reply into the same memory (no fresh allocation
-    /// and page faults per model), at the price of keeping that much memory
-    /// while idle; a buffer is reused only once the application has dropped
-    /// the reply that was in it. Raise it when several nodes send large
-    /// replies at once; 0 keeps none. See [`crate::wire::BufferPool`].
-    /// Default [`DEFAULT_RECEIVE_BUFFERS`] (1).
-    pub receive_buffers: usize,
+    /// Bytes of reassembly buffers kept, for all nodes together, to receive
+    /// the next large replies into the same memory (no fresh allocation and
+    /// page faults per model), at the price of keeping that memory while
+    /// idle; a buffer is reused only once the application has dropped the
+    /// reply that was in it. Raise it when several nodes send large replies
+    /// at once; 0 keeps none. See [`crate::wire::BufferPool`].
+    /// Default [`DEFAULT_RECEIVE_BUFFER_BYTES`] (256 MiB).
+    pub receive_buffer_bytes: usize,
 }
 
 impl Default for ResearcherConfig {
@@ -112,7 +111,7 @@ impl Default for ResearcherConfig {
             max_nodes: DEFAULT_MAX_NODES,
             stream_pipeline: DEFAULT_STREAM_PIPELINE,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
-            receive_buffers: DEFAULT_RECEIVE_BUFFERS,
+            receive_buffer_bytes: DEFAULT_RECEIVE_BUFFER_BYTES,
         }
     }
 }
@@ -193,9 +192,9 @@ impl ResearcherConfig {
         self.keepalive_interval = d;
         self
     }
-    /// Sets [`ResearcherConfig::receive_buffers`].
-    pub fn receive_buffers(mut self, n: usize) -> Self {
-        self.receive_buffers = n;
+    /// Sets [`ResearcherConfig::receive_buffer_bytes`].
+    pub fn receive_buffer_bytes(mut self, n: usize) -> Self {
+        self.receive_buffer_bytes = n;
         self
     }
 
@@ -251,7 +250,7 @@ mod tests {
         assert!(c.validate().is_ok());
         assert_eq!(c.task_ttl, Duration::from_secs(300));
         assert_eq!(c.max_task_retries, 5);
-        assert_eq!(c.receive_buffers, 1);
+        assert_eq!(c.receive_buffer_bytes, 256 << 20);
         assert!(!c.insecure);
     }
 

@@ -38,7 +38,7 @@ pub use actor::{
     Broadcast, Nodes, PendingCount, Request, Researcher, SendToNode, Shutdown, SHUTDOWN_GRACE,
 };
 pub use agent::{NodeAgent, NodeInfo};
-pub use config::{ResearcherConfig, DEFAULT_RECEIVE_BUFFERS};
+pub use config::ResearcherConfig;
 pub use error::ResearcherError;
 pub use events::ResearcherEvent;
 pub use server::{start, ResearcherHandle};

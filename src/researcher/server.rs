@@ -119,7 +119,7 @@ pub async fn start(
         config.client_ca.is_some(),
         config.max_message_bytes,
         config.stream_pipeline,
-        BufferPool::new(config.receive_buffers),
+        BufferPool::new(config.receive_buffer_bytes),
     ))
     .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES)
     .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES);

@@ -34,7 +34,7 @@ pub use message::{
 };
 pub use ndarray::NdArray;
 pub use payload::{encode_payload, Payload, SHARED_MIN_BYTES};
-pub use pool::BufferPool;
+pub use pool::{BufferPool, DEFAULT_RECEIVE_BUFFER_BYTES};
 pub use reassemble::{Reassembler, DEFAULT_MAX_MESSAGE_BYTES, INITIAL_RESERVE_CAP};
 pub use serde_value::{bin, from_value, to_value};
 pub use value::{

@@ -15,6 +15,12 @@
 //! parameters therefore sends slices of the request's own buffer: the reply
 //! costs no second copy of the model.
 //!
+//! Sharing has one consequence to keep in mind: a piece keeps the whole
+//! buffer it is a slice of alive until the message is sent and dropped. A
+//! reply carrying a small slice of a large received message keeps that
+//! message's buffer until the researcher has acknowledged the reply; to
+//! detach it, give the reply a copy (`Bytes::copy_from_slice`).
+//!
 //! ```
 //! use bytes::Bytes;
 //! use fedroute::wire::{encode_payload, encode_to_bytes, Value, SHARED_MIN_BYTES};

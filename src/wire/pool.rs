@@ -3,21 +3,24 @@
 //! Reassembling a 100 MiB message into freshly allocated memory costs more in
 //! page faults (the kernel maps and zeroes 25,600 pages, and unmaps them when
 //! the message is dropped) than in copying the bytes. A [`BufferPool`] keeps
-//! the buffers of the last few reassembled messages; once every slice of such
-//! a message has been dropped, the next message is written into the same,
+//! the buffers of the last reassembled messages; once every slice of such a
+//! message has been dropped, the next message is written into the same,
 //! already mapped, memory. A buffer whose message is still alive is left
 //! alone (it costs nothing extra: the memory is the message's), and a new
 //! one is allocated instead.
 //!
-//! The price is memory kept while idle: up to `max_buffers` times the largest
-//! message. A pool of size 0 keeps nothing. Clones share the same buffers, so
-//! one pool can serve every stream of a node or of a researcher.
+//! The price is memory kept while idle, bounded by the pool's byte limit
+//! (counted in buffer capacities, so an upper bound); a buffer larger than
+//! the limit is not kept at all, and the oldest buffers make room for newer
+//! ones. A pool with a limit of 0 keeps nothing. Clones share the same
+//! buffers, so one pool can serve every stream of a node link or of a
+//! researcher.
 //!
 //! ```
 //! use bytes::Bytes;
 //! use fedroute::wire::{chunks_of, BufferPool, Reassembler};
 //!
-//! let pool = BufferPool::new(1);
+//! let pool = BufferPool::new(1 << 20);
 //! let mut r = Reassembler::default().with_pool(pool.clone());
 //! let mut first = None;
 //! for f in chunks_of(Bytes::from(vec![1u8; 1000]), 100) {
@@ -34,73 +37,101 @@
 //! assert_eq!(second.unwrap().as_ptr(), at);
 //! ```
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
 
+/// Default limit of a pool (256 MiB): a 100 MiB model's buffer is kept, a
+/// 1 GiB one is not.
+pub const DEFAULT_RECEIVE_BUFFER_BYTES: usize = 256 << 20;
+
 /// A bounded set of reusable receive buffers; see the module documentation.
 #[derive(Clone, Debug, Default)]
 pub struct BufferPool {
-    inner: Arc<Mutex<Vec<BytesMut>>>,
-    max_buffers: usize,
+    state: Arc<Mutex<State>>,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Kept buffers with their capacity, oldest first.
+    spares: VecDeque<(BytesMut, usize)>,
+    /// Sum of the kept capacities.
+    bytes: usize,
 }
 
 impl BufferPool {
-    /// A pool keeping at most `max_buffers` buffers (0: keeps none).
-    pub fn new(max_buffers: usize) -> BufferPool {
+    /// A pool keeping buffers of at most `max_bytes` of capacity in all
+    /// (0: keeps none).
+    pub fn new(max_bytes: usize) -> BufferPool {
         BufferPool {
-            inner: Arc::default(),
-            max_buffers,
+            state: Arc::default(),
+            max_bytes,
         }
     }
 
-    /// The most buffers this pool keeps.
-    pub fn max_buffers(&self) -> usize {
-        self.max_buffers
-    }
-
-    /// An empty buffer with room for at least `capacity` bytes: a kept one
-    /// whose previous message is gone and that is large enough (no
-    /// allocation), or else a new one.
-    pub fn take(&self, capacity: usize) -> BytesMut {
-        let mut spares = self.lock();
-        let free = spares.iter_mut().position(|b| {
-            b.clear();
-            b.try_reclaim(capacity)
-        });
-        match free {
-            Some(i) => spares.swap_remove(i),
-            None => BytesMut::with_capacity(capacity),
-        }
-    }
-
-    /// Hands back the buffer a message was split from, to be reused once the
-    /// message is dropped. When the pool is full the oldest buffer goes.
-    pub fn put(&self, buf: BytesMut) {
-        if self.max_buffers == 0 {
-            return;
-        }
-        let mut spares = self.lock();
-        if spares.len() >= self.max_buffers {
-            spares.remove(0);
-        }
-        spares.push(buf);
+    /// The most bytes of buffer capacity this pool keeps.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
     }
 
     /// The number of buffers kept now.
     pub fn kept(&self) -> usize {
-        self.lock().len()
+        self.lock().spares.len()
+    }
+
+    /// The capacity kept now, in bytes.
+    pub fn kept_bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// Drops every kept buffer (the memory of messages already dropped is
     /// returned to the system).
     pub fn clear(&self) {
-        self.lock().clear();
+        let mut state = self.lock();
+        state.spares.clear();
+        state.bytes = 0;
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<BytesMut>> {
+    /// An empty buffer with room for at least `capacity` bytes: a kept one
+    /// whose previous message is gone and that is large enough (no
+    /// allocation), or else a new one.
+    pub(crate) fn take(&self, capacity: usize) -> BytesMut {
+        let mut state = self.lock();
+        let free = state.spares.iter_mut().position(|(b, _)| {
+            b.clear();
+            b.try_reclaim(capacity)
+        });
+        match free.and_then(|i| state.spares.remove(i)) {
+            Some((buf, size)) => {
+                state.bytes -= size;
+                buf
+            }
+            None => BytesMut::with_capacity(capacity),
+        }
+    }
+
+    /// Hands back `buf`, the rest of a buffer of `capacity` bytes a message
+    /// was split from, to be reused once the message is dropped.
+    pub(crate) fn put(&self, buf: BytesMut, capacity: usize) {
+        if capacity > self.max_bytes {
+            return;
+        }
+        let mut state = self.lock();
+        while state.bytes + capacity > self.max_bytes {
+            match state.spares.pop_front() {
+                Some((_, size)) => state.bytes -= size,
+                None => break,
+            }
+        }
+        state.spares.push_back((buf, capacity));
+        state.bytes += capacity;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
         // The list stays consistent whatever a panicking holder did.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -108,49 +139,66 @@ impl BufferPool {
 mod tests {
     use super::*;
 
+    /// Fills a buffer from `pool` like a reassembly and splits the message off.
+    fn message(pool: &BufferPool, len: usize) -> bytes::Bytes {
+        let mut buf = pool.take(len);
+        buf.extend_from_slice(&vec![1u8; len]);
+        let capacity = buf.capacity();
+        let message = buf.split().freeze();
+        pool.put(buf, capacity);
+        message
+    }
+
     #[test]
     fn a_buffer_is_reused_only_after_its_message_is_dropped() {
-        let pool = BufferPool::new(1);
-        let mut buf = pool.take(1000);
-        buf.extend_from_slice(&[1u8; 1000]);
-        let message = buf.split().freeze();
-        pool.put(buf);
+        let pool = BufferPool::new(1 << 20);
+        let first = message(&pool, 1000);
         assert_eq!(pool.kept(), 1);
 
         // Still alive: a new buffer, the kept one stays.
         let other = pool.take(1000);
-        assert_ne!(other.as_ptr(), message.as_ptr());
+        assert_ne!(other.as_ptr(), first.as_ptr());
         assert_eq!(pool.kept(), 1);
 
-        let at = message.as_ptr();
-        drop(message);
+        let at = first.as_ptr();
+        drop(first);
         let again = pool.take(1000);
         assert_eq!(again.as_ptr(), at);
         assert!(again.capacity() >= 1000);
-        assert_eq!(pool.kept(), 0);
+        assert_eq!((pool.kept(), pool.kept_bytes()), (0, 0));
     }
 
     #[test]
     fn a_kept_buffer_too_small_is_not_used() {
-        let pool = BufferPool::new(1);
-        pool.put(BytesMut::with_capacity(10));
-        let b = pool.take(1 << 20);
-        assert!(b.capacity() >= 1 << 20);
+        let pool = BufferPool::new(1 << 20);
+        drop(message(&pool, 10));
+        let b = pool.take(1 << 16);
+        assert!(b.capacity() >= 1 << 16);
         assert_eq!(pool.kept(), 1);
     }
 
     #[test]
-    fn the_pool_is_bounded_and_a_zero_pool_keeps_nothing() {
-        let pool = BufferPool::new(2);
-        for _ in 0..5 {
-            pool.put(BytesMut::with_capacity(16));
-        }
-        assert_eq!(pool.kept(), 2);
-        pool.clear();
+    fn the_pool_keeps_at_most_its_limit_newest_first() {
+        let pool = BufferPool::new(2500);
+        let kept: Vec<_> = (0..5).map(|_| message(&pool, 1000)).collect();
+        assert_eq!((pool.kept(), pool.kept_bytes()), (2, 2000));
+        // The two newest stay.
+        drop(kept);
+        let a = pool.take(1000);
+        let b = pool.take(1000);
+        assert_eq!(pool.kept(), 0);
+        assert_ne!(a.as_ptr(), b.as_ptr());
+
+        // Larger than the limit: not kept at all.
+        drop(message(&pool, 3000));
         assert_eq!(pool.kept(), 0);
 
+        message(&pool, 100);
+        pool.clear();
+        assert_eq!((pool.kept(), pool.kept_bytes()), (0, 0));
+
         let none = BufferPool::new(0);
-        none.put(BytesMut::with_capacity(16));
+        drop(message(&none, 16));
         assert_eq!(none.kept(), 0);
     }
 }

@@ -12,12 +12,11 @@
 //! claims gigabytes reserves no more than the cap. Every frame is copied into
 //! the buffer exactly once.
 //!
-//! With a [`BufferPool`] ([`Reassembler::with_pool`], or
-//! [`Reassembler::reuse_buffer`] for a pool of its own) the buffers of
+//! With a [`BufferPool`] ([`Reassembler::with_pool`]) the buffers of
 //! finished messages are kept and the next message is written into the same
 //! allocation once every slice of the previous one has been dropped: no fresh
-//! allocation and page faults per large message, at the price of keeping the
-//! largest buffers while idle.
+//! allocation and page faults per large message, at the price of keeping
+//! those buffers (up to the pool's limit) while idle.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -79,16 +78,11 @@ impl Reassembler {
         }
     }
 
-    /// Keeps the last message's buffer for the next one (off by default; see
-    /// the module documentation): a pool of one buffer of its own.
-    pub fn reuse_buffer(self, reuse: bool) -> Reassembler {
-        self.with_pool(BufferPool::new(usize::from(reuse)))
-    }
-
     /// Takes message buffers from `pool` and gives them back to it when a
-    /// message is complete (see [`BufferPool`]).
+    /// message is complete, to receive later messages into the same memory
+    /// (off by default; see [`BufferPool`]).
     pub fn with_pool(mut self, pool: BufferPool) -> Reassembler {
-        self.pool = (pool.max_buffers() > 0).then_some(pool);
+        self.pool = (pool.max_bytes() > 0).then_some(pool);
         self
     }
 
@@ -246,9 +240,10 @@ impl Reassembler {
         let Some(mut done) = self.current.take() else {
             return Ok(None);
         };
+        let capacity = done.buf.capacity();
         let message = done.buf.split().freeze();
         if let Some(pool) = &self.pool {
-            pool.put(done.buf);
+            pool.put(done.buf, capacity);
         }
         Ok(Some(message))
     }
