@@ -208,7 +208,7 @@ fn child_main(spec: &str) -> Result<(), BenchError> {
         });
     };
     let receive_buffer_bytes: usize = buffers.parse().map_err(|_| BenchError::Setup {
-        what: format!("bad receive buffer count {buffers:?} in {CHILD_ENV}"),
+        what: format!("bad receive buffer byte count {buffers:?} in {CHILD_ENV}"),
     })?;
     let port: u16 = port.parse().map_err(|_| BenchError::Setup {
         what: format!("bad port {port:?} in {CHILD_ENV}"),

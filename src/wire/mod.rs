@@ -5,10 +5,12 @@
 //! [`CHUNK_SIZE`] bytes ([`chunk`]) and joined again on the other side
 //! ([`reassemble`]). [`Envelope`] wraps any message losslessly; the typed
 //! structs in [`message`] build and read the common classes. Along the way a
-//! model's parameter bytes are copied once, by the receiver: encoding keeps a
-//! large `bin` value as a piece of the outgoing [`Payload`] ([`payload`]),
-//! chunks are slices of those pieces, a one-frame message is not copied at
-//! all, and decoding slices `bin` values out of the reassembled buffer.
+//! model's parameter bytes are copied once: encoding keeps a large `bin`
+//! value as a piece of the outgoing [`Payload`] ([`payload`]), frames are
+//! slices of those pieces (a message of one frame is joined into it by the
+//! sender, and then handed on by the receiver without a copy), a longer
+//! message is copied once into the receiver's buffer ([`pool`] keeps those
+//! buffers for reuse), and decoding slices `bin` values out of it.
 
 pub mod chunk;
 pub mod envelope;
