@@ -315,3 +315,48 @@ async fn scalar_feedback_reaches_the_real_researcher() {
     );
     researcher.shutdown().await;
 }
+
+/// Polls with a 40 ms deadline and requests sent at every moment of a poll's
+/// life: a task the researcher hands out just before a poll's deadline still
+/// reaches the node (the node reads past the deadline it announced until the
+/// researcher ends the poll), so every request is answered, well within its
+/// timeout.
+async fn tasks_handed_out_at_a_poll_deadline_arrive(mode: PollMode, node: &str) {
+    let mut researcher = RealResearcher::start(0, None).await;
+    let deadline = Duration::from_millis(40);
+    let config = ControllerConfig {
+        poll_mode: mode,
+        poll_deadline: deadline,
+        ..fast_config()
+    };
+    let (_controller, _seen) = start_node(node, vec![researcher.endpoint()], config, true);
+    researcher.connected(node).await;
+    for i in 0..200u64 {
+        // Spread the sends over the polls' lives (a prime step through 40 ms).
+        tokio::time::sleep(Duration::from_micros((i * 7_919) % 40_000)).await;
+        let request = ping(&researcher);
+        let reply = within(
+            "a reply",
+            researcher.handle.addr.send(fedroute::researcher::Request {
+                node_id: node.to_string(),
+                message: request.clone(),
+                timeout: Duration::from_secs(2),
+            }),
+        )
+        .await
+        .expect("mailbox")
+        .unwrap_or_else(|e| panic!("request {i} in {mode:?} mode: {e}"));
+        assert_eq!(reply.request_id(), request.request_id());
+    }
+    researcher.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn tasks_handed_out_at_a_poll_deadline_arrive_unary() {
+    tasks_handed_out_at_a_poll_deadline_arrive(PollMode::Unary, "NODE_edge_u").await;
+}
+
+#[actix_rt::test]
+async fn tasks_handed_out_at_a_poll_deadline_arrive_streaming() {
+    tasks_handed_out_at_a_poll_deadline_arrive(PollMode::Streaming, "NODE_edge_s").await;
+}

@@ -4,8 +4,12 @@
 //! Two modes (see [`PollMode`]):
 //! - **unary** (Fed-BioMed): `GetTaskUnary(TaskRequest)` returns a stream that
 //!   carries the chunks of ONE task and then ends; the node polls again at once.
-//!   The call has a long deadline (default 3600 s) after which it is simply
-//!   opened again.
+//!   The call has a long deadline (default 3600 s), sent to the researcher
+//!   as `grpc-timeout`; the researcher ends the poll at that deadline and the
+//!   node opens it again. The node cuts a poll itself only a grace period
+//!   later ([`deadline_grace`]): a task the researcher handed out just before
+//!   the deadline is still on its way then, and cutting the call at the
+//!   deadline would lose it.
 //! - **streaming** (fedroute researchers): one `GetTask` call stays open;
 //!   every `TaskRequest` the node sends on it is credit for one task, so the
 //!   researcher can push the next task without waiting for a new RPC. A
@@ -171,6 +175,19 @@ impl TaskAssembler {
             source: Box::new(e),
         }
     }
+}
+
+/// The longest the node waits past a poll's deadline for the researcher to
+/// end the poll itself; see [`deadline_grace`].
+pub const POLL_DEADLINE_GRACE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long past `deadline` the node keeps reading a poll before cutting it:
+/// half the deadline, at most [`POLL_DEADLINE_GRACE_MAX`]. The researcher is
+/// told the deadline (`grpc-timeout`) and ends the poll then; a task it
+/// handed out just before is still arriving, and cutting the call at the
+/// deadline would drop it after the researcher counted it as delivered.
+pub fn deadline_grace(deadline: std::time::Duration) -> std::time::Duration {
+    (deadline / 2).min(POLL_DEADLINE_GRACE_MAX)
 }
 
 /// A poll that ends sooner than this without a frame is suspicious.
@@ -372,7 +389,7 @@ impl Poller {
             let mut request = tonic::Request::new(self.request());
             request.set_timeout(self.poll_deadline);
             let opened = Instant::now();
-            let until = opened + self.poll_deadline;
+            let until = opened + self.poll_deadline + deadline_grace(self.poll_deadline);
             let mut frames = 0usize;
             let mut stream = match self.client.get_task_unary(request).await {
                 Ok(response) => response.into_inner(),
@@ -387,7 +404,8 @@ impl Poller {
             self.poll_opened(PollMode::Unary);
             loop {
                 match tokio::time::timeout_at(until, stream.message()).await {
-                    // Deadline of this poll: open a new one.
+                    // The researcher did not end the poll at its deadline:
+                    // open a new one.
                     Err(_) => break,
                     Ok(Ok(Some(frame))) => {
                         frames += 1;
@@ -423,7 +441,7 @@ impl Poller {
             let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
             request.set_timeout(self.poll_deadline);
             let opened = Instant::now();
-            let until = opened + self.poll_deadline;
+            let until = opened + self.poll_deadline + deadline_grace(self.poll_deadline);
             let mut frames = 0usize;
             let mut stream = match self.client.get_task(request).await {
                 Ok(response) => response.into_inner(),
@@ -493,6 +511,19 @@ mod tests {
     use super::*;
     use crate::wire::Value;
     use std::time::Duration;
+
+    #[test]
+    fn the_grace_past_a_poll_deadline_is_half_of_it_at_most_five_seconds() {
+        assert_eq!(
+            deadline_grace(Duration::from_millis(100)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            deadline_grace(Duration::from_secs(3600)),
+            POLL_DEADLINE_GRACE_MAX
+        );
+        assert_eq!(POLL_DEADLINE_GRACE_MAX, Duration::from_secs(5));
+    }
 
     fn task(researcher_id: &str, version: &str, pad: usize) -> Bytes {
         let v = Value::map([

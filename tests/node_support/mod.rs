@@ -115,12 +115,36 @@ struct Service {
     polls: mpsc::UnboundedSender<Instant>,
 }
 
+/// The deadline a poll asked for (`grpc-timeout`), as a real researcher
+/// reads it.
+fn poll_deadline<T>(request: &Request<T>) -> Option<tokio::time::Instant> {
+    let timeout = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let timeout = fedroute::researcher::service::parse_grpc_timeout(timeout)?;
+    Some(tokio::time::Instant::now() + timeout)
+}
+
 /// Sends the frames of the next queued task on `tx`; false when the client
-/// went away first (the task stays queued).
-async fn serve_one(tasks: &TaskQueue, tx: &mpsc::Sender<Result<TaskResponse, Status>>) -> bool {
+/// went away first (the task stays queued) or when the poll's `deadline`
+/// came first (the poll then ends with DEADLINE_EXCEEDED, as a real
+/// researcher ends it).
+async fn serve_one(
+    tasks: &TaskQueue,
+    tx: &mpsc::Sender<Result<TaskResponse, Status>>,
+    deadline: Option<tokio::time::Instant>,
+) -> bool {
     let mut queue = tasks.lock().await;
+    let expired = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
     let task = tokio::select! {
         _ = tx.closed() => return false,
+        _ = expired => {
+            let _ = tx.send(Err(Status::deadline_exceeded("no task before the poll's deadline"))).await;
+            return false;
+        }
         task = queue.recv() => task,
     };
     drop(queue);
@@ -153,13 +177,14 @@ impl ResearcherService for Service {
         if !self.streaming {
             return Err(Status::unimplemented("GetTask"));
         }
+        let deadline = poll_deadline(&request);
         let mut credits = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let this = self.clone();
         tokio::spawn(async move {
             while let Ok(Some(_credit)) = credits.message().await {
                 let _ = this.polls.send(Instant::now());
-                if !serve_one(&this.tasks, &tx).await {
+                if !serve_one(&this.tasks, &tx, deadline).await {
                     break;
                 }
             }
@@ -169,13 +194,14 @@ impl ResearcherService for Service {
 
     async fn get_task_unary(
         &self,
-        _request: Request<TaskRequest>,
+        request: Request<TaskRequest>,
     ) -> Result<Response<TaskStream>, Status> {
         let _ = self.polls.send(Instant::now());
+        let deadline = poll_deadline(&request);
         let (tx, rx) = mpsc::channel(16);
         let tasks = Arc::clone(&self.tasks);
         tokio::spawn(async move {
-            serve_one(&tasks, &tx).await;
+            serve_one(&tasks, &tx, deadline).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
