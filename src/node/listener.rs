@@ -12,9 +12,10 @@
 //!   deadline would lose it.
 //! - **streaming** (fedroute researchers): one `GetTask` call stays open;
 //!   every `TaskRequest` the node sends on it is credit for one task, so the
-//!   researcher can push the next task without waiting for a new RPC. A
-//!   researcher that answers UNIMPLEMENTED (Fed-BioMed) makes the link fall
-//!   back to unary mode for that endpoint.
+//!   researcher can push the next task without waiting for a new RPC; its
+//!   deadline works as in unary mode. A researcher that answers
+//!   UNIMPLEMENTED (Fed-BioMed) makes the link fall back to unary mode for
+//!   that endpoint.
 //!
 //! The protocol checks are in the plain [`TaskAssembler`]: frame order and
 //! count and the size limit (the wire reassembler), msgpack decoding, the
