@@ -96,11 +96,11 @@ impl NodeChild {
             lines,
             node_id: node_id.to_owned(),
         };
-        me.expect("ready").await?;
+        me.answer("ready").await?;
         Ok(me)
     }
 
-    async fn expect(&mut self, word: &str) -> Result<Vec<u64>, BenchError> {
+    async fn answer(&mut self, word: &str) -> Result<Vec<u64>, BenchError> {
         loop {
             let line = tokio::time::timeout(ANSWER_TIMEOUT, self.lines.recv())
                 .await
@@ -133,7 +133,7 @@ impl NodeChild {
         })?;
         writeln!(stdin, "{cmd}")?;
         stdin.flush()?;
-        self.expect(cmd).await
+        self.answer(cmd).await
     }
 
     /// `(VmRSS, VmHWM)` of the child, in bytes.
