@@ -13,6 +13,7 @@
 //! - [`node`]: the `Controller` actor and its supervised `ResearcherLink`s.
 
 pub mod bench;
+pub mod log_limit;
 pub mod node;
 pub mod proto;
 pub mod researcher;

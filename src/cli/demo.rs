@@ -292,7 +292,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .researcher_id(researcher_id.clone());
     let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
-    let tap = EventTap(tx).start();
+    let tap = EventTap::new(tx).start();
     let started = Instant::now();
     let handle = researcher::start(config.clone(), Some(tap.clone().recipient()))
         .await

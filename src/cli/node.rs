@@ -14,6 +14,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -21,13 +22,14 @@ use clap::Args;
 use log::LevelFilter;
 use tokio::sync::mpsc;
 
+use fedroute::log_limit::{held_back, LogRate, PeerLog};
 use fedroute::node::{
     log_forward, Controller, ControllerConfig, FinishReason, Finished, ResearcherEndpoint, Send,
     Shutdown, Status, TaskReceived,
 };
 use fedroute::tls::{self, ClientIdentity, TrustPolicy};
 use fedroute::wire::{
-    Envelope, ErrorMessage, ListReply, PingReply, SearchReply, TrainReply, Value, WireError,
+    echo, Envelope, ErrorMessage, ListReply, PingReply, SearchReply, TrainReply, Value, WireError,
 };
 
 use super::args::{seconds, DatasetSpec, HostPort};
@@ -261,8 +263,10 @@ async fn failure(controller: &Addr<Controller>, finished: Option<Finished>) -> S
     }
 }
 
-/// Waits until every link is connected and polling, at most `timeout` (zero:
-/// forever); the error names the first researcher not reached and why.
+/// Waits until every link is connected and polling or has failed for good,
+/// at most `timeout` (zero: forever). A link that failed for good is logged
+/// and the node goes on serving the others; the error comes only when every
+/// link failed, or names the first researcher not reached in time and why.
 pub async fn wait_connected(
     controller: &Addr<Controller>,
     timeout: Duration,
@@ -274,20 +278,31 @@ pub async fn wait_connected(
             .send(Status)
             .await
             .map_err(|e| format!("the node controller is gone: {e}"))?;
-        for l in links.iter().filter(|l| l.is_live()) {
-            if announced.insert(l.endpoint.clone()) {
+        for l in &links {
+            if (l.is_live() || l.is_terminal()) && announced.insert(l.endpoint.clone()) {
                 let id = l.researcher_id.clone().unwrap_or_default();
-                log::info!(researcher_id = id.as_str(); "connected to researcher {id} at {}", l.endpoint);
+                if l.is_live() {
+                    log::info!(researcher_id = id.as_str(); "connected to researcher {id} at {}", l.endpoint);
+                } else {
+                    log::error!("researcher {}: {}; serving the others", l.endpoint, l.state);
+                }
             }
         }
-        if let Some(l) = links.iter().find(|l| l.is_terminal()) {
-            return Err(format!("researcher {}: {}", l.endpoint, l.state));
+        if !links.is_empty() && links.iter().all(|l| l.is_terminal()) {
+            let reasons: Vec<String> = links
+                .iter()
+                .map(|l| format!("{}: {}", l.endpoint, l.state))
+                .collect();
+            return Err(format!(
+                "every researcher link failed ({})",
+                reasons.join("; ")
+            ));
         }
-        if !links.is_empty() && links.iter().all(|l| l.is_live()) {
+        if !links.is_empty() && links.iter().all(|l| l.is_live() || l.is_terminal()) {
             return Ok(());
         }
         if !timeout.is_zero() && started.elapsed() >= timeout {
-            let l = links.iter().find(|l| !l.is_live());
+            let l = links.iter().find(|l| !l.is_live() && !l.is_terminal());
             return Err(match l {
                 Some(l) => format!(
                     "cannot reach researcher {} within {}: {}",
@@ -394,6 +409,9 @@ pub struct ReferenceNode {
     responder: Responder,
     controller: Addr<Controller>,
     greeted: HashSet<String>,
+    /// Warnings per researcher and kind are rate-limited: a researcher that
+    /// floods unhandled or unanswerable tasks gets a few lines, not one each.
+    log: Arc<PeerLog>,
 }
 
 impl ReferenceNode {
@@ -421,6 +439,7 @@ impl ReferenceNode {
             responder,
             controller: controller.clone(),
             greeted: HashSet::new(),
+            log: Arc::new(PeerLog::new(LogRate::default())),
         });
         (controller, handler)
     }
@@ -428,6 +447,10 @@ impl ReferenceNode {
 
 impl Actor for ReferenceNode {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(LogRate::default().per, |act, _| act.log.flush());
+    }
 }
 
 impl Handler<TaskReceived> for ReferenceNode {
@@ -441,31 +464,46 @@ impl Handler<TaskReceived> for ReferenceNode {
                 self.responder.node_id
             );
         }
-        let class = task.message.class().to_string();
+        let class = echo(task.message.class());
         let reply = match self.responder.answer(&task.message) {
             Ok(Some(reply)) => reply,
             Ok(None) => {
-                log::warn!(researcher_id = rid; "ignored a {class} without request_id");
+                if let Some(n) = self.log.allow(rid, "no request id") {
+                    log::warn!(researcher_id = rid; "ignored a {class} without request_id{}", held_back(n));
+                }
                 return;
             }
             Err(e) => {
-                log::error!(researcher_id = rid; "cannot answer {class}: {e}");
+                if let Some(n) = self.log.allow(rid, "cannot answer") {
+                    log::error!(researcher_id = rid; "cannot answer {class}: {e}{}", held_back(n));
+                }
                 return;
             }
         };
         if reply.class() == "ErrorMessage" {
-            log::warn!(researcher_id = rid; "answered {class} with an ErrorMessage: not handled here");
+            if let Some(n) = self.log.allow(rid, "unhandled") {
+                log::warn!(researcher_id = rid;
+                    "answered {class} with an ErrorMessage: not handled here{}", held_back(n));
+            }
         } else {
             log::debug!("answering {class} with {}", reply.class());
         }
         let controller = self.controller.clone();
+        let rid = task.researcher_id;
         ctx.spawn(
             async move { controller.send(Send(reply)).await }
                 .into_actor(self)
-                .map(move |res, _, _| match res {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => log::error!("cannot queue the reply to {class}: {e}"),
-                    Err(e) => log::error!("cannot queue the reply to {class}: {e}"),
+                .map(move |res, act, _| {
+                    let e = match res {
+                        Ok(Ok(())) => return,
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    if let Some(n) = act.log.allow(&rid, "reply not queued") {
+                        let rid = rid.as_str();
+                        log::error!(researcher_id = rid;
+                            "cannot queue the reply to {class}: {e}{}", held_back(n));
+                    }
                 }),
         );
     }

@@ -14,9 +14,10 @@ use clap::Args;
 use futures::future::join_all;
 use tokio::sync::mpsc;
 
+use fedroute::log_limit::{held_back, LogRate, PeerLog};
 use fedroute::researcher::{self, Request, ResearcherConfig, ResearcherEvent, ResearcherHandle};
 use fedroute::tls;
-use fedroute::wire::{Envelope, Feedback, PingRequest};
+use fedroute::wire::{echo, Envelope, Feedback, PingRequest};
 
 use super::args::seconds;
 use super::runtime;
@@ -24,6 +25,14 @@ use super::stats::{self, RoundTrips};
 
 /// Events buffered between the researcher and the command's loop.
 pub const EVENT_QUEUE: usize = 4096;
+/// Feedback log lines one node may print per window (its own logs, which
+/// a hostile node could send without end).
+const FEEDBACK_LINES: LogRate = LogRate {
+    lines: 100,
+    per: Duration::from_secs(10),
+};
+/// Longest feedback text printed, in characters.
+const FEEDBACK_CHARS: usize = 1000;
 
 /// Arguments of `fedroute researcher`.
 #[derive(Debug, Args)]
@@ -97,7 +106,7 @@ async fn serve(args: &ResearcherArgs) -> Result<(), String> {
         config = config.client_ca(ca.clone());
     }
     let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
-    let tap = EventTap(tx).start();
+    let tap = EventTap::new(tx).start();
     let handle = researcher::start(config, Some(tap.recipient()))
         .await
         .map_err(|e| format!("cannot start the researcher: {e}"))?;
@@ -128,7 +137,12 @@ async fn serve(args: &ResearcherArgs) -> Result<(), String> {
             _ = runtime::ctrl_c() => Err("interrupted".to_string()),
         },
         None => tokio::select! {
-            _ = async { while let Some(e) = events.recv().await { log_event(&e) } } => Ok(()),
+            _ = async {
+                let log = EventLog::default();
+                while let Some(e) = events.recv().await {
+                    log.log(&e)
+                }
+            } => Ok(()),
             _ = runtime::ctrl_c() => {
                 log::info!("Ctrl-C: stopping");
                 Ok(())
@@ -139,40 +153,75 @@ async fn serve(args: &ResearcherArgs) -> Result<(), String> {
     result
 }
 
-/// Logs one researcher event.
-pub fn log_event(event: &ResearcherEvent) {
-    match event {
-        // The library logs these at info already.
-        ResearcherEvent::NodeConnected { node_id } => log::debug!("node {node_id} connected"),
-        ResearcherEvent::NodeDisconnected { node_id } => {
-            log::debug!("node {node_id} disconnected")
+/// Logs researcher events, a bounded number of lines per node.
+pub struct EventLog {
+    feedback: PeerLog,
+}
+
+impl Default for EventLog {
+    fn default() -> EventLog {
+        EventLog {
+            feedback: PeerLog::new(FEEDBACK_LINES),
         }
-        ResearcherEvent::Feedback(f) => match &f.feedback {
-            Feedback::Log(l) => {
-                log::info!("feedback from {}: [{}] {}", l.node_id, l.level, l.text())
+    }
+}
+
+impl EventLog {
+    /// Logs one researcher event.
+    pub fn log(&self, event: &ResearcherEvent) {
+        self.feedback.flush_due();
+        match event {
+            // The library logs these at info already.
+            ResearcherEvent::NodeConnected { node_id } => log::debug!("node {node_id} connected"),
+            ResearcherEvent::NodeDisconnected { node_id } => {
+                log::debug!("node {node_id} disconnected")
             }
-            Feedback::Scalar(s) => log::info!(
-                "feedback from {}: scalars of experiment {} iteration {}: {:?}",
-                s.node_id,
-                s.experiment_id,
-                s.iteration,
-                s.metric
+            ResearcherEvent::Feedback(f) => {
+                let Some(n) = self.feedback.allow(f.node_id(), "feedback") else {
+                    return;
+                };
+                match &f.feedback {
+                    Feedback::Log(l) => log::info!(
+                        "feedback from {}: [{}] {}{}",
+                        l.node_id,
+                        echo(&l.level),
+                        shorten(&l.text(), FEEDBACK_CHARS),
+                        held_back(n)
+                    ),
+                    Feedback::Scalar(s) => log::info!(
+                        "feedback from {}: scalars of experiment {} iteration {}: {}{}",
+                        s.node_id,
+                        echo(&s.experiment_id),
+                        s.iteration,
+                        shorten(&format!("{:?}", s.metric), FEEDBACK_CHARS),
+                        held_back(n)
+                    ),
+                }
+            }
+            // The library warns about these (rate-limited).
+            ResearcherEvent::UnmatchedReply(e) => log::debug!(
+                "a {} from {} answers no waiting request ({})",
+                echo(e.class()),
+                e.node_id().unwrap_or("?"),
+                e.request_id().unwrap_or("no request_id")
             ),
-        },
-        ResearcherEvent::UnmatchedReply(e) => log::warn!(
-            "a {} from {} answers no waiting request ({})",
-            e.class(),
-            e.node_id().unwrap_or("?"),
-            e.request_id().unwrap_or("no request_id")
-        ),
-        ResearcherEvent::Undelivered {
-            node_id,
-            request_id,
-            reason,
-        } => log::warn!(
-            "undelivered to {node_id} ({}): {reason}",
-            request_id.as_deref().unwrap_or("no request_id")
-        ),
+            ResearcherEvent::Undelivered {
+                node_id,
+                request_id,
+                reason,
+            } => log::warn!(
+                "undelivered to {node_id} ({}): {reason}",
+                request_id.as_deref().unwrap_or("no request_id")
+            ),
+        }
+    }
+}
+
+/// `text` cut to `chars` characters (with a mark when cut).
+fn shorten(text: &str, chars: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(chars) {
+        None => text.into(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()).into(),
     }
 }
 
@@ -183,11 +232,12 @@ async fn ping_nodes(
     args: &ResearcherArgs,
 ) -> Result<(), String> {
     let mut nodes = BTreeSet::new();
+    let log = EventLog::default();
     let wait = async {
         while nodes.len() < args.wait_nodes {
             match events.recv().await {
                 Some(e) => {
-                    log_event(&e);
+                    log.log(&e);
                     if let ResearcherEvent::NodeConnected { node_id } = e {
                         nodes.insert(node_id);
                     }
@@ -208,7 +258,7 @@ async fn ping_nodes(
     // Keep logging events (feedback, departures) while pinging.
     actix::spawn(async move {
         while let Some(e) = events.recv().await {
-            log_event(&e);
+            log.log(&e);
         }
     });
 
@@ -285,9 +335,25 @@ async fn ping_node(
     (rtts, errors)
 }
 
-/// Forwards researcher events to a channel (dropping them, with a warning,
-/// when the channel is full).
-pub struct EventTap(pub mpsc::Sender<ResearcherEvent>);
+/// Forwards researcher events to a channel (dropping them, with a
+/// rate-limited warning, when the channel is full).
+pub struct EventTap {
+    tx: mpsc::Sender<ResearcherEvent>,
+    dropped: PeerLog,
+}
+
+impl EventTap {
+    /// A tap into `tx`.
+    pub fn new(tx: mpsc::Sender<ResearcherEvent>) -> EventTap {
+        EventTap {
+            tx,
+            dropped: PeerLog::new(LogRate {
+                lines: 1,
+                per: Duration::from_secs(10),
+            }),
+        }
+    }
+}
 
 impl Actor for EventTap {
     type Context = Context<Self>;
@@ -296,8 +362,10 @@ impl Actor for EventTap {
 impl Handler<ResearcherEvent> for EventTap {
     type Result = ();
     fn handle(&mut self, event: ResearcherEvent, _: &mut Context<Self>) {
-        if let Err(mpsc::error::TrySendError::Full(e)) = self.0.try_send(event) {
-            log::warn!("event queue full ({EVENT_QUEUE}); dropped {e:?}");
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(event) {
+            self.dropped.warn("events", "event queue full", || {
+                format!("event queue full ({EVENT_QUEUE}); an event was dropped")
+            });
         }
     }
 }

@@ -32,7 +32,17 @@ pub const DEFAULT_REPLY_STREAM_IDLE: Duration = Duration::from_millis(20);
 pub const DEFAULT_REPLY_STREAM_MESSAGES: usize = 1024;
 /// Default longest life of one persistent `ReplyTask` stream.
 pub const DEFAULT_REPLY_STREAM_AGE: Duration = Duration::from_secs(1);
-pub use crate::wire::DEFAULT_RECEIVE_BUFFER_BYTES;
+/// Default time a poll may go without a frame in the middle of a task
+/// before the link drops the connection (the researcher sends the task
+/// again on the new one).
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default most feedback items (forwarded logs, scalars) queued per link.
+pub const DEFAULT_MAX_QUEUED_FEEDBACK: usize = 256;
+pub use crate::log_limit::LogRate;
+pub use crate::wire::{
+    DecodeLimits, DEFAULT_DECODE_THREADS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_RECEIVE_BUDGET_BYTES,
+    DEFAULT_RECEIVE_BUFFER_BYTES,
+};
 
 /// How replies travel on `ReplyTask`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +121,36 @@ pub struct ControllerConfig {
     /// researcher resends the tasks of a cut connection); 0 turns the check
     /// off. Default [`DEFAULT_DEDUP_WINDOW`] (4,096).
     pub dedup_window: usize,
+    /// Bytes that tasks still being received may hold, all links together,
+    /// counted as their buffers grow. A link whose task would go past it
+    /// drops its connection and reconnects after a back-off (the researcher
+    /// sends the task again); one-frame tasks do not count. See
+    /// [`crate::wire::ReceiveBudget`]. Default [`DEFAULT_RECEIVE_BUDGET_BYTES`] (2 GiB).
+    pub receive_budget_bytes: usize,
+    /// What decoding one task may cost (value-tree bytes per input byte,
+    /// nesting depth). Default [`DecodeLimits::default`] (8 bytes per byte,
+    /// at least 1 MiB, at most 1 GiB; 128 levels).
+    pub decode_limits: DecodeLimits,
+    /// Large tasks (1 MiB and more) decoded at the same time, off the event
+    /// loop, all links together. Default [`DEFAULT_DECODE_THREADS`] (2).
+    pub decode_threads: usize,
+    /// A poll that delivered part of a task and then nothing for this long
+    /// is given up: the link reconnects and the researcher sends the task
+    /// again. Default [`DEFAULT_STALL_TIMEOUT`] (30 s).
+    pub stall_timeout: Duration,
+    /// Largest gRPC message (one frame) accepted from a researcher.
+    /// Default [`DEFAULT_MAX_FRAME_BYTES`] (8 MiB).
+    pub max_frame_bytes: usize,
+    /// Feedback items (logs forwarded by [`super::log_forward`], scalars)
+    /// queued per link at most: beyond, forwarded logs are dropped (and
+    /// counted in the link status) and `SendFeedback` is refused, so
+    /// feedback can never crowd out replies. Default
+    /// [`DEFAULT_MAX_QUEUED_FEEDBACK`] (256).
+    pub max_queued_feedback: usize,
+    /// Warnings one researcher may cause per kind (bad task, ...) and
+    /// window; the rest are counted and summed up in one line.
+    /// Default [`LogRate::default`] (5 lines per 10 s).
+    pub peer_log_rate: LogRate,
     /// Bytes of reassembly buffers each link keeps to receive the next large
     /// task into the same memory (no fresh allocation and page faults per
     /// model: about 1.4 times as fast for 100 MiB tasks), at the price of
@@ -146,6 +186,13 @@ impl Default for ControllerConfig {
             connection_window: Some(8 << 20),
             client_identity: None,
             dedup_window: DEFAULT_DEDUP_WINDOW,
+            receive_budget_bytes: DEFAULT_RECEIVE_BUDGET_BYTES,
+            decode_limits: DecodeLimits::default(),
+            decode_threads: DEFAULT_DECODE_THREADS,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_queued_feedback: DEFAULT_MAX_QUEUED_FEEDBACK,
+            peer_log_rate: LogRate::default(),
             receive_buffer_bytes: DEFAULT_RECEIVE_BUFFER_BYTES,
         }
     }

@@ -51,7 +51,9 @@ use futures::future::join_all;
 
 use super::config::ControllerConfig;
 use super::error::NodeError;
-use super::link::{endpoint_key, Close, Drain, LinkShared, ResearcherEndpoint, ResearcherLink};
+use super::link::{
+    endpoint_key, Close, Drain, Intake, LinkShared, ResearcherEndpoint, ResearcherLink,
+};
 use super::outbox::Outgoing;
 use super::status::LinkStatus;
 use crate::proto;
@@ -215,6 +217,8 @@ pub struct Controller {
     routes: HashMap<String, String>,
     state: RunState,
     finished_told: bool,
+    /// The receive budget and decoder every link shares.
+    intake: Intake,
 }
 
 impl Controller {
@@ -232,6 +236,7 @@ impl Controller {
         Controller {
             node_id,
             node_name,
+            intake: Intake::new(&config),
             config: Arc::new(config),
             handler,
             on_finish,
@@ -262,12 +267,7 @@ impl Controller {
         if self.links.iter().any(|l| l.key == key) {
             return Err(NodeError::DuplicateEndpoint { endpoint: key });
         }
-        let shared = Arc::new(LinkShared::new(
-            key.clone(),
-            self.config.queue_capacity,
-            self.config.queue_max_bytes,
-            self.config.poll_mode,
-        ));
+        let shared = Arc::new(LinkShared::new(key.clone(), &self.config));
         let link = ResearcherLink::new(
             endpoint.clone(),
             self.node_id.clone(),
@@ -275,6 +275,7 @@ impl Controller {
             self.handler.clone(),
             ctx.address().downgrade().recipient(),
             Arc::clone(&shared),
+            self.intake.clone(),
         );
         let addr = actix::Supervisor::start(move |_| link);
         log::info!("node {}: researcher link to {key} added", self.node_id);
@@ -435,9 +436,20 @@ impl Handler<ForwardLog> for Controller {
         }
         let target = msg.researcher_id.clone();
         let item = self.feedback_log(msg);
-        if let Err(e) = self.feedback(item, target.as_deref()) {
-            // This module's records are never forwarded, so no loop.
-            log::debug!("node {}: a log record was not forwarded: {e}", self.node_id);
+        let links: Vec<&LinkEntry> = match target.as_deref() {
+            Some(id) => self.route(id).into_iter().collect(),
+            None => self.links.iter().collect(),
+        };
+        for link in links {
+            match link.shared.enqueue(item.clone()) {
+                Ok(()) => {}
+                // A log flood must not crowd out replies: drop and count.
+                Err(NodeError::FeedbackQueueFull { .. }) => {
+                    link.shared.status().feedback_dropped += 1;
+                }
+                // This module's records are never forwarded, so no loop.
+                Err(e) => log::debug!("node {}: a log record was not forwarded: {e}", self.node_id),
+            }
         }
     }
 }

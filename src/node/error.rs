@@ -111,6 +111,15 @@ pub enum NodeError {
         #[source]
         source: Box<TlsError>,
     },
+    /// The researcher's certificate cannot be used (its researcher id is
+    /// not a valid identifier); the link retries with back-off.
+    #[error("the certificate of {endpoint} cannot be used: {reason}")]
+    BadCertificate {
+        /// `host:port`.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
     /// A gRPC call failed.
     #[error("{rpc} to {endpoint} failed: {status}")]
     Rpc {
@@ -130,6 +139,35 @@ pub enum NodeError {
         rpc: &'static str,
         /// The bound.
         after: Duration,
+    },
+    /// A task stopped arriving half-way: the link reconnects (the researcher
+    /// sends it again on the new connection).
+    #[error("{endpoint} sent part of a task and then nothing for {after:?} (ControllerConfig::stall_timeout)")]
+    Stalled {
+        /// `host:port`.
+        endpoint: String,
+        /// The stall timeout.
+        after: Duration,
+    },
+    /// A task could not be received now: the node's receive budget is
+    /// spent by other tasks in progress. The link reconnects after a
+    /// back-off and the researcher sends the task again.
+    #[error("a task from {endpoint} was refused for now: {source}")]
+    ReceiveBudget {
+        /// `host:port`.
+        endpoint: String,
+        /// The budget's error.
+        #[source]
+        source: Box<WireError>,
+    },
+    /// Too many feedback items wait for this link
+    /// (`ControllerConfig::max_queued_feedback`).
+    #[error("{limit} feedback items already wait to be sent to {endpoint}")]
+    FeedbackQueueFull {
+        /// `host:port`.
+        endpoint: String,
+        /// The limit.
+        limit: usize,
     },
     /// The researcher keeps ending polls at once without a task.
     #[error("{endpoint} ended {count} polls in a row at once without a task")]
@@ -161,12 +199,19 @@ impl NodeError {
 
     /// True when the researcher answered a send with an error status that is
     /// not a transport failure (it may be refusing that message).
+    /// RESOURCE_EXHAUSTED is not one: the researcher is short of room for
+    /// now (its receive budget), and the message is sent again, however
+    /// often, after a back-off.
     pub fn is_rejection(&self) -> bool {
         use tonic::Code;
         match self {
             NodeError::Rpc { status, .. } => !matches!(
                 status.code(),
-                Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted
+                Code::Unavailable
+                    | Code::Cancelled
+                    | Code::DeadlineExceeded
+                    | Code::Aborted
+                    | Code::ResourceExhausted
             ),
             _ => false,
         }

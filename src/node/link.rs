@@ -41,9 +41,32 @@ use super::listener::{PollEnd, Poller, TaskAssembler};
 use super::outbox::{Outbox, Outgoing};
 use super::sender::Pump;
 use super::status::{LinkState, LinkStatus, PollMode};
+use crate::log_limit::PeerLog;
 use crate::proto::researcher_service_client::ResearcherServiceClient;
 use crate::tls::{self, ChannelOptions, TrustPolicy};
-use crate::wire::{BufferPool, GRPC_MAX_MESSAGE_BYTES};
+use crate::wire::{
+    check_id, echo, BufferPool, IdKind, MessageDecoder, ReceiveBudget, GRPC_MAX_MESSAGE_BYTES,
+};
+
+/// What all the links of a controller share to receive tasks: one receive
+/// budget and one decoder (with its bound on large decodes at once).
+#[derive(Clone, Debug)]
+pub struct Intake {
+    /// Bytes held by tasks still being received, all links together.
+    pub budget: ReceiveBudget,
+    /// Decodes tasks, large ones off the event loop.
+    pub decoder: MessageDecoder,
+}
+
+impl Intake {
+    /// The intake `config` asks for.
+    pub fn new(config: &ControllerConfig) -> Intake {
+        Intake {
+            budget: ReceiveBudget::new(config.receive_budget_bytes),
+            decoder: MessageDecoder::new(config.decode_limits, config.decode_threads),
+        }
+    }
+}
 
 /// Where a researcher listens and how to trust it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,16 +133,18 @@ pub struct LinkShared {
     pub(crate) rejections: AtomicU32,
     /// Send one message per RPC until a send succeeds (after a rejection).
     pub(crate) isolate: AtomicBool,
+    /// Most feedback items queued at once.
+    max_feedback: usize,
 }
 
 impl LinkShared {
-    /// Fresh state for `endpoint`.
-    pub fn new(
-        endpoint: String,
-        queue_capacity: usize,
-        queue_max_bytes: usize,
-        poll_mode: PollMode,
-    ) -> LinkShared {
+    /// Fresh state for `endpoint`, with the queue bounds of `config`.
+    pub fn new(endpoint: String, config: &ControllerConfig) -> LinkShared {
+        let (queue_capacity, queue_max_bytes, poll_mode) = (
+            config.queue_capacity,
+            config.queue_max_bytes,
+            config.poll_mode,
+        );
         LinkShared {
             outbox: Mutex::new(Outbox::new(queue_capacity, queue_max_bytes, Outgoing::len)),
             status: Mutex::new(LinkStatus::new(endpoint.clone(), poll_mode)),
@@ -129,6 +154,7 @@ impl LinkShared {
             polled: AtomicBool::new(false),
             rejections: AtomicU32::new(0),
             isolate: AtomicBool::new(false),
+            max_feedback: config.max_queued_feedback,
         }
     }
 
@@ -176,6 +202,12 @@ impl LinkShared {
             }
         }
         let mut outbox = self.outbox();
+        if item.is_feedback() && outbox.count(Outgoing::is_feedback) >= self.max_feedback {
+            return Err(NodeError::FeedbackQueueFull {
+                endpoint: self.endpoint.clone(),
+                limit: self.max_feedback,
+            });
+        }
         let (capacity, max_bytes) = (outbox.capacity(), outbox.max_bytes());
         outbox.push(item).map_err(|_| NodeError::QueueFull {
             endpoint: self.endpoint.clone(),
@@ -223,6 +255,10 @@ pub struct ResearcherLink {
     recent: Arc<Mutex<RecentIds>>,
     /// Reassembly buffers kept for the next large task, across polls.
     buffers: BufferPool,
+    /// The controller's receive budget and decoder.
+    intake: Intake,
+    /// Rate-limited warnings about this researcher, across restarts.
+    log: Arc<PeerLog>,
 }
 
 impl ResearcherLink {
@@ -234,8 +270,11 @@ impl ResearcherLink {
         handler: Recipient<TaskReceived>,
         events: WeakRecipient<LinkEvent>,
         shared: Arc<LinkShared>,
+        intake: Intake,
     ) -> ResearcherLink {
         ResearcherLink {
+            log: Arc::new(PeerLog::new(config.peer_log_rate)),
+            intake,
             key: endpoint.key(),
             backoff: Backoff::new(config.backoff_first, config.backoff_max),
             mode: config.poll_mode,
@@ -326,7 +365,7 @@ impl ResearcherLink {
         }
         self.ever_connected = true;
         let client = ResearcherServiceClient::new(d.channel)
-            .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(self.config.max_frame_bytes)
             .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES);
         self.client = Some(client);
         self.start_pump(ctx);
@@ -351,11 +390,15 @@ impl ResearcherLink {
                 self.config.max_message_bytes,
                 self.shared.researcher_id(),
             )
-            .with_pool(self.buffers.clone()),
+            .with_pool(self.buffers.clone())
+            .with_budget(self.intake.budget.clone()),
             poll_deadline: self.config.poll_deadline,
             credits: self.config.stream_credits,
             guard: Default::default(),
             recent: Arc::clone(&self.recent),
+            decoder: self.intake.decoder.clone(),
+            stall_timeout: self.config.stall_timeout,
+            log: Arc::clone(&self.log),
         };
         let mode = self.mode;
         let fut = async move { poller.run(mode).await };
@@ -423,7 +466,9 @@ impl ResearcherLink {
             return;
         }
         let delay = self.backoff.next_delay();
-        log::warn!("{}: {e}; sending again in {delay:?}", self.key);
+        self.log.warn(&self.key, "send refused", || {
+            format!("{}: {e}; sending again in {delay:?}", self.key)
+        });
         self.shared.status().last_error = Some(e.to_string());
         ctx.run_later(delay, |act, ctx| act.start_pump(ctx));
     }
@@ -489,7 +534,7 @@ async fn dial(
     let changed = |expected: &str, found: &str| NodeError::ResearcherIdChanged {
         endpoint: key.to_string(),
         expected: expected.to_string(),
-        found: found.to_string(),
+        found: echo(found),
         seen_in: "server certificate",
     };
     let opts = ChannelOptions::default()
@@ -539,6 +584,13 @@ async fn dial(
         Some(id) => Some(id),
         None => tls::researcher_id_of(&connected.peer_certificate).ok(),
     };
+    if let Some(id) = &researcher_id {
+        // The id becomes a key and a quote in logs: it must be a valid one.
+        check_id(IdKind::Researcher, id).map_err(|e| NodeError::BadCertificate {
+            endpoint: key.to_string(),
+            reason: e.to_string(),
+        })?;
+    }
     if let (Some(expected), Some(found)) = (&known, &researcher_id) {
         if expected != found {
             return Err(changed(expected, found));
@@ -558,6 +610,12 @@ impl Actor for ResearcherLink {
         if self.terminal {
             return;
         }
+        let window = self
+            .config
+            .peer_log_rate
+            .per
+            .max(Duration::from_millis(100));
+        ctx.run_interval(window, |act, _| act.log.flush());
         self.connect(ctx);
     }
 }

@@ -28,15 +28,24 @@
 //! debug line: a researcher resends the tasks written to a connection that
 //! was cut, and some of them had arrived.
 //!
-//! Delivery to the handler does not wait for the handler to run: the task is
-//! put in the handler's mailbox with `try_send`; only when that mailbox is full
-//! does this link wait for room (back-pressure on this link only; other links
-//! and all sending go on).
+//! Delivery to the handler: each link has at most one task in the handler's
+//! mailbox at a time (it waits until the handler took it before reading
+//! the next frame), so a researcher that floods tasks fills its own HTTP/2
+//! window, not the mailbox, and another link's tasks find room at once.
+//!
+//! What a researcher sends is bounded before it is kept: a task's partial
+//! message takes its memory from the node's [`crate::wire::ReceiveBudget`]
+//! (all links together); a poll that delivered part of a task and then
+//! nothing for `stall_timeout` is given up; large tasks are decoded off the
+//! event loop ([`MessageDecoder`]); researcher and request ids are checked
+//! ([`crate::wire::check_id`]). When the budget is spent or a task stalls,
+//! the link reconnects: on a new connection the researcher sends again what
+//! it had written to the old one, so nothing is lost. Bad-task warnings are
+//! rate-limited per link ([`PeerLog`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use actix::dev::SendError;
 use actix::Recipient;
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -49,9 +58,13 @@ use super::dedup::RecentIds;
 use super::error::NodeError;
 use super::link::LinkShared;
 use super::status::PollMode;
+use crate::log_limit::PeerLog;
 use crate::proto::researcher_service_client::ResearcherServiceClient;
 use crate::proto::{TaskRequest, TaskResponse};
-use crate::wire::{BufferPool, Envelope, Reassembler, PROTOCOL_VERSION};
+use crate::wire::{
+    check_id, echo, BufferPool, Envelope, Hold, IdKind, MessageDecoder, Reassembler, ReceiveBudget,
+    WireError, PROTOCOL_VERSION,
+};
 
 /// Turns the frames of a poll into checked tasks.
 #[derive(Debug)]
@@ -88,6 +101,13 @@ impl TaskAssembler {
         self
     }
 
+    /// Takes the memory of partly received tasks from `budget` (see
+    /// [`ReceiveBudget`]).
+    pub fn with_budget(mut self, budget: ReceiveBudget) -> TaskAssembler {
+        self.reassembler = self.reassembler.with_budget(budget);
+        self
+    }
+
     /// The frame that started a new message while another one was still
     /// incomplete: the incomplete one was reported as a bad task by
     /// [`TaskAssembler::push`], and this frame must be pushed again.
@@ -101,12 +121,23 @@ impl TaskAssembler {
         self.researcher_id.as_deref()
     }
 
-    /// Adds one frame. `Ok(Some((envelope, bytes)))` when it completed a valid
-    /// task; `Ok(None)` while a task is incomplete (or frames of a dropped task
-    /// are skipped). A bad task is an error for which
-    /// [`NodeError::is_bad_task`] holds (log and go on); a researcher id change
-    /// is fatal ([`NodeError::is_fatal`]).
-    pub fn push(&mut self, frame: TaskResponse) -> Result<Option<(Envelope, usize)>, NodeError> {
+    /// Whether a task has started and not finished.
+    pub fn in_progress(&self) -> bool {
+        self.reassembler.in_progress()
+    }
+
+    /// The budget held by the task [`TaskAssembler::push`] just completed;
+    /// drop it once the task is decoded and handed on.
+    pub fn take_hold(&mut self) -> Option<Hold> {
+        self.reassembler.take_hold()
+    }
+
+    /// Adds one frame. `Ok(Some(payload))` when it completed a task (to
+    /// decode, then [`TaskAssembler::check`]); `Ok(None)` while a task is
+    /// incomplete (or frames of a dropped task are skipped). A bad frame is
+    /// an error for which [`NodeError::is_bad_task`] holds (log and go on);
+    /// a spent receive budget is [`NodeError::ReceiveBudget`] (reconnect).
+    pub fn push(&mut self, frame: TaskResponse) -> Result<Option<Bytes>, NodeError> {
         if self.skipping {
             // After a bad frame, wait for the first frame of a new message.
             if frame.iteration != 1 {
@@ -124,18 +155,20 @@ impl TaskAssembler {
             }
             return Ok(None);
         }
-        let payload = match self
+        match self
             .reassembler
             .push(frame.size, frame.iteration, frame.bytes)
         {
-            Ok(None) => return Ok(None),
-            Ok(Some(payload)) => payload,
+            Ok(payload) => Ok(payload),
+            Err(e @ WireError::BudgetExhausted { .. }) => Err(NodeError::ReceiveBudget {
+                endpoint: self.endpoint.clone(),
+                source: Box::new(e),
+            }),
             Err(e) => {
                 self.skipping = true;
-                return Err(self.bad(e));
+                Err(self.bad(e))
             }
-        };
-        self.decode(payload).map(Some)
+        }
     }
 
     /// Forgets a partly received task (the stream ended in the middle);
@@ -145,32 +178,38 @@ impl TaskAssembler {
         self.reassembler.finish().err().map(|e| self.bad(e))
     }
 
-    fn decode(&mut self, payload: Bytes) -> Result<(Envelope, usize), NodeError> {
-        let len = payload.len();
-        let envelope = Envelope::decode(payload).map_err(|e| self.bad(e))?;
+    /// Checks a decoded task: protocol version, request id, and the
+    /// researcher id, which must never change for an endpoint (a change is
+    /// fatal: [`NodeError::is_fatal`]).
+    pub fn check(&mut self, decoded: Result<Envelope, WireError>) -> Result<Envelope, NodeError> {
+        let envelope = decoded.map_err(|e| self.bad(e))?;
         envelope.check_version().map_err(|e| self.bad(e))?;
+        if let Some(id) = envelope.request_id() {
+            check_id(IdKind::Request, id).map_err(|e| self.bad(e))?;
+        }
         let Some(found) = envelope.researcher_id() else {
             return Err(NodeError::TaskWithoutResearcherId {
                 endpoint: self.endpoint.clone(),
-                class: envelope.class().to_string(),
+                class: echo(envelope.class()),
             });
         };
+        check_id(IdKind::Researcher, found).map_err(|e| self.bad(e))?;
         match &self.researcher_id {
             Some(expected) if expected != found => {
                 return Err(NodeError::ResearcherIdChanged {
                     endpoint: self.endpoint.clone(),
                     expected: expected.clone(),
-                    found: found.to_string(),
+                    found: echo(found),
                     seen_in: "task",
                 })
             }
             Some(_) => {}
             None => self.researcher_id = Some(found.to_string()),
         }
-        Ok((envelope, len))
+        Ok(envelope)
     }
 
-    fn bad(&self, e: crate::wire::WireError) -> NodeError {
+    fn bad(&self, e: WireError) -> NodeError {
         NodeError::BadTask {
             endpoint: self.endpoint.clone(),
             source: Box::new(e),
@@ -252,9 +291,50 @@ pub struct Poller {
     pub guard: EmptyPollGuard,
     /// Request ids received lately on this link (duplicates are dropped).
     pub recent: Arc<Mutex<RecentIds>>,
+    /// Decodes tasks (large ones off the event loop).
+    pub decoder: MessageDecoder,
+    /// Longest wait for the next frame of a task in progress.
+    pub stall_timeout: std::time::Duration,
+    /// Rate-limited warnings about this researcher.
+    pub log: Arc<PeerLog>,
+}
+
+/// What the next wait for a frame may last.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Until the poll's deadline (plus grace).
+    Deadline(Instant),
+    /// Until a task in progress counts as stalled.
+    Stall(Instant),
 }
 
 impl Poller {
+    /// How long to wait for the next frame: until the poll's end `until`,
+    /// or less while a task is in progress.
+    fn next_wait(&self, until: Instant) -> Wait {
+        if self.assembler.in_progress() {
+            let stall = Instant::now() + self.stall_timeout;
+            if stall < until {
+                return Wait::Stall(stall);
+            }
+        }
+        Wait::Deadline(until)
+    }
+
+    fn stalled(&mut self) -> PollEnd {
+        let _ = self.assembler.abandon();
+        let e = NodeError::Stalled {
+            endpoint: self.endpoint.clone(),
+            after: self.stall_timeout,
+        };
+        PollEnd::Lost(e)
+    }
+
+    fn bad_task(&self, e: NodeError) {
+        self.log.warn(&self.endpoint, "bad task", || e.to_string());
+        self.shared.status().bad_tasks += 1;
+    }
+
     fn request(&self) -> TaskRequest {
         TaskRequest {
             node: self.node_id.clone(),
@@ -313,52 +393,66 @@ impl Poller {
     /// Handles one frame; true when it ended a task; `Err` ends the loop.
     async fn on_one_frame(&mut self, frame: TaskResponse) -> Result<bool, PollEnd> {
         let had_id = self.assembler.researcher_id().is_some();
-        match self.assembler.push(frame) {
-            Ok(None) => Ok(false),
-            Ok(Some((envelope, len))) => {
-                if !had_id {
-                    if let Some(id) = self.assembler.researcher_id() {
-                        log::info!(
-                            "{}: researcher id {id} learnt from the first task",
-                            self.endpoint
-                        );
-                        self.shared.status().researcher_id = Some(id.to_string());
-                        let event = LinkEvent::Identified {
-                            endpoint: self.endpoint.clone(),
-                            researcher_id: id.to_string(),
-                        };
-                        super::link::notify(&self.events, event);
-                    }
-                }
-                self.shared.status().record_received(len);
-                if let Some(id) = envelope.request_id() {
-                    let fresh = self
-                        .recent
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(id);
-                    if !fresh {
-                        log::debug!(
-                            "{}: task {} ({}) received again; dropped as a duplicate",
-                            self.endpoint,
-                            id,
-                            envelope.class()
-                        );
-                        return Ok(true);
-                    }
-                }
-                self.deliver(envelope).await?;
-                Ok(true)
-            }
+        let payload = match self.assembler.push(frame) {
+            Ok(None) => return Ok(false),
+            Ok(Some(payload)) => payload,
             Err(e) if e.is_bad_task() => {
-                log::warn!("{e}");
-                self.shared.status().bad_tasks += 1;
-                Ok(true)
+                self.bad_task(e);
+                return Ok(true);
             }
-            Err(e) => Err(PollEnd::Fatal(e)),
+            Err(e @ NodeError::ReceiveBudget { .. }) => return Err(PollEnd::Lost(e)),
+            Err(e) => return Err(PollEnd::Fatal(e)),
+        };
+        // The task's bytes stay counted until it is in the handler's hands.
+        let hold = self.assembler.take_hold();
+        let len = payload.len();
+        let decoded = self.decoder.decode(payload).await;
+        let envelope = match self.assembler.check(decoded) {
+            Ok(envelope) => envelope,
+            Err(e) if e.is_bad_task() => {
+                self.bad_task(e);
+                return Ok(true);
+            }
+            Err(e) => return Err(PollEnd::Fatal(e)),
+        };
+        if !had_id {
+            if let Some(id) = self.assembler.researcher_id() {
+                log::info!(
+                    "{}: researcher id {id} learnt from the first task",
+                    self.endpoint
+                );
+                self.shared.status().researcher_id = Some(id.to_string());
+                let event = LinkEvent::Identified {
+                    endpoint: self.endpoint.clone(),
+                    researcher_id: id.to_string(),
+                };
+                super::link::notify(&self.events, event);
+            }
         }
+        self.shared.status().record_received(len);
+        if let Some(id) = envelope.request_id() {
+            let fresh = self
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id);
+            if !fresh {
+                log::debug!(
+                    "{}: task {} ({}) received again; dropped as a duplicate",
+                    self.endpoint,
+                    id,
+                    envelope.class()
+                );
+                return Ok(true);
+            }
+        }
+        self.deliver(envelope).await?;
+        drop(hold);
+        Ok(true)
     }
 
+    /// Hands the task to the handler and waits until the handler took it:
+    /// this link has at most one task in the handler's mailbox.
     async fn deliver(&self, message: Envelope) -> Result<(), PollEnd> {
         let researcher_id = self
             .assembler
@@ -369,19 +463,11 @@ impl Poller {
             researcher_id,
             message,
         };
-        let gone = || {
+        self.handler.send(task).await.map_err(|_| {
             PollEnd::Fatal(NodeError::HandlerGone {
                 endpoint: self.endpoint.clone(),
             })
-        };
-        match self.handler.try_send(task) {
-            Ok(()) => Ok(()),
-            Err(SendError::Full(task)) => {
-                // Back-pressure: this link waits until the handler took the task.
-                self.handler.send(task).await.map_err(|_| gone())
-            }
-            Err(SendError::Closed(_)) => Err(gone()),
-        }
+        })
     }
 
     /// Fed-BioMed's long poll: one task per `GetTaskUnary` call, forever.
@@ -404,7 +490,10 @@ impl Poller {
             };
             self.poll_opened(PollMode::Unary);
             loop {
-                match tokio::time::timeout_at(until, stream.message()).await {
+                let wait = self.next_wait(until);
+                let (Wait::Deadline(at) | Wait::Stall(at)) = wait;
+                match tokio::time::timeout_at(at, stream.message()).await {
+                    Err(_) if matches!(wait, Wait::Stall(_)) => return self.stalled(),
                     // The researcher did not end the poll at its deadline:
                     // open a new one.
                     Err(_) => break,
@@ -421,8 +510,7 @@ impl Poller {
                 }
             }
             if let Some(e) = self.assembler.abandon() {
-                log::warn!("{e}");
-                self.shared.status().bad_tasks += 1;
+                self.bad_task(e);
             }
             if let Err(end) = self.check_empty(opened, frames) {
                 return end;
@@ -459,7 +547,10 @@ impl Poller {
             };
             self.poll_opened(PollMode::Streaming);
             loop {
-                match tokio::time::timeout_at(until, stream.message()).await {
+                let wait = self.next_wait(until);
+                let (Wait::Deadline(at) | Wait::Stall(at)) = wait;
+                match tokio::time::timeout_at(at, stream.message()).await {
+                    Err(_) if matches!(wait, Wait::Stall(_)) => return self.stalled(),
                     Err(_) => break,
                     Ok(Ok(Some(frame))) => match self.on_frame(frame).await {
                         Ok(ended) => {
@@ -489,8 +580,7 @@ impl Poller {
                 }
             }
             if let Some(e) = self.assembler.abandon() {
-                log::warn!("{e}");
-                self.shared.status().bad_tasks += 1;
+                self.bad_task(e);
             }
             if let Err(end) = self.check_empty(opened, frames) {
                 return end;
@@ -555,10 +645,25 @@ mod tests {
         TaskAssembler::new("h:1".into(), 1 << 30, known.map(str::to_string))
     }
 
+    /// What the poll loop does with a frame: push it, and decode and check
+    /// a completed task.
+    fn feed(
+        a: &mut TaskAssembler,
+        f: TaskResponse,
+    ) -> Result<Option<(Envelope, usize)>, NodeError> {
+        let Some(payload) = a.push(f)? else {
+            return Ok(None);
+        };
+        let len = payload.len();
+        a.check(Envelope::decode(payload)).map(|e| Some((e, len)))
+    }
+
     #[test]
     fn a_good_task_passes_and_teaches_the_id() {
         let mut a = assembler(None);
-        let (env, len) = a.push(frame(1, 1, task("R1", "7", 0))).unwrap().unwrap();
+        let (env, len) = feed(&mut a, frame(1, 1, task("R1", "7", 0)))
+            .unwrap()
+            .unwrap();
         assert_eq!(env.class(), "PingRequest");
         assert!(len > 0);
         assert_eq!(a.researcher_id(), Some("R1"));
@@ -570,7 +675,7 @@ mod tests {
         let payload = task("R1", "7", crate::wire::CHUNK_SIZE + 100);
         let mut out = None;
         for f in crate::wire::chunks(payload.clone()) {
-            out = a.push(frame(f.size, f.iteration, f.bytes)).unwrap();
+            out = feed(&mut a, frame(f.size, f.iteration, f.bytes)).unwrap();
         }
         let (env, len) = out.unwrap();
         assert_eq!(len, payload.len());
@@ -581,14 +686,14 @@ mod tests {
     fn a_first_frame_cutting_a_task_short_starts_the_next_one() {
         let mut a = assembler(Some("R1"));
         let small = Bytes::from_static(b"\x80");
-        assert!(a.push(frame(3, 1, small.clone())).unwrap().is_none());
-        assert!(a.push(frame(3, 2, small)).unwrap().is_none());
+        assert!(feed(&mut a, frame(3, 1, small.clone())).unwrap().is_none());
+        assert!(feed(&mut a, frame(3, 2, small)).unwrap().is_none());
         // The next task's single frame: the cut one is a bad task...
-        let e = a.push(frame(1, 1, task("R1", "7", 0))).unwrap_err();
+        let e = feed(&mut a, frame(1, 1, task("R1", "7", 0))).unwrap_err();
         assert!(e.is_bad_task(), "{e}");
         // ...and the frame is handed back to start the next one.
         let again = a.take_restart().expect("the frame to push again");
-        let (env, _) = a.push(again).unwrap().unwrap();
+        let (env, _) = feed(&mut a, again).unwrap().unwrap();
         assert_eq!(env.request_id(), Some("r1"));
         assert!(a.take_restart().is_none());
     }
@@ -596,27 +701,27 @@ mod tests {
     #[test]
     fn bad_tasks_are_errors_that_keep_the_link() {
         let mut a = assembler(Some("R1"));
-        let e = a
-            .push(frame(1, 1, Bytes::from_static(b"\xc1")))
-            .unwrap_err();
+        let e = feed(&mut a, frame(1, 1, Bytes::from_static(b"\xc1"))).unwrap_err();
         assert!(e.is_bad_task() && !e.is_fatal(), "{e}");
-        let e = a.push(frame(1, 1, task("R1", "8", 0))).unwrap_err();
+        let e = feed(&mut a, frame(1, 1, task("R1", "8", 0))).unwrap_err();
         assert!(e.is_bad_task(), "{e}");
         // Out of order frame, then the frames of that message are skipped.
-        let e = a.push(frame(3, 2, Bytes::from_static(b"x"))).unwrap_err();
+        let e = feed(&mut a, frame(3, 2, Bytes::from_static(b"x"))).unwrap_err();
         assert!(e.is_bad_task(), "{e}");
         assert!(a
             .push(frame(3, 3, Bytes::from_static(b"x")))
             .unwrap()
             .is_none());
         // The next message is fine.
-        assert!(a.push(frame(1, 1, task("R1", "7", 0))).unwrap().is_some());
+        assert!(feed(&mut a, frame(1, 1, task("R1", "7", 0)))
+            .unwrap()
+            .is_some());
     }
 
     #[test]
     fn another_researcher_id_is_fatal() {
         let mut a = assembler(Some("R1"));
-        let e = a.push(frame(1, 1, task("R2", "7", 0))).unwrap_err();
+        let e = feed(&mut a, frame(1, 1, task("R2", "7", 0))).unwrap_err();
         assert!(e.is_fatal(), "{e}");
         assert!(e.to_string().contains("R2"), "{e}");
     }

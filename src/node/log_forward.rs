@@ -27,6 +27,7 @@ use super::controller::ForwardLog;
 /// Targets (prefixes) that are never forwarded: the transport itself.
 pub const TRANSPORT_TARGETS: &[&str] = &[
     "fedroute::node",
+    "fedroute::log_limit",
     "fedroute::tls",
     "fedroute::wire",
     "fedroute::proto",

@@ -146,6 +146,11 @@ impl<T: Clone> Outbox<T> {
         self.items.drain(..).collect()
     }
 
+    /// Number of queued items for which `f` holds.
+    pub fn count(&self, f: impl Fn(&T) -> bool) -> usize {
+        self.items.iter().filter(|item| f(item)).count()
+    }
+
     /// Number of queued items, including a batch being sent.
     pub fn len(&self) -> usize {
         self.items.len()

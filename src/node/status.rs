@@ -80,6 +80,9 @@ pub struct LinkStatus {
     pub bad_tasks: u64,
     /// Messages the researcher rejected repeatedly and that were dropped (logged).
     pub rejected: u64,
+    /// Forwarded log records dropped because the link's feedback queue was
+    /// full (`ControllerConfig::max_queued_feedback`).
+    pub feedback_dropped: u64,
     /// Messages waiting in the outgoing queue (including one being sent).
     pub queue_depth: usize,
     /// When a poll last opened or delivered a task.
@@ -104,6 +107,7 @@ impl LinkStatus {
             bytes_sent: 0,
             bad_tasks: 0,
             rejected: 0,
+            feedback_dropped: 0,
             queue_depth: 0,
             last_poll: None,
             last_error: None,

@@ -6,23 +6,25 @@
 //! on timeout, expiry in the node's queue, exhausted delivery retries, a
 //! full queue or shutdown; the pending entry is removed in every case.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 
 use super::agent::{
-    AgentSettings, Cancel, Close, Enqueue, Info, NodeAgent, NodeInfo, OpenPoll, Origin, PollClosed,
-    PollItem, PollMode, Task, Undeliverable,
+    AgentIdle, AgentSettings, Cancel, Close, Enqueue, Forget, Info, NodeAgent, NodeInfo, OpenPoll,
+    Origin, PollClosed, PollItem, PollMode, Task, Undeliverable,
 };
 use super::config::ResearcherConfig;
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
 use super::pending::{PendingRefusal, PendingTable, ReplyMatch};
 use super::status::later;
-use crate::wire::Envelope;
+use super::table::{Admission, NodeTable};
+use crate::log_limit::PeerLog;
+use crate::wire::{echo, Envelope};
 
 /// How long `Shutdown` waits for the gRPC server to finish its calls.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -160,17 +162,22 @@ pub(crate) struct SetServer(pub ServerControl);
 pub struct Researcher {
     settings: AgentSettings,
     max_nodes: usize,
-    agents: HashMap<String, Addr<NodeAgent>>,
+    forget_after: Duration,
+    agents: NodeTable<Addr<NodeAgent>>,
     pending: PendingTable<Waiter>,
     events: Option<Recipient<ResearcherEvent>>,
     server: Option<ServerControl>,
     shutting_down: bool,
+    /// Warnings caused by nodes, shared with the service (flushed here).
+    peer_log: Arc<PeerLog>,
+    log_window: Duration,
 }
 
 impl Researcher {
     pub(crate) fn new(
         config: &ResearcherConfig,
         events: Option<Recipient<ResearcherEvent>>,
+        peer_log: Arc<PeerLog>,
     ) -> Researcher {
         Researcher {
             settings: AgentSettings {
@@ -180,11 +187,25 @@ impl Researcher {
                 disconnection_timeout: config.disconnection_timeout,
             },
             max_nodes: config.max_nodes,
-            agents: HashMap::new(),
+            forget_after: config.forget_after,
+            agents: NodeTable::new(config.max_nodes, config.forget_after),
             pending: PendingTable::new(config.max_pending_requests),
             events,
             server: None,
             shutting_down: false,
+            peer_log,
+            log_window: config.peer_log_rate.per,
+        }
+    }
+
+    /// Forgets the agents that have been forgettable for `forget_after`.
+    fn sweep(&mut self) {
+        for (node_id, agent) in self.agents.sweep(Instant::now()) {
+            log::debug!(
+                "node {node_id} forgotten: DISCONNECTED with nothing pending for {:?}",
+                self.forget_after
+            );
+            agent.do_send(Forget);
         }
     }
 
@@ -203,6 +224,12 @@ impl Actor for Researcher {
         // Callers use `send`, which waits for room: keep room for bursts of
         // concurrent requests and polls.
         ctx.set_mailbox_capacity(1024);
+        let sweep_every =
+            (self.forget_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        ctx.run_interval(sweep_every, |act, _| act.sweep());
+        ctx.run_interval(self.log_window.max(Duration::from_millis(100)), |act, _| {
+            act.peer_log.flush()
+        });
     }
 }
 
@@ -217,7 +244,7 @@ impl Handler<SendToNode> for Researcher {
         if self.shutting_down {
             return failed(ResearcherError::ShuttingDown);
         }
-        let Some(agent) = self.agents.get(&msg.node_id).cloned() else {
+        let Some((agent, epoch)) = self.agents.busy(&msg.node_id) else {
             return failed(ResearcherError::NodeUnknown {
                 node_id: msg.node_id,
             });
@@ -232,6 +259,7 @@ impl Handler<SendToNode> for Researcher {
                 .send(Enqueue {
                     task,
                     report_refusal: false,
+                    epoch,
                 })
                 .await?
         })
@@ -247,11 +275,11 @@ impl Handler<Request> for Researcher {
         }
         let deadline =
             tokio::time::Instant::from_std(later(std::time::Instant::now(), msg.timeout));
-        let Some(agent) = self.agents.get(&msg.node_id).cloned() else {
+        if self.agents.get(&msg.node_id).is_none() {
             return failed(ResearcherError::NodeUnknown {
                 node_id: msg.node_id,
             });
-        };
+        }
         let Some(request_id) = msg.message.request_id().map(str::to_owned) else {
             return failed(ResearcherError::MissingRequestId {
                 class: msg.message.class().to_string(),
@@ -268,14 +296,17 @@ impl Handler<Request> for Researcher {
         }
         // A refusal comes back through `Undeliverable`, which resolves the
         // pending entry with the error.
-        agent.do_send(Enqueue {
-            task: Task {
-                payload: msg.message.to_payload(),
-                request_id: Some(request_id.clone()),
-                origin: Origin::Request,
-            },
-            report_refusal: true,
-        });
+        if let Some((agent, epoch)) = self.agents.busy(&msg.node_id) {
+            agent.do_send(Enqueue {
+                task: Task {
+                    payload: msg.message.to_payload(),
+                    request_id: Some(request_id.clone()),
+                    origin: Origin::Request,
+                },
+                report_refusal: true,
+                epoch,
+            });
+        }
         let me = ctx.address();
         let node_id = msg.node_id;
         let timeout = msg.timeout;
@@ -343,11 +374,11 @@ impl Handler<Broadcast> for Researcher {
         }
         let payload = msg.message.to_payload();
         let request_id = msg.message.request_id().map(str::to_owned);
-        let sends: Vec<_> = self
-            .agents
-            .iter()
-            .map(|(id, agent)| {
-                let id = id.clone();
+        let ids: Vec<String> = self.agents.iter().map(|(id, _)| id.clone()).collect();
+        let sends: Vec<_> = ids
+            .into_iter()
+            .filter_map(|id| self.agents.busy(&id).map(|busy| (id, busy)))
+            .map(|(id, (agent, epoch))| {
                 let fut = agent.send(Enqueue {
                     task: Task {
                         payload: payload.clone(),
@@ -355,6 +386,7 @@ impl Handler<Broadcast> for Researcher {
                         origin: Origin::Send,
                     },
                     report_refusal: false,
+                    epoch,
                 });
                 async move {
                     match fut.await {
@@ -383,7 +415,7 @@ impl Handler<Nodes> for Researcher {
     type Result = ResponseFuture<Vec<NodeInfo>>;
 
     fn handle(&mut self, _: Nodes, _ctx: &mut Self::Context) -> Self::Result {
-        let asks: Vec<_> = self.agents.values().map(|a| a.send(Info)).collect();
+        let asks: Vec<_> = self.agents.iter().map(|(_, a)| a.send(Info)).collect();
         Box::pin(async move {
             let mut infos: Vec<NodeInfo> = join_all(asks)
                 .await
@@ -411,24 +443,36 @@ impl Handler<Attach> for Researcher {
         if self.shutting_down {
             return Err(ResearcherError::ShuttingDown);
         }
-        let agent = match self.agents.get(&msg.node_id) {
-            Some(agent) => agent.clone(),
-            None => {
-                if self.agents.len() >= self.max_nodes {
-                    return Err(ResearcherError::TooManyNodes {
-                        node_id: msg.node_id,
-                        limit: self.max_nodes,
-                    });
+        let (agent, epoch) = match self.agents.admit(&msg.node_id) {
+            Admission::Known(_) => match self.agents.busy(&msg.node_id) {
+                Some(busy) => busy,
+                None => return Err(ResearcherError::ShuttingDown),
+            },
+            Admission::Room(evicted) => {
+                if let Some(old) = evicted {
+                    log::debug!(
+                        "node table full ({} nodes): the agent idle the longest makes room for node {}",
+                        self.max_nodes,
+                        msg.node_id
+                    );
+                    old.do_send(Forget);
                 }
                 let agent = NodeAgent::new(
                     msg.node_id.clone(),
                     self.settings.clone(),
                     ctx.address().recipient(),
+                    ctx.address().recipient(),
                     self.events.clone(),
                 )
                 .start();
                 self.agents.insert(msg.node_id, agent.clone());
-                agent
+                (agent, 1)
+            }
+            Admission::Full => {
+                return Err(ResearcherError::TooManyNodes {
+                    node_id: echo(&msg.node_id),
+                    limit: self.max_nodes,
+                })
             }
         };
         agent.do_send(OpenPoll {
@@ -436,6 +480,7 @@ impl Handler<Attach> for Researcher {
             mode: msg.mode,
             tx: msg.tx,
             remote: msg.remote,
+            epoch,
         });
         Ok(agent)
     }
@@ -459,15 +504,15 @@ impl Handler<RouteReply> for Researcher {
     fn handle(&mut self, msg: RouteReply, _ctx: &mut Self::Context) -> Self::Result {
         let envelope = msg.envelope;
         let node_id = envelope.node_id().unwrap_or_default();
-        if !self.agents.contains_key(node_id) {
-            return Err(RouteError::UnknownNode(node_id.to_string()));
+        if self.agents.get(node_id).is_none() {
+            return Err(RouteError::UnknownNode(echo(node_id)));
         }
         if envelope.class() == OVERLAY_CLASS {
             let Some(dest) = envelope.dest_node_id() else {
                 return Err(RouteError::NoDestination);
             };
-            let Some(agent) = self.agents.get(dest) else {
-                return Err(RouteError::UnknownDestination(dest.to_string()));
+            let Some((agent, epoch)) = self.agents.busy(dest) else {
+                return Err(RouteError::UnknownDestination(echo(dest)));
             };
             agent.do_send(Enqueue {
                 task: Task {
@@ -476,6 +521,7 @@ impl Handler<RouteReply> for Researcher {
                     origin: Origin::Send,
                 },
                 report_refusal: true,
+                epoch,
             });
             return Ok(ReplyRoute::Relayed);
         }
@@ -499,12 +545,25 @@ impl Handler<RouteReply> for Researcher {
             },
             ReplyMatch::Unknown => Ok(ReplyRoute::Unmatched(envelope)),
             ReplyMatch::WrongNode { expected } => {
-                log::warn!(
-                    "reply to request {request_id} came from node {node_id}, but was asked of {expected}"
-                );
+                self.peer_log.warn(node_id, "reply for another node", || {
+                    format!(
+                        "reply to request {} came from node {}, but was asked of {expected}",
+                        echo(request_id),
+                        echo(node_id)
+                    )
+                });
                 Ok(ReplyRoute::Unmatched(envelope))
             }
         }
+    }
+}
+
+impl Handler<AgentIdle> for Researcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: AgentIdle, _ctx: &mut Self::Context) {
+        self.agents
+            .forgettable(&msg.node_id, msg.epoch, Instant::now());
     }
 }
 
@@ -525,7 +584,7 @@ impl Handler<Shutdown> for Researcher {
             let _ = p.waiter.send(Err(ResearcherError::ShuttingDown));
         }
         let server = self.server.take();
-        let agents: Vec<_> = self.agents.values().cloned().collect();
+        let agents: Vec<_> = self.agents.iter().map(|(_, a)| a.clone()).collect();
         Box::pin(async move {
             let done = server.map(|s| {
                 let _ = s.stop.send(());

@@ -164,6 +164,8 @@ pub(crate) struct OpenPoll {
     pub tx: mpsc::Sender<PollItem>,
     /// The node's remote address (its TCP connection), when known.
     pub remote: Option<SocketAddr>,
+    /// The researcher's work epoch of this agent (see [`super::table`]).
+    pub epoch: u64,
 }
 
 /// A poll ended (sent from its stream's `Drop`, or for a call abandoned
@@ -218,7 +220,25 @@ pub(crate) struct Enqueue {
     /// Also report a refusal through the failure path ([`Undeliverable`]),
     /// for senders that do not wait for the answer (`do_send`).
     pub report_refusal: bool,
+    /// The researcher's work epoch of this agent (see [`super::table`]).
+    pub epoch: u64,
 }
+
+/// The agent became forgettable (its node is DISCONNECTED with nothing
+/// queued, in flight or awaiting a reply) after the work of `epoch`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AgentIdle {
+    /// The node.
+    pub node_id: String,
+    /// The last work epoch the agent saw.
+    pub epoch: u64,
+}
+
+/// The researcher forgot this agent: stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Forget;
 
 /// The task with this request id needs no delivery any more: its reply
 /// arrived (`answered`), or its request gave up. It leaves the queue, the
@@ -317,10 +337,14 @@ pub struct NodeAgent {
     /// reports it).
     open_polls: HashSet<u64>,
     failures: Recipient<Undeliverable>,
+    idle: Recipient<AgentIdle>,
     events: Option<Recipient<ResearcherEvent>>,
     expiry_timer: Option<(Instant, SpawnHandle)>,
     status_timer: Option<SpawnHandle>,
     closed: bool,
+    /// The latest work epoch seen, and whether idleness was reported for it.
+    epoch: u64,
+    idle_reported: bool,
 }
 
 impl NodeAgent {
@@ -328,6 +352,7 @@ impl NodeAgent {
         node_id: String,
         settings: AgentSettings,
         failures: Recipient<Undeliverable>,
+        idle: Recipient<AgentIdle>,
         events: Option<Recipient<ResearcherEvent>>,
     ) -> NodeAgent {
         NodeAgent {
@@ -341,10 +366,39 @@ impl NodeAgent {
             polls: VecDeque::new(),
             open_polls: HashSet::new(),
             failures,
+            idle,
             events,
             expiry_timer: None,
             status_timer: None,
             closed: false,
+            epoch: 0,
+            idle_reported: false,
+        }
+    }
+
+    /// Takes note of work of `epoch` given by the researcher.
+    fn saw_epoch(&mut self, epoch: u64) {
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.idle_reported = false;
+        }
+    }
+
+    /// Tells the researcher once per epoch that nothing would be lost by
+    /// forgetting this agent.
+    fn report_if_idle(&mut self) {
+        let forgettable = !self.closed
+            && self.status.status() == NodeStatus::Disconnected
+            && self.open_polls.is_empty()
+            && self.queue.is_empty()
+            && self.queue.in_flight() == 0
+            && self.awaiting.is_empty();
+        if forgettable && !self.idle_reported {
+            self.idle_reported = true;
+            self.idle.do_send(AgentIdle {
+                node_id: self.node_id.clone(),
+                epoch: self.epoch,
+            });
         }
     }
 
@@ -451,6 +505,7 @@ impl NodeAgent {
             if let Some(next) = act.next_deadline() {
                 act.arm_expiry(ctx, next);
             }
+            act.report_if_idle();
         });
         self.expiry_timer = Some((at, handle));
     }
@@ -473,6 +528,7 @@ impl NodeAgent {
                 act.conn = None;
                 let lost = act.awaiting.take_all();
                 act.requeue_lost(ctx, lost, "the node is DISCONNECTED");
+                act.report_if_idle();
             } else {
                 act.arm_status_check(ctx);
             }
@@ -550,6 +606,7 @@ impl Handler<OpenPoll> for NodeAgent {
     type Result = ();
 
     fn handle(&mut self, msg: OpenPoll, ctx: &mut Self::Context) {
+        self.saw_epoch(msg.epoch);
         if self.closed {
             let _ = msg.tx.try_send(PollItem::End(tonic::Status::unavailable(
                 "the researcher is shutting down",
@@ -726,6 +783,7 @@ impl Handler<Enqueue> for NodeAgent {
     type Result = Result<(), ResearcherError>;
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
+        self.saw_epoch(msg.epoch);
         if self.closed {
             if msg.report_refusal {
                 self.give_up(msg.task, ResearcherError::ShuttingDown);
@@ -784,6 +842,17 @@ impl Handler<Cancel> for NodeAgent {
                 if answered { "answered" } else { "cancelled" }
             );
         }
+        self.report_if_idle();
+    }
+}
+
+impl Handler<Forget> for NodeAgent {
+    type Result = ();
+
+    fn handle(&mut self, _: Forget, ctx: &mut Self::Context) {
+        log::debug!("node {}: forgotten", self.node_id);
+        self.closed = true;
+        ctx.stop();
     }
 }
 
@@ -841,6 +910,10 @@ mod tests {
         type Result = ();
         fn handle(&mut self, _: Undeliverable, _: &mut Self::Context) {}
     }
+    impl Handler<AgentIdle> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: AgentIdle, _: &mut Self::Context) {}
+    }
 
     fn agent() -> Addr<NodeAgent> {
         let settings = AgentSettings {
@@ -849,7 +922,15 @@ mod tests {
             max_task_retries: 5,
             disconnection_timeout: Duration::from_secs(60),
         };
-        NodeAgent::new("N".into(), settings, Sink.start().recipient(), None).start()
+        let sink = Sink.start();
+        NodeAgent::new(
+            "N".into(),
+            settings,
+            sink.clone().recipient(),
+            sink.recipient(),
+            None,
+        )
+        .start()
     }
 
     async fn status(agent: &Addr<NodeAgent>) -> NodeStatus {
@@ -865,6 +946,7 @@ mod tests {
             mode: PollMode::Unary,
             tx: tx.clone(),
             remote: None,
+            epoch: 1,
         });
         assert_eq!(status(&agent).await, NodeStatus::Active);
         agent.do_send(PollClosed { poll_id: 1 });
@@ -875,6 +957,7 @@ mod tests {
             mode: PollMode::Unary,
             tx,
             remote: None,
+            epoch: 1,
         });
         // A close for a poll never registered (a call abandoned before its
         // registration arrived) changes nothing.
@@ -891,6 +974,7 @@ mod tests {
             mode: PollMode::Unary,
             tx,
             remote: None,
+            epoch: 1,
         });
         agent
             .send(Enqueue {
@@ -900,6 +984,7 @@ mod tests {
                     origin: Origin::Request,
                 },
                 report_refusal: false,
+                epoch: 1,
             })
             .await
             .unwrap()
@@ -924,6 +1009,7 @@ mod tests {
                 origin: Origin::Request,
             },
             report_refusal: false,
+            epoch: 1,
         }
     }
 
@@ -934,6 +1020,7 @@ mod tests {
             mode: PollMode::Unary,
             tx,
             remote: Some(remote.parse().unwrap()),
+            epoch: 1,
         });
         match rx.recv().await {
             Some(PollItem::Task(flight)) => flight,
@@ -985,6 +1072,7 @@ mod tests {
             mode: PollMode::Unary,
             tx,
             remote: Some("127.0.0.1:3000".parse().unwrap()),
+            epoch: 1,
         });
         let info = agent.send(Info).await.unwrap();
         assert_eq!(info.queue_depth, 0);

@@ -24,7 +24,28 @@ pub const DEFAULT_STREAM_PIPELINE: usize = 16;
 /// HTTP/2 keepalive interval of the server (Fed-BioMed's Python peers refuse
 /// pings closer than about 1.8 s apart).
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
-pub use crate::wire::DEFAULT_RECEIVE_BUFFER_BYTES;
+/// How long an agent whose node is DISCONNECTED with nothing queued or
+/// awaiting a reply is kept before it is forgotten (10 minutes).
+pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(600);
+/// How long a `ReplyTask` stream may go without a frame before it is
+/// cancelled and what it held is released.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may stay open without any call (one that never
+/// starts HTTP/2, or never opens a stream) before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a TLS handshake may take.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once (about one per node); further ones wait in
+/// the kernel's accept queue.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// HTTP/2 streams (calls) one connection may have open at once (a node
+/// uses two or three).
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 100;
+pub use crate::log_limit::LogRate;
+pub use crate::wire::{
+    DecodeLimits, DEFAULT_DECODE_THREADS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_RECEIVE_BUDGET_BYTES,
+    DEFAULT_RECEIVE_BUFFER_BYTES,
+};
 
 /// The researcher's configuration. Build with [`ResearcherConfig::default`]
 /// and the setters:
@@ -76,9 +97,56 @@ pub struct ResearcherConfig {
     /// Requests that may wait for replies at once.
     /// Default [`DEFAULT_MAX_PENDING_REQUESTS`].
     pub max_pending_requests: usize,
-    /// Distinct node ids served (a poll from one more node id is refused).
-    /// Default [`DEFAULT_MAX_NODES`].
+    /// Distinct node ids kept. When the table is full, a new node id takes
+    /// the place of the agent that has been forgettable (see
+    /// [`ResearcherConfig::forget_after`]) the longest; it is refused
+    /// (RESOURCE_EXHAUSTED) only when every agent has work or an open poll.
+    /// Default [`DEFAULT_MAX_NODES`] (10,000).
     pub max_nodes: usize,
+    /// An agent whose node is DISCONNECTED with nothing queued, in flight or
+    /// awaiting a reply is forgotten after this long (a later poll creates
+    /// a new one). Default [`DEFAULT_FORGET_AFTER`] (10 minutes).
+    pub forget_after: Duration,
+    /// Bytes that messages still being received may hold, all nodes and
+    /// streams together, counted as their buffers grow; a `ReplyTask`
+    /// stream that would go past it is refused with RESOURCE_EXHAUSTED (a
+    /// fedroute node sends it again after a back-off) while the others go
+    /// on. One-frame messages do not count. See [`crate::wire::ReceiveBudget`].
+    /// Default [`DEFAULT_RECEIVE_BUDGET_BYTES`] (2 GiB).
+    pub receive_budget_bytes: usize,
+    /// What decoding one reply may cost (value-tree bytes per input byte,
+    /// nesting depth). Default [`DecodeLimits::default`] (8 bytes per byte,
+    /// at least 1 MiB, at most 1 GiB; 128 levels).
+    pub decode_limits: DecodeLimits,
+    /// Large replies (1 MiB and more) decoded at the same time, off the
+    /// event loop. Default [`DEFAULT_DECODE_THREADS`] (2).
+    pub decode_threads: usize,
+    /// A `ReplyTask` stream without a frame for this long is cancelled
+    /// (DEADLINE_EXCEEDED) and the partial message it held is released.
+    /// Default [`DEFAULT_STALL_TIMEOUT`] (30 s).
+    pub stall_timeout: Duration,
+    /// A connection without an open call for this long is closed (one that
+    /// never completes HTTP/2 or never opens a stream). Nodes always have a
+    /// poll open. Default [`DEFAULT_IDLE_TIMEOUT`] (30 s).
+    pub idle_timeout: Duration,
+    /// Longest TLS handshake. Default [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s).
+    pub handshake_timeout: Duration,
+    /// Connections served at once; further ones wait in the kernel's queue
+    /// until one closes. Raise the process's file-descriptor limit
+    /// (`ulimit -n`) with it. Default [`DEFAULT_MAX_CONNECTIONS`] (10,000).
+    pub max_connections: usize,
+    /// Calls one connection may have open at once (HTTP/2 concurrent
+    /// streams). Default [`DEFAULT_MAX_STREAMS_PER_CONNECTION`] (100).
+    pub max_streams_per_connection: u32,
+    /// Largest gRPC message (one frame of a chunked message) accepted;
+    /// fedroute and Fed-BioMed send frames of just under 4 MB.
+    /// Default [`DEFAULT_MAX_FRAME_BYTES`] (8 MiB).
+    pub max_frame_bytes: usize,
+    /// Warnings one node (or one address, before a node id is known) may
+    /// cause per kind (bad reply, bad poll, ...) and window; the rest are
+    /// counted and summed up in one line. Default [`LogRate::default`]
+    /// (5 lines per 10 s).
+    pub peer_log_rate: LogRate,
     /// Tasks handed ahead to a streaming poll. Default [`DEFAULT_STREAM_PIPELINE`].
     pub stream_pipeline: usize,
     /// HTTP/2 keepalive interval (at least 2 s). Default [`DEFAULT_KEEPALIVE_INTERVAL`].
@@ -109,6 +177,17 @@ impl Default for ResearcherConfig {
             max_message_bytes: crate::wire::DEFAULT_MAX_MESSAGE_BYTES,
             max_pending_requests: DEFAULT_MAX_PENDING_REQUESTS,
             max_nodes: DEFAULT_MAX_NODES,
+            forget_after: DEFAULT_FORGET_AFTER,
+            receive_budget_bytes: DEFAULT_RECEIVE_BUDGET_BYTES,
+            decode_limits: DecodeLimits::default(),
+            decode_threads: DEFAULT_DECODE_THREADS,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            peer_log_rate: LogRate::default(),
             stream_pipeline: DEFAULT_STREAM_PIPELINE,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             receive_buffer_bytes: DEFAULT_RECEIVE_BUFFER_BYTES,
@@ -182,6 +261,61 @@ impl ResearcherConfig {
         self.max_nodes = n;
         self
     }
+    /// Sets [`ResearcherConfig::forget_after`].
+    pub fn forget_after(mut self, d: Duration) -> Self {
+        self.forget_after = d;
+        self
+    }
+    /// Sets [`ResearcherConfig::receive_budget_bytes`].
+    pub fn receive_budget_bytes(mut self, n: usize) -> Self {
+        self.receive_budget_bytes = n;
+        self
+    }
+    /// Sets [`ResearcherConfig::decode_limits`].
+    pub fn decode_limits(mut self, limits: DecodeLimits) -> Self {
+        self.decode_limits = limits;
+        self
+    }
+    /// Sets [`ResearcherConfig::decode_threads`].
+    pub fn decode_threads(mut self, n: usize) -> Self {
+        self.decode_threads = n;
+        self
+    }
+    /// Sets [`ResearcherConfig::stall_timeout`].
+    pub fn stall_timeout(mut self, d: Duration) -> Self {
+        self.stall_timeout = d;
+        self
+    }
+    /// Sets [`ResearcherConfig::idle_timeout`].
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+    /// Sets [`ResearcherConfig::handshake_timeout`].
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+    /// Sets [`ResearcherConfig::max_connections`].
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+    /// Sets [`ResearcherConfig::max_streams_per_connection`].
+    pub fn max_streams_per_connection(mut self, n: u32) -> Self {
+        self.max_streams_per_connection = n;
+        self
+    }
+    /// Sets [`ResearcherConfig::max_frame_bytes`].
+    pub fn max_frame_bytes(mut self, n: usize) -> Self {
+        self.max_frame_bytes = n;
+        self
+    }
+    /// Sets [`ResearcherConfig::peer_log_rate`].
+    pub fn peer_log_rate(mut self, rate: LogRate) -> Self {
+        self.peer_log_rate = rate;
+        self
+    }
     /// Sets [`ResearcherConfig::stream_pipeline`].
     pub fn stream_pipeline(mut self, n: usize) -> Self {
         self.stream_pipeline = n;
@@ -235,6 +369,28 @@ impl ResearcherConfig {
         }
         if self.max_message_bytes == 0 {
             return Err("max_message_bytes must be positive".into());
+        }
+        if self.receive_budget_bytes < self.max_message_bytes.min(self.max_frame_bytes) {
+            return Err(format!(
+                "receive_budget_bytes {} is below one frame (max_frame_bytes {})",
+                self.receive_budget_bytes, self.max_frame_bytes
+            ));
+        }
+        for (name, d) in [
+            ("forget_after", self.forget_after),
+            ("stall_timeout", self.stall_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if self.max_connections == 0 || self.max_streams_per_connection == 0 {
+            return Err("max_connections and max_streams_per_connection must be at least 1".into());
+        }
+        if self.max_frame_bytes == 0 || self.decode_threads == 0 {
+            return Err("max_frame_bytes and decode_threads must be at least 1".into());
         }
         Ok(())
     }

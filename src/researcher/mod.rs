@@ -16,9 +16,11 @@
 //! - [`pending`] - requests waiting for replies (plain struct).
 //! - [`awaiting`] - a node's tasks written out and not yet answered, requeued
 //!   when their connection is gone (plain struct).
+//! - [`table`] - the agents by node id, forgetting idle ones (plain struct).
 //! - [`agent`] - the [`NodeAgent`] actor: queue, status and polls of a node.
 //! - [`actor`] - the [`Researcher`] actor and its messages.
 //! - [`service`] - the tonic service and the poll response stream.
+//! - `incoming` - the accept loop and idle-closing connections.
 //! - [`events`] - [`ResearcherEvent`] for the handler.
 //! - [`server`] - [`start`] and [`ResearcherHandle`].
 
@@ -28,11 +30,13 @@ pub mod awaiting;
 pub mod config;
 pub mod error;
 pub mod events;
+pub(crate) mod incoming;
 pub mod pending;
 pub mod queue;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod table;
 
 pub use actor::{
     Broadcast, Nodes, PendingCount, Request, Researcher, SendToNode, Shutdown, SHUTDOWN_GRACE,

@@ -5,19 +5,22 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use actix::{Actor, Addr, Recipient};
 use tokio::sync::oneshot;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use super::actor::{Researcher, ServerControl, SetServer, Shutdown};
 use super::config::ResearcherConfig;
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
-use super::service::ResearcherGrpc;
+use super::incoming::{self, AcceptSettings, Connections};
+use super::service::{ResearcherGrpc, ServiceParts};
+use crate::log_limit::PeerLog;
 use crate::proto::researcher_service_server::ResearcherServiceServer;
 use crate::tls::{self, CertificateDer};
-use crate::wire::{BufferPool, GRPC_MAX_MESSAGE_BYTES};
+use crate::wire::{BufferPool, MessageDecoder, ReceiveBudget, GRPC_MAX_MESSAGE_BYTES};
 
 /// HTTP/2 stream window: large enough that a 4 MB chunk does not wait for
 /// many window updates.
@@ -97,36 +100,48 @@ pub async fn start(
         )?,
     };
 
-    let incoming = TcpIncoming::bind(config.listen)
-        .map_err(|source| ResearcherError::Bind {
-            addr: config.listen,
-            source,
-        })?
-        .with_nodelay(Some(true));
-    let local_addr = incoming
-        .local_addr()
-        .map_err(|source| ResearcherError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let bind_error = |source| ResearcherError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let listener = std::net::TcpListener::bind(config.listen).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
 
-    let researcher = Researcher::new(&config, events.clone()).start();
+    let peer_log = Arc::new(PeerLog::new(config.peer_log_rate));
+    let connections = Arc::new(Connections::default());
+    let researcher = Researcher::new(&config, events.clone(), Arc::clone(&peer_log)).start();
     let (cut, cut_rx) = tokio::sync::watch::channel(false);
-    let service = ResearcherServiceServer::new(ResearcherGrpc::new(
-        researcher.clone(),
+    let service = ResearcherServiceServer::new(ResearcherGrpc::new(ServiceParts {
+        researcher: researcher.clone(),
         events,
-        cut_rx,
-        config.client_ca.is_some(),
-        config.max_message_bytes,
-        config.stream_pipeline,
-        BufferPool::new(config.receive_buffer_bytes),
-    ))
-    .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES)
+        shutdown: cut_rx,
+        mutual_tls: config.client_ca.is_some(),
+        max_message_bytes: config.max_message_bytes,
+        stream_pipeline: config.stream_pipeline,
+        buffers: BufferPool::new(config.receive_buffer_bytes),
+        budget: ReceiveBudget::new(config.receive_budget_bytes),
+        decoder: MessageDecoder::new(config.decode_limits, config.decode_threads),
+        stall_timeout: config.stall_timeout,
+        connections: Arc::clone(&connections),
+        peer_log,
+    }))
+    .max_decoding_message_size(config.max_frame_bytes)
     .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES);
+    let incoming = incoming::accept(
+        listener,
+        AcceptSettings {
+            max_connections: config.max_connections,
+            idle_timeout: config.idle_timeout,
+        },
+        connections,
+    );
 
     let mut builder = Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(Some(config.max_streams_per_connection))
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
     if config.insecure {
@@ -134,10 +149,9 @@ pub async fn start(
             "researcher on {local_addr} serves PLAINTEXT gRPC (insecure mode): for interop and debugging only"
         );
     } else {
-        builder = builder.tls_config(tls::server_tls_config(
-            &identity,
-            config.client_ca.as_deref(),
-        )?)?;
+        let tls_config = tls::server_tls_config(&identity, config.client_ca.as_deref())?
+            .timeout(config.handshake_timeout);
+        builder = builder.tls_config(tls_config)?;
     }
     let (stop, stopped) = oneshot::channel::<()>();
     let router = builder.add_service(service);

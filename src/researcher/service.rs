@@ -9,6 +9,17 @@
 //!   version-checks it, and has the researcher route it.
 //! - `Feedback`: forwarded to the handler as an event.
 //!
+//! What a node sends is bounded before it is kept: node and request ids
+//! are checked ([`crate::wire::check_id`]; INVALID_ARGUMENT otherwise), a
+//! reply's partial message takes its memory from the researcher's
+//! [`ReceiveBudget`] (RESOURCE_EXHAUSTED when spent), a `ReplyTask` stream
+//! that sends no frame for `stall_timeout` is cancelled (DEADLINE_EXCEEDED),
+//! large replies are decoded off the event loop ([`MessageDecoder`]), every
+//! quote of the node's input in a status or a log line is shortened
+//! ([`crate::wire::echo`]), and warnings are rate-limited per node and
+//! kind ([`PeerLog`]). Each call is marked on its connection, so that a
+//! connection without calls closes after the idle timeout.
+//!
 //! Service futures only hold `Addr`s, `Recipient`s and channels, so they are
 //! `Send` and run on whatever runtime serves tonic.
 
@@ -28,9 +39,14 @@ use super::actor::{Attach, Detach, ReplyRoute, Researcher, RouteError, RouteRepl
 use super::agent::{Credit, CreditEnded, InFlight, NodeAgent, PollClosed, PollItem, PollMode};
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
+use super::incoming::{CallGuard, Connections};
+use crate::log_limit::PeerLog;
 use crate::proto::researcher_service_server::ResearcherService;
 use crate::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
-use crate::wire::{self, BufferPool, Chunks, Envelope, Reassembler};
+use crate::wire::{
+    self, check_id, echo, BufferPool, Chunks, IdKind, MessageDecoder, Reassembler, ReceiveBudget,
+    WireError,
+};
 
 /// How long delivering an event to the handler may hold up the node's call.
 const EVENT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,44 +57,62 @@ pub struct ResearcherGrpc {
     inner: Arc<Shared>,
 }
 
-struct Shared {
-    researcher: Addr<Researcher>,
-    events: Option<Recipient<ResearcherEvent>>,
+/// What the service is built from (see [`ResearcherGrpc::new`]).
+pub(crate) struct ServiceParts {
+    pub researcher: Addr<Researcher>,
+    pub events: Option<Recipient<ResearcherEvent>>,
     /// Becomes `true` at shutdown: open `ReplyTask` calls end.
-    shutdown: watch::Receiver<bool>,
-    mutual_tls: bool,
-    max_message_bytes: usize,
-    stream_pipeline: usize,
+    pub shutdown: watch::Receiver<bool>,
+    /// Calls are accepted only for the node id of the client certificate.
+    pub mutual_tls: bool,
+    pub max_message_bytes: usize,
+    pub stream_pipeline: usize,
     /// Reassembly buffers of large replies, kept for the next ones.
-    buffers: BufferPool,
+    pub buffers: BufferPool,
+    /// Bytes held by replies still being received, all streams together.
+    pub budget: ReceiveBudget,
+    pub decoder: MessageDecoder,
+    pub stall_timeout: Duration,
+    pub connections: Arc<Connections>,
+    pub peer_log: Arc<PeerLog>,
+}
+
+struct Shared {
+    parts: ServiceParts,
     next_poll_id: AtomicU64,
 }
 
 impl ResearcherGrpc {
-    /// A service for `researcher`. With `mutual_tls`, calls are accepted
-    /// only for the node id of the client certificate.
-    pub(crate) fn new(
-        researcher: Addr<Researcher>,
-        events: Option<Recipient<ResearcherEvent>>,
-        shutdown: watch::Receiver<bool>,
-        mutual_tls: bool,
-        max_message_bytes: usize,
-        stream_pipeline: usize,
-        buffers: BufferPool,
-    ) -> ResearcherGrpc {
+    /// The service over `parts`.
+    pub(crate) fn new(parts: ServiceParts) -> ResearcherGrpc {
         ResearcherGrpc {
             inner: Arc::new(Shared {
-                researcher,
-                events,
-                shutdown,
-                mutual_tls,
-                max_message_bytes,
-                stream_pipeline,
-                buffers,
+                parts,
                 next_poll_id: AtomicU64::new(1),
             }),
         }
     }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = ServiceParts;
+    fn deref(&self) -> &ServiceParts {
+        &self.parts
+    }
+}
+
+/// The key under which a call's warnings are counted: its node id when it
+/// is valid, else the address it came from.
+fn peer_key(node_id: Option<&str>, remote: Option<std::net::SocketAddr>) -> String {
+    match node_id {
+        Some(id) if check_id(IdKind::Node, id).is_ok() => id.to_string(),
+        _ => remote.map_or_else(|| "an unknown address".to_string(), |r| r.ip().to_string()),
+    }
+}
+
+/// INVALID_ARGUMENT for a bad identifier.
+fn bad_id(kind: IdKind, id: &str) -> Result<(), Status> {
+    check_id(kind, id).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 impl Shared {
@@ -90,7 +124,8 @@ impl Shared {
         match crate::tls::peer_node_id(request) {
             Some(Ok(id)) => Ok(Some(id)),
             Some(Err(e)) => Err(Status::permission_denied(format!(
-                "the client certificate names no node: {e}"
+                "the client certificate names no node: {}",
+                echo(&e.to_string())
             ))),
             None => Err(Status::permission_denied(
                 "mutual TLS is required: no client certificate",
@@ -101,7 +136,9 @@ impl Shared {
     fn check_node(certified: &Option<String>, node_id: &str) -> Result<(), Status> {
         match certified {
             Some(id) if id != node_id => Err(Status::permission_denied(format!(
-                "node {node_id:?} does not match the client certificate's node {id:?}"
+                "node {:?} does not match the client certificate's node {:?}",
+                echo(node_id),
+                echo(id)
             ))),
             _ => Ok(()),
         }
@@ -120,6 +157,7 @@ impl Shared {
         if node_id.is_empty() {
             return Err(Status::invalid_argument("TaskRequest.node is empty"));
         }
+        bad_id(IdKind::Node, node_id)?;
         Self::check_node(certified, node_id)?;
         if !task_request.protocol_version.is_empty() {
             wire::check_version(&task_request.protocol_version)
@@ -161,6 +199,7 @@ impl Shared {
             current: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep(d))),
             done: false,
+            _call: self.connections.enter(remote),
         })
     }
 
@@ -177,7 +216,10 @@ impl Shared {
 
     /// Decodes, checks and routes one reassembled message.
     async fn route(&self, payload: bytes::Bytes, certified: &Option<String>) -> Result<(), Status> {
-        let envelope = Envelope::decode(payload)
+        let envelope = self
+            .decoder
+            .decode(payload)
+            .await
             .map_err(|e| Status::invalid_argument(format!("undecodable reply: {e}")))?;
         envelope
             .check_version()
@@ -185,9 +227,16 @@ impl Shared {
         let Some(node_id) = envelope.node_id() else {
             return Err(Status::invalid_argument(format!(
                 "a {} reply has no node_id",
-                envelope.class()
+                echo(envelope.class())
             )));
         };
+        bad_id(IdKind::Node, node_id)?;
+        if let Some(id) = envelope.request_id() {
+            bad_id(IdKind::Request, id)?;
+        }
+        if let Some(id) = envelope.dest_node_id() {
+            bad_id(IdKind::Node, id)?;
+        }
         Self::check_node(certified, node_id)?;
         let route = self
             .researcher
@@ -197,12 +246,14 @@ impl Shared {
         match route {
             Ok(ReplyRoute::Matched) | Ok(ReplyRoute::Relayed) => Ok(()),
             Ok(ReplyRoute::Unmatched(envelope)) => {
-                log::warn!(
-                    "{} from node {} answers no waiting request ({:?}); dropped",
-                    envelope.class(),
-                    envelope.node_id().unwrap_or_default(),
-                    envelope.request_id()
-                );
+                let node_id = envelope.node_id().unwrap_or_default();
+                self.peer_log.warn(node_id, "unmatched reply", || {
+                    format!(
+                        "{} from node {node_id} answers no waiting request ({:?}); dropped",
+                        echo(envelope.class()),
+                        envelope.request_id()
+                    )
+                });
                 self.emit(ResearcherEvent::UnmatchedReply(envelope)).await;
                 Ok(())
             }
@@ -288,6 +339,7 @@ impl ResearcherService for ResearcherGrpc {
         &self,
         request: Request<Streaming<TaskRequest>>,
     ) -> Result<Response<PollStream>, Status> {
+        let _call = self.inner.connections.enter(request.remote_addr());
         let certified = self.inner.certified_node(&request)?;
         let deadline = client_deadline(&request);
         let remote = request.remote_addr();
@@ -302,6 +354,7 @@ impl ResearcherService for ResearcherGrpc {
         let agent = stream.agent.clone();
         let poll_id = stream.poll_id;
         let node_id = first.node;
+        let shared = Arc::clone(&self.inner);
         // Each further TaskRequest is credit for one task. `send` waits for
         // the agent, so a node flooding credits is slowed, not buffered.
         tokio::spawn(async move {
@@ -309,10 +362,12 @@ impl ResearcherService for ResearcherGrpc {
                 match inbound.message().await {
                     Ok(Some(more)) => {
                         if !more.node.is_empty() && more.node != node_id {
-                            log::warn!(
-                                "GetTask stream of node {node_id} asked for node {}; ignored",
-                                more.node
-                            );
+                            shared.peer_log.warn(&node_id, "foreign credit", || {
+                                format!(
+                                    "GetTask stream of node {node_id} asked for node {}; ignored",
+                                    echo(&more.node)
+                                )
+                            });
                             continue;
                         }
                         if agent.send(Credit { poll_id, n: 1 }).await.is_err() {
@@ -333,6 +388,7 @@ impl ResearcherService for ResearcherGrpc {
         &self,
         request: Request<TaskRequest>,
     ) -> Result<Response<PollStream>, Status> {
+        let _call = self.inner.connections.enter(request.remote_addr());
         let certified = self.inner.certified_node(&request)?;
         let deadline = client_deadline(&request);
         let remote = request.remote_addr();
@@ -348,11 +404,22 @@ impl ResearcherService for ResearcherGrpc {
         &self,
         request: Request<Streaming<TaskResult>>,
     ) -> Result<Response<Empty>, Status> {
+        let remote = request.remote_addr();
+        let _call = self.inner.connections.enter(remote);
         let certified = self.inner.certified_node(&request)?;
+        let peer = peer_key(certified.as_deref(), remote);
+        let refused = |status: Status| {
+            self.inner.peer_log.warn(&peer, "refused reply", || {
+                format!("reply from {peer} refused: {}", status.message())
+            });
+            status
+        };
         let mut inbound = request.into_inner();
-        let mut reassembler =
-            Reassembler::new(self.inner.max_message_bytes).with_pool(self.inner.buffers.clone());
+        let mut reassembler = Reassembler::new(self.inner.max_message_bytes)
+            .with_pool(self.inner.buffers.clone())
+            .with_budget(self.inner.budget.clone());
         let mut shutdown = self.inner.shutdown.clone();
+        let stall = self.inner.stall_timeout;
         // A node may hold its reply stream open; shutdown must not wait
         // for it. (A dropped sender means the researcher is gone: end too.)
         let stopping = shutdown.wait_for(|stop| *stop);
@@ -360,9 +427,15 @@ impl ResearcherService for ResearcherGrpc {
         loop {
             let frame = tokio::select! {
                 biased;
-                message = inbound.message() => match message? {
-                    Some(frame) => frame,
-                    None => break,
+                message = tokio::time::timeout(stall, inbound.message()) => match message {
+                    Ok(Ok(Some(frame))) => frame,
+                    Ok(Ok(None)) => break,
+                    Ok(Err(status)) => return Err(status),
+                    Err(_) => {
+                        return Err(refused(Status::deadline_exceeded(format!(
+                            "no ReplyTask frame for {stall:?}: the stream is cancelled"
+                        ))));
+                    }
                 },
                 _ = &mut stopping => {
                     return Err(Status::unavailable("the researcher is shutting down"));
@@ -370,23 +443,32 @@ impl ResearcherService for ResearcherGrpc {
             };
             let complete = reassembler
                 .push(frame.size, frame.iteration, frame.bytes)
-                .map_err(|e| Status::invalid_argument(format!("bad reply frame: {e}")))?;
+                .map_err(|e| {
+                    refused(match e {
+                        WireError::BudgetExhausted { .. } => Status::resource_exhausted(format!(
+                            "reply refused for now, send it again later: {e}"
+                        )),
+                        e => Status::invalid_argument(format!("bad reply frame: {e}")),
+                    })
+                })?;
             if let Some(payload) = complete {
-                if let Err(status) = self.inner.route(payload, &certified).await {
-                    log::warn!("reply refused: {}", status.message());
-                    return Err(status);
-                }
+                // The message's bytes stay counted until it is decoded and routed.
+                let hold = reassembler.take_hold();
+                let routed = self.inner.route(payload, &certified).await;
+                drop(hold);
+                routed.map_err(refused)?;
             }
         }
         if reassembler.in_progress() {
-            return Err(Status::invalid_argument(
+            return Err(refused(Status::invalid_argument(
                 "ReplyTask stream ended in the middle of a message",
-            ));
+            )));
         }
         Ok(Response::new(Empty {}))
     }
 
     async fn feedback(&self, request: Request<FeedbackMessage>) -> Result<Response<Empty>, Status> {
+        let _call = self.inner.connections.enter(request.remote_addr());
         let certified = self.inner.certified_node(&request)?;
         let message = request.into_inner();
         let feedback = wire::FeedbackMessage::try_from(message)
@@ -394,6 +476,7 @@ impl ResearcherService for ResearcherGrpc {
         feedback
             .check_version()
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        bad_id(IdKind::Node, feedback.node_id())?;
         Shared::check_node(&certified, feedback.node_id())?;
         if self.inner.events.is_none() {
             log::info!("feedback from node {}: {feedback:?}", feedback.node_id());
@@ -414,6 +497,8 @@ pub struct PollStream {
     current: Option<(InFlight, Chunks)>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
+    /// Keeps the connection marked busy while the poll is open.
+    _call: CallGuard,
 }
 
 impl Stream for PollStream {

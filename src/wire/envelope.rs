@@ -6,12 +6,14 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::echo::echo;
 use super::error::WireError;
+use super::limits::DecodeLimits;
 use super::message::Typed;
 use super::payload::{encode_payload, Payload};
 use super::serde_value::{from_value, to_value};
-use super::value::{decode_value, encode_to_buf, encode_to_bytes, Value};
-use super::version::{check_version, VersionCompat};
+use super::value::{decode_value_with, encode_to_buf, encode_to_bytes, Value};
+use super::version::check_version;
 
 /// The key naming a message's class.
 pub const TYPE_MESSAGE_KEY: &str = "__type_message__";
@@ -46,9 +48,14 @@ impl PartialEq for Envelope {
 
 impl Envelope {
     /// Decodes a message payload: one msgpack map with a
-    /// `__type_message__.class` string.
+    /// `__type_message__.class` string, within the default [`DecodeLimits`].
     pub fn decode(raw: Bytes) -> Result<Envelope, WireError> {
-        let value = decode_value(&raw)?;
+        Envelope::decode_with(raw, &DecodeLimits::default())
+    }
+
+    /// Decodes a message payload within `limits` (see [`super::limits`]).
+    pub fn decode_with(raw: Bytes, limits: &DecodeLimits) -> Result<Envelope, WireError> {
+        let value = decode_value_with(&raw, limits)?;
         validate(&value)?;
         Ok(Envelope {
             value,
@@ -164,21 +171,14 @@ impl Envelope {
     }
 
     /// Checks `protocol_version` as Fed-BioMed does (see [`super::version`]);
-    /// an older minor version is accepted with a warning.
+    /// an older minor version is accepted.
     pub fn check_version(&self) -> Result<(), WireError> {
         let theirs = self
             .protocol_version()
             .ok_or_else(|| WireError::MissingProtocolVersion {
-                class: self.class().to_owned(),
+                class: echo(self.class()),
             })?;
-        match check_version(theirs)? {
-            VersionCompat::Same => {}
-            VersionCompat::OlderMinor => log::warn!(
-                "{} message {:?} speaks older protocol version {theirs}",
-                self.class(),
-                self.request_id()
-            ),
-        }
+        check_version(theirs)?;
         Ok(())
     }
 
@@ -207,7 +207,7 @@ impl Envelope {
         if self.class() != T::CLASS {
             return Err(WireError::WrongClass {
                 expected: T::CLASS,
-                found: self.class().to_owned(),
+                found: echo(self.class()),
             });
         }
         let entries = self

@@ -42,6 +42,27 @@ pub enum WireError {
         /// Where the value that crossed the limit starts.
         offset: usize,
     },
+    /// Decoding would take more memory than [`crate::wire::DecodeLimits`]
+    /// allows for a message of this size (a claimed array, map or string
+    /// that would cost too much as a value tree).
+    #[error("decoding the {input}-byte message would take {needed} bytes of memory at byte {offset}, more than its limit of {limit} (DecodeLimits)")]
+    TreeTooLarge {
+        /// Where the container or string that crossed the limit starts.
+        offset: usize,
+        /// Bytes of tree the message would need up to that point.
+        needed: u64,
+        /// The limit for this message ([`crate::wire::DecodeLimits::tree_budget`]).
+        limit: usize,
+        /// The message's size in bytes.
+        input: usize,
+    },
+    /// The thread decoding a large message stopped before it finished (the
+    /// runtime is shutting down).
+    #[error("decoding was interrupted: {reason}")]
+    DecodeInterrupted {
+        /// What the runtime said.
+        reason: String,
+    },
     /// A msgpack str is not valid UTF-8.
     #[error("msgpack str of {len} bytes at byte {offset} is not valid UTF-8")]
     InvalidUtf8 {
@@ -96,6 +117,18 @@ pub enum WireError {
     /// A serde (de)serialisation between a typed message and a value failed.
     #[error("cannot convert between a typed message and a msgpack value: {0}")]
     Serde(String),
+
+    /// An identifier (node, researcher or request id) breaks the rules of
+    /// [`crate::wire::check_id`].
+    #[error("{kind} {id:?} is not valid: {reason}")]
+    BadId {
+        /// What the identifier names.
+        kind: crate::wire::IdKind,
+        /// The identifier, shortened ([`crate::wire::echo`]).
+        id: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
 
     // ---- protocol version --------------------------------------------------
     /// The message has no `protocol_version` string.
@@ -196,6 +229,18 @@ pub enum WireError {
         /// The message's frame count.
         size: i32,
     },
+    /// Receiving the message would take the bytes held by incomplete
+    /// messages past the process's receive budget
+    /// ([`crate::wire::ReceiveBudget`]); the peer may send it again later.
+    #[error("receiving {requested} more bytes of a message would exceed the receive budget: {in_use} of {limit} bytes are held by incomplete messages")]
+    BudgetExhausted {
+        /// The bytes asked for.
+        requested: usize,
+        /// The bytes already held when they were asked for.
+        in_use: usize,
+        /// The budget.
+        limit: usize,
+    },
     /// A message is (or claims to be) larger than the configured limit.
     #[error("message of {claimed} bytes ({size} frames) exceeds the limit of {limit} bytes")]
     MessageTooLarge {
@@ -225,7 +270,7 @@ impl serde::de::Error for WireError {
         WireError::WrongType {
             field: String::new(),
             expected: exp.to_string(),
-            found: unexp.to_string(),
+            found: super::echo::echo(&unexp.to_string()),
         }
     }
 
@@ -249,8 +294,9 @@ impl WireError {
                 expected,
                 found,
             } => {
+                let segment = super::echo::echo(segment);
                 let field = if field.is_empty() {
-                    segment.to_owned()
+                    segment
                 } else if field.starts_with('[') {
                     format!("{segment}{field}")
                 } else {

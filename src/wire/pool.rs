@@ -94,22 +94,17 @@ impl BufferPool {
         state.bytes = 0;
     }
 
-    /// An empty buffer with room for at least `capacity` bytes: a kept one
-    /// whose previous message is gone and that is large enough (no
-    /// allocation), or else a new one.
-    pub(crate) fn take(&self, capacity: usize) -> BytesMut {
+    /// A kept buffer with room for at least `capacity` bytes whose previous
+    /// message is gone (no allocation), if there is one.
+    pub(crate) fn take_fitting(&self, capacity: usize) -> Option<BytesMut> {
         let mut state = self.lock();
         let free = state.spares.iter_mut().position(|(b, _)| {
             b.clear();
             b.try_reclaim(capacity)
-        });
-        match free.and_then(|i| state.spares.remove(i)) {
-            Some((buf, size)) => {
-                state.bytes -= size;
-                buf
-            }
-            None => BytesMut::with_capacity(capacity),
-        }
+        })?;
+        let (buf, size) = state.spares.remove(free)?;
+        state.bytes -= size;
+        Some(buf)
     }
 
     /// Hands back `buf`, the rest of a buffer of `capacity` bytes a message
@@ -141,7 +136,9 @@ mod tests {
 
     /// Fills a buffer from `pool` like a reassembly and splits the message off.
     fn message(pool: &BufferPool, len: usize) -> bytes::Bytes {
-        let mut buf = pool.take(len);
+        let mut buf = pool
+            .take_fitting(len)
+            .unwrap_or_else(|| BytesMut::with_capacity(len));
         buf.extend_from_slice(&vec![1u8; len]);
         let capacity = buf.capacity();
         let message = buf.split().freeze();
@@ -155,14 +152,13 @@ mod tests {
         let first = message(&pool, 1000);
         assert_eq!(pool.kept(), 1);
 
-        // Still alive: a new buffer, the kept one stays.
-        let other = pool.take(1000);
-        assert_ne!(other.as_ptr(), first.as_ptr());
+        // Still alive: nothing to take, the kept one stays.
+        assert!(pool.take_fitting(1000).is_none());
         assert_eq!(pool.kept(), 1);
 
         let at = first.as_ptr();
         drop(first);
-        let again = pool.take(1000);
+        let again = pool.take_fitting(1000).unwrap();
         assert_eq!(again.as_ptr(), at);
         assert!(again.capacity() >= 1000);
         assert_eq!((pool.kept(), pool.kept_bytes()), (0, 0));
@@ -172,8 +168,7 @@ mod tests {
     fn a_kept_buffer_too_small_is_not_used() {
         let pool = BufferPool::new(1 << 20);
         drop(message(&pool, 10));
-        let b = pool.take(1 << 16);
-        assert!(b.capacity() >= 1 << 16);
+        assert!(pool.take_fitting(1 << 16).is_none());
         assert_eq!(pool.kept(), 1);
     }
 
@@ -184,8 +179,8 @@ mod tests {
         assert_eq!((pool.kept(), pool.kept_bytes()), (2, 2000));
         // The two newest stay.
         drop(kept);
-        let a = pool.take(1000);
-        let b = pool.take(1000);
+        let a = pool.take_fitting(1000).unwrap();
+        let b = pool.take_fitting(1000).unwrap();
         assert_eq!(pool.kept(), 0);
         assert_ne!(a.as_ptr(), b.as_ptr());
 

@@ -3,20 +3,28 @@
 //! Unlike Fed-BioMed's receivers, every frame is checked: `size` at least 1
 //! and constant within a message, `iteration` exactly the next one, and the
 //! total below a limit. A one-frame message is handed on as the frame's own
-//! buffer (no copy). For a longer message the first frame fixes an upper bound
-//! (`size` × first frame length, since senders cut equal slices) that is
-//! checked against the limit. Up to [`INITIAL_RESERVE_CAP`] of it is reserved
-//! at once; a longer message reserves the rest of its bound when its data
-//! actually reaches the cap (one `realloc`, which Linux serves with `mremap`
-//! for buffers that large, without copying), so a hostile first frame that
-//! claims gigabytes reserves no more than the cap. Every frame is copied into
-//! the buffer exactly once.
+//! buffer (no copy). For a longer message the first frame fixes an upper
+//! bound (`size` × first frame length, since senders cut equal slices) that
+//! is checked against the limit, but nothing is reserved on that claim: the
+//! buffer grows as data arrives, at least doubling each time and never past
+//! the bound ([`next_capacity`]), so a hostile first frame that claims
+//! gigabytes costs one frame. Every frame is copied into the buffer exactly
+//! once; growing a large buffer is a `realloc` that Linux serves by moving
+//! pages (`mremap`), not bytes.
+//!
+//! With a [`ReceiveBudget`] ([`Reassembler::with_budget`]) each growth is
+//! taken from the budget before the memory is reserved, and refused with
+//! [`WireError::BudgetExhausted`] when the budget is spent; the bytes stay
+//! held after the message completes until the caller drops the
+//! [`Hold`] it takes with [`Reassembler::take_hold`] (once the message is
+//! decoded and handed on).
 //!
 //! With a [`BufferPool`] ([`Reassembler::with_pool`]) the buffers of
-//! finished messages are kept and the next message is written into the same
-//! allocation once every slice of the previous one has been dropped: no fresh
-//! allocation and page faults per large message, at the price of keeping
-//! those buffers (up to the pool's limit) while idle.
+//! finished messages are kept and a message whose claimed size fits one of
+//! them is written into the same allocation once every slice of the
+//! previous message has been dropped: no fresh allocation and page faults
+//! per large message, at the price of keeping those buffers (up to the
+//! pool's limit) while idle.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -33,16 +41,20 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::budget::{Hold, ReceiveBudget};
 use super::error::WireError;
 use super::pool::BufferPool;
 
 /// Default limit on a reassembled message (2 GiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 2 << 30;
 
-/// The most a message reserves before its data arrives (64 MiB): a claim of
-/// more (frame count × first frame length) is reserved in full only once the
-/// received data reaches this much.
-pub const INITIAL_RESERVE_CAP: usize = 64 << 20;
+/// The capacity a message buffer grows to when `needed` bytes must fit and
+/// it has `current`: at least double, never past the claimed `bound`
+/// (unless the data itself goes past it, for a sender whose later frames
+/// are longer than its first).
+pub fn next_capacity(current: usize, needed: usize, bound: usize) -> usize {
+    needed.max(current.saturating_mul(2)).min(bound.max(needed))
+}
 
 /// Checks and joins the frames of consecutive messages on one stream.
 #[derive(Debug)]
@@ -51,6 +63,10 @@ pub struct Reassembler {
     current: Option<InProgress>,
     /// Where finished messages' buffers go for reuse, if anywhere.
     pool: Option<BufferPool>,
+    /// Where buffer growth is taken from, if anywhere.
+    budget: Option<ReceiveBudget>,
+    /// The budget held by the last completed message, until taken.
+    completed: Option<Hold>,
 }
 
 #[derive(Debug)]
@@ -59,7 +75,39 @@ struct InProgress {
     received: i32,
     /// Upper bound of the message length (size × first frame length).
     bound: usize,
-    buf: BytesMut,
+    buf: Buffer,
+    /// What the growth policy allows so far (and the budget was charged).
+    capacity: usize,
+    hold: Option<Hold>,
+}
+
+/// A message buffer: a fresh vector that grows with `realloc`, or a kept
+/// buffer of the pool, large enough for the whole claimed message.
+#[derive(Debug)]
+enum Buffer {
+    Fresh(Vec<u8>),
+    Kept(BytesMut),
+}
+
+impl Buffer {
+    fn len(&self) -> usize {
+        match self {
+            Buffer::Fresh(v) => v.len(),
+            Buffer::Kept(b) => b.len(),
+        }
+    }
+
+    fn extend(&mut self, bytes: &[u8], capacity: usize) {
+        match self {
+            Buffer::Fresh(v) => {
+                if capacity > v.capacity() {
+                    v.reserve_exact(capacity - v.len());
+                }
+                v.extend_from_slice(bytes);
+            }
+            Buffer::Kept(b) => b.extend_from_slice(bytes),
+        }
+    }
 }
 
 impl Default for Reassembler {
@@ -75,6 +123,8 @@ impl Reassembler {
             max_message_bytes,
             current: None,
             pool: None,
+            budget: None,
+            completed: None,
         }
     }
 
@@ -86,9 +136,24 @@ impl Reassembler {
         self
     }
 
+    /// Takes every growth of a message buffer from `budget` (see the module
+    /// documentation). Off by default.
+    pub fn with_budget(mut self, budget: ReceiveBudget) -> Reassembler {
+        self.budget = Some(budget);
+        self
+    }
+
     /// Whether a message has started and not finished.
     pub fn in_progress(&self) -> bool {
         self.current.is_some()
+    }
+
+    /// The budget held for the message the last [`Reassembler::push`]
+    /// completed (none for a one-frame message or without a budget). Drop it
+    /// once the message is decoded and handed on; it is also given back at
+    /// the next push.
+    pub fn take_hold(&mut self) -> Option<Hold> {
+        self.completed.take()
     }
 
     /// Takes one frame. Returns the payload when this was its last frame.
@@ -100,6 +165,7 @@ impl Reassembler {
         iteration: i32,
         bytes: Bytes,
     ) -> Result<Option<Bytes>, WireError> {
+        self.completed = None;
         let r = self.push_inner(size, iteration, bytes);
         if r.is_err() {
             self.current = None;
@@ -110,6 +176,7 @@ impl Reassembler {
     /// Call when the frame stream ends: an error if a message is incomplete.
     /// The reassembler is reset either way.
     pub fn finish(&mut self) -> Result<(), WireError> {
+        self.completed = None;
         match self.current.take() {
             None => Ok(()),
             Some(p) => Err(WireError::StreamEndedMidMessage {
@@ -127,6 +194,40 @@ impl Reassembler {
                 limit: self.max_message_bytes,
             });
         }
+        Ok(())
+    }
+
+    /// Starts a message of `size` frames with its first frame.
+    fn start(&mut self, size: i32, bytes: Bytes) -> Result<(), WireError> {
+        let len = bytes.len();
+        let bound = (len as u64).saturating_mul(size as u64);
+        self.too_large(bound, size)?;
+        // bound <= max_message_bytes, a usize: the cast cannot truncate.
+        let bound = bound as usize;
+        let capacity = next_capacity(0, len, bound);
+        let hold = match &self.budget {
+            Some(budget) => {
+                let mut hold = budget.hold();
+                hold.grow(capacity)?;
+                Some(hold)
+            }
+            None => None,
+        };
+        // A kept buffer is used only when the whole claim fits it: it costs
+        // no new memory, and growing it would mean a copy.
+        let mut buf = match self.pool.as_ref().and_then(|p| p.take_fitting(bound)) {
+            Some(kept) => Buffer::Kept(kept),
+            None => Buffer::Fresh(Vec::new()),
+        };
+        buf.extend(&bytes, capacity);
+        self.current = Some(InProgress {
+            size,
+            received: 1,
+            bound,
+            buf,
+            capacity,
+            hold,
+        });
         Ok(())
     }
 
@@ -151,27 +252,11 @@ impl Reassembler {
                     expected: 1,
                 });
             }
-            let len = bytes.len() as u64;
             if size == 1 {
-                self.too_large(len, size)?;
+                self.too_large(bytes.len() as u64, size)?;
                 return Ok(Some(bytes));
             }
-            let bound = len.saturating_mul(size as u64);
-            self.too_large(bound, size)?;
-            // bound <= max_message_bytes, a usize: the cast cannot truncate.
-            let bound = bound as usize;
-            let initial = bound.min(INITIAL_RESERVE_CAP.max(bytes.len()));
-            let mut buf = match &self.pool {
-                Some(pool) => pool.take(initial),
-                None => BytesMut::with_capacity(initial),
-            };
-            buf.extend_from_slice(&bytes);
-            self.current = Some(InProgress {
-                size,
-                received: 1,
-                bound,
-                buf,
-            });
+            self.start(size, bytes)?;
             return Ok(None);
         };
         let expected = cur.received + 1;
@@ -216,34 +301,40 @@ impl Reassembler {
                 }
             });
         }
-        let total = (cur.buf.len() + bytes.len()) as u64;
-        if total > self.max_message_bytes as u64 {
+        let needed = cur.buf.len() + bytes.len();
+        if needed as u64 > self.max_message_bytes as u64 {
             return Err(WireError::MessageTooLarge {
-                claimed: total,
+                claimed: needed as u64,
                 size,
                 limit: self.max_message_bytes,
             });
         }
-        if bytes.len() > cur.buf.capacity() - cur.buf.len() {
-            // The data reached the initial reservation: reserve the rest of
-            // the bound at once (or just this frame, for an unusual sender
-            // whose frame is longer than the first one), within the limit.
-            let rest = cur.bound.saturating_sub(cur.buf.len()).max(bytes.len());
-            log::debug!("frame {iteration} of {size}: reserving {rest} more bytes");
-            cur.buf.reserve(rest);
+        if needed > cur.capacity {
+            let capacity = next_capacity(cur.capacity, needed, cur.bound);
+            if let Some(hold) = &mut cur.hold {
+                hold.grow(capacity - cur.capacity)?;
+            }
+            log::trace!("frame {iteration} of {size}: buffer grows to {capacity} bytes");
+            cur.capacity = capacity;
         }
-        cur.buf.extend_from_slice(&bytes);
+        cur.buf.extend(&bytes, cur.capacity);
         cur.received = iteration;
         if iteration < size {
             return Ok(None);
         }
-        let Some(mut done) = self.current.take() else {
+        let Some(done) = self.current.take() else {
             return Ok(None);
         };
-        let capacity = done.buf.capacity();
-        let message = done.buf.split().freeze();
+        self.completed = done.hold;
+        let mut buf = match done.buf {
+            // Both conversions keep the allocation (the vector is unique).
+            Buffer::Fresh(v) => BytesMut::from(Bytes::from(v)),
+            Buffer::Kept(b) => b,
+        };
+        let capacity = buf.capacity();
+        let message = buf.split().freeze();
         if let Some(pool) = &self.pool {
-            pool.put(done.buf, capacity);
+            pool.put(buf, capacity);
         }
         Ok(Some(message))
     }
@@ -258,44 +349,81 @@ mod tests {
     }
 
     #[test]
-    fn a_huge_claim_reserves_at_most_the_cap() {
+    fn a_huge_claim_reserves_one_frame() {
         let mut r = Reassembler::default();
         let first = Bytes::from(vec![7u8; 1 << 20]);
         // 2047 frames of 1 MiB: just under the 2 GiB limit.
         assert_eq!(r.push(2047, 1, first).unwrap(), None);
         let cur = r.current.as_ref().unwrap();
-        assert!(
-            cur.buf.capacity() <= INITIAL_RESERVE_CAP,
-            "{}",
-            cur.buf.capacity()
-        );
+        assert_eq!(cur.capacity, 1 << 20);
+        let Buffer::Fresh(v) = &cur.buf else {
+            panic!("no pool: a fresh buffer");
+        };
+        assert_eq!(v.capacity(), 1 << 20);
     }
 
     #[test]
-    fn a_message_longer_than_the_cap_is_whole_and_grows_once() {
+    fn the_buffer_doubles_up_to_the_claimed_size() {
+        assert_eq!(next_capacity(0, 4, 40), 4);
+        assert_eq!(next_capacity(4, 8, 40), 8);
+        assert_eq!(next_capacity(32, 36, 40), 40);
+        // A later frame longer than the first: the data decides.
+        assert_eq!(next_capacity(40, 50, 40), 50);
         let frame_len = 1 << 20;
-        let frames = (INITIAL_RESERVE_CAP / frame_len + 3) as i32;
+        let frames = 11;
         let mut r = Reassembler::default();
-        let mut grew = 0;
-        let mut capacity = 0;
+        let mut capacities = Vec::new();
         let mut out = None;
         for i in 1..=frames {
             out = r
                 .push(frames, i, Bytes::from(vec![i as u8; frame_len]))
                 .unwrap();
             if let Some(cur) = &r.current {
-                if cur.buf.capacity() != capacity {
-                    grew += 1;
-                    capacity = cur.buf.capacity();
-                }
+                capacities.push(cur.capacity / frame_len);
             }
         }
+        assert_eq!(capacities, [1, 2, 4, 4, 8, 8, 8, 8, 11, 11]);
         let out = out.unwrap();
         assert_eq!(out.len(), frames as usize * frame_len);
         assert_eq!(out[0], 1);
         assert_eq!(out[out.len() - 1], frames as u8);
-        // Initial reservation, then the rest of the bound once.
-        assert_eq!(grew, 2);
+    }
+
+    #[test]
+    fn growth_is_taken_from_the_budget_and_given_back_after_the_message() {
+        let budget = ReceiveBudget::new(10);
+        let mut ra = Reassembler::default().with_budget(budget.clone());
+        let mut rb = Reassembler::default().with_budget(budget.clone());
+        ra.push(3, 1, b(b"abc")).unwrap();
+        ra.push(3, 2, b(b"def")).unwrap();
+        assert_eq!(budget.in_use(), 6);
+        // b's first frame fits, its second does not: b is refused and reset.
+        rb.push(2, 1, b(b"wxyz")).unwrap();
+        assert!(matches!(
+            rb.push(2, 2, b(b"wxyz")),
+            Err(WireError::BudgetExhausted {
+                requested: 4,
+                in_use: 10,
+                limit: 10
+            })
+        ));
+        assert!(!rb.in_progress());
+        assert_eq!(budget.in_use(), 6);
+        // a completes (its buffer grew to the claimed 9 bytes); the bytes
+        // stay held until the hold is dropped.
+        assert_eq!(ra.push(3, 3, b(b"gh")).unwrap(), Some(b(b"abcdefgh")));
+        assert_eq!(budget.in_use(), 9);
+        let hold = ra.take_hold().unwrap();
+        assert_eq!(hold.bytes(), 9);
+        drop(hold);
+        assert_eq!(budget.in_use(), 0);
+        // One-frame messages never touch it.
+        assert_eq!(
+            rb.push(1, 1, b(b"0123456789ab")).unwrap(),
+            Some(b(b"0123456789ab"))
+        );
+        assert!(rb.take_hold().is_none());
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[test]

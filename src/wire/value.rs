@@ -13,11 +13,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::WireError;
-
-/// How deep arrays and maps may nest before [`decode_value`] refuses the input.
-/// Fed-BioMed messages nest a handful of levels; the limit keeps a hostile
-/// payload from exhausting the stack.
-pub const MAX_DEPTH: usize = 128;
+use super::limits::{DecodeLimits, TreeBudget, TREE_NODE_BYTES};
 
 /// A msgpack value.
 ///
@@ -268,13 +264,29 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 // ---------------------------------------------------------------------------
 // decoding
 
+/// Decodes a buffer that holds exactly one msgpack value, within the
+/// default [`DecodeLimits`]; see [`decode_value_with`].
+pub fn decode_value(buf: &Bytes) -> Result<Value, WireError> {
+    decode_value_with(buf, &DecodeLimits::default())
+}
+
 /// Decodes a buffer that holds exactly one msgpack value.
 ///
-/// `bin` and `ext` data are slices of `buf` (no copy). Nesting deeper than
-/// [`MAX_DEPTH`] is refused with [`WireError::TooDeep`]; every other violation
-/// is its own [`WireError`] variant.
-pub fn decode_value(buf: &Bytes) -> Result<Value, WireError> {
-    let mut d = Decoder { buf, pos: 0 };
+/// `bin` and `ext` data are slices of `buf` (no copy). Nothing is reserved
+/// on a claim: an array, map or string longer than the rest of the input
+/// could hold is [`WireError::Truncated`] at once, and one whose decoded
+/// form would take the tree past [`DecodeLimits::tree_budget`] is
+/// [`WireError::TreeTooLarge`] before it is allocated (see
+/// [`super::limits`]). Nesting deeper than `limits.max_depth` is
+/// [`WireError::TooDeep`]; every other violation is its own [`WireError`]
+/// variant.
+pub fn decode_value_with(buf: &Bytes, limits: &DecodeLimits) -> Result<Value, WireError> {
+    let mut d = Decoder {
+        buf,
+        pos: 0,
+        max_depth: limits.max_depth,
+        budget: TreeBudget::new(limits, buf.len()),
+    };
     let v = d.value(0)?;
     if d.pos != buf.len() {
         return Err(WireError::TrailingBytes {
@@ -288,6 +300,8 @@ pub fn decode_value(buf: &Bytes) -> Result<Value, WireError> {
 struct Decoder<'a> {
     buf: &'a Bytes,
     pos: usize,
+    max_depth: usize,
+    budget: TreeBudget,
 }
 
 impl Decoder<'_> {
@@ -332,6 +346,7 @@ impl Decoder<'_> {
 
     fn str(&mut self, len: usize) -> Result<Value, WireError> {
         let offset = self.pos;
+        self.claim(len, 1, 1)?;
         let bytes = self.take(len)?;
         match std::str::from_utf8(bytes) {
             Ok(s) => Ok(Value::Str(s.to_owned())),
@@ -339,10 +354,25 @@ impl Decoder<'_> {
         }
     }
 
+    /// Checks a claim of `len` items that take at least `min_bytes` of input
+    /// each and `tree_bytes` of tree each, before anything is reserved.
+    fn claim(&mut self, len: usize, min_bytes: usize, tree_bytes: usize) -> Result<(), WireError> {
+        let available = self.buf.len() - self.pos;
+        let needed = len.saturating_mul(min_bytes);
+        if needed > available {
+            return Err(WireError::Truncated {
+                offset: self.pos,
+                needed,
+                available,
+            });
+        }
+        self.budget.charge(len, tree_bytes, self.pos)
+    }
+
     fn array(&mut self, len: usize, depth: usize, start: usize) -> Result<Value, WireError> {
         self.check_depth(depth, start)?;
-        // Every element takes at least one byte: never reserve more than the input could hold.
-        let mut items = Vec::with_capacity(len.min(self.buf.len() - self.pos));
+        self.claim(len, 1, TREE_NODE_BYTES)?;
+        let mut items = Vec::with_capacity(len);
         for _ in 0..len {
             items.push(self.value(depth + 1)?);
         }
@@ -351,7 +381,8 @@ impl Decoder<'_> {
 
     fn map(&mut self, len: usize, depth: usize, start: usize) -> Result<Value, WireError> {
         self.check_depth(depth, start)?;
-        let mut entries = Vec::with_capacity(len.min((self.buf.len() - self.pos) / 2));
+        self.claim(len, 2, 2 * TREE_NODE_BYTES)?;
+        let mut entries = Vec::with_capacity(len);
         for _ in 0..len {
             let k = self.value(depth + 1)?;
             let v = self.value(depth + 1)?;
@@ -361,9 +392,9 @@ impl Decoder<'_> {
     }
 
     fn check_depth(&self, depth: usize, offset: usize) -> Result<(), WireError> {
-        if depth >= MAX_DEPTH {
+        if depth >= self.max_depth {
             return Err(WireError::TooDeep {
-                limit: MAX_DEPTH,
+                limit: self.max_depth,
                 offset,
             });
         }
@@ -725,7 +756,14 @@ mod tests {
     fn roundtrip(v: Value) {
         let b = encode_to_bytes(&v);
         assert_eq!(b.len(), encoded_len(&v), "encoded_len of {v:?}");
-        assert_eq!(decode_value(&b).unwrap(), v);
+        // Arrays of nils are what the default limits refuse; these test the
+        // encodings, so any tree is allowed.
+        let any_tree = DecodeLimits {
+            max_tree_bytes: usize::MAX,
+            tree_bytes_floor: usize::MAX,
+            ..DecodeLimits::default()
+        };
+        assert_eq!(decode_value_with(&b, &any_tree).unwrap(), v);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Messaging protocol version check, as Fed-BioMed does it
 //! (`fedbiomed.common.utils.raise_for_version_compatibility`): a different
 //! major version is refused, so is a newer minor version, and a newer micro
-//! version with the same minor; anything older is accepted with a warning.
+//! version with the same minor; anything older is accepted (logged at debug
+//! level: it comes with every message of that peer).
 //! Versions compare numerically (`"7"` equals `"7.0.0"`).
 
+use super::echo::echo;
 use super::error::WireError;
 
 /// The messaging protocol version fedroute speaks (Fed-BioMed 6.x).
@@ -14,7 +16,7 @@ pub const PROTOCOL_VERSION: &str = "7";
 pub enum VersionCompat {
     /// The same version.
     Same,
-    /// An older minor (or micro) version: accepted, logged as a warning.
+    /// An older minor (or micro) version: accepted.
     OlderMinor,
 }
 
@@ -32,19 +34,20 @@ pub fn check_against(theirs: &str, ours: &str) -> Result<VersionCompat, WireErro
     }
     if t.0 != o.0 || t.1 > o.1 || (t.1 == o.1 && t.2 > o.2) {
         return Err(WireError::IncompatibleVersion {
-            theirs: theirs.to_owned(),
+            theirs: echo(theirs),
             ours: ours.to_owned(),
         });
     }
-    log::warn!("peer speaks protocol version {theirs}, older than ours ({ours}); accepted");
+    log::debug!(
+        "peer speaks protocol version {}, older than ours ({ours}); accepted",
+        echo(theirs)
+    );
     Ok(VersionCompat::OlderMinor)
 }
 
 /// Parses `major[.minor[.micro]]` into numbers (missing parts are 0).
 pub fn parse_version(v: &str) -> Result<(u64, u64, u64), WireError> {
-    let bad = || WireError::UnparsableVersion {
-        version: v.to_owned(),
-    };
+    let bad = || WireError::UnparsableVersion { version: echo(v) };
     let mut parts = [0u64; 3];
     for (n, p) in v.trim().split('.').enumerate() {
         if n == 3 || p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
