@@ -129,6 +129,46 @@ pub fn byte_size(s: &str) -> Result<usize, String> {
     Ok(bytes as usize)
 }
 
+/// Parses a size limit like [`byte_size`], up to 1 TiB.
+pub fn limit_size(s: &str) -> Result<usize, String> {
+    // The same units; scale down so byte_size's 1 GiB cap does not apply.
+    let t = s.trim();
+    let (factor, rest) = match t.strip_suffix("GiB").or_else(|| t.strip_suffix('G')) {
+        Some(n) => (1usize << 30, n),
+        None => (1, t),
+    };
+    if factor == 1 {
+        return byte_size(s);
+    }
+    let n: f64 = rest
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 512MiB, 4GiB)"))?;
+    if !(0.0..=1024.0).contains(&n) {
+        return Err(format!("{s:?} is larger than 1 TiB"));
+    }
+    Ok((n * factor as f64).round() as usize)
+}
+
+/// Bounds on what peers may send, shared by `researcher` and `node` (the
+/// full set is in the library's configuration; see the README's Limits).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// Largest message accepted once its frames are joined, e.g. 512MiB
+    /// [default: 2GiB].
+    #[arg(long, value_name = "SIZE", value_parser = limit_size)]
+    pub max_message: Option<usize>,
+    /// Bytes that messages still being received may hold, all peers
+    /// together; a peer whose message would exceed it is refused for now
+    /// [default: 2GiB].
+    #[arg(long, value_name = "SIZE", value_parser = limit_size)]
+    pub receive_budget: Option<usize>,
+    /// Seconds a stream may go without a frame in the middle of a message
+    /// before it is cancelled [default: 30].
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    pub stall_timeout: Option<Duration>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +214,10 @@ mod tests {
         assert!(byte_size("2TB").is_err());
         assert!(byte_size("5GiB").is_err());
         assert!(byte_size("x").is_err());
+        assert_eq!(limit_size("4GiB").unwrap(), 4 << 30);
+        assert_eq!(limit_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(limit_size("512MiB").unwrap(), 512 << 20);
+        assert!(limit_size("2048GiB").is_err());
         assert_eq!(seconds("0.25").unwrap(), Duration::from_millis(250));
         assert!(seconds("-1").is_err());
         assert!(seconds("soon").is_err());

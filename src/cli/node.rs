@@ -32,7 +32,7 @@ use fedroute::wire::{
     echo, Envelope, ErrorMessage, ListReply, PingReply, SearchReply, TrainReply, Value, WireError,
 };
 
-use super::args::{seconds, DatasetSpec, HostPort};
+use super::args::{seconds, DatasetSpec, HostPort, LimitArgs};
 use super::runtime;
 
 /// Time the node gives its queued replies to leave when it stops.
@@ -97,6 +97,8 @@ pub struct NodeArgs {
     /// [default: run until Ctrl-C].
     #[arg(long, value_name = "SECONDS", value_parser = seconds)]
     pub exit_after: Option<Duration>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Runs the reference node until Ctrl-C, `--exit-after`, or every link failing.
@@ -160,11 +162,21 @@ async fn serve(
     } else {
         args.connect_timeout.min(DIAL_TIMEOUT)
     };
-    let config = ControllerConfig {
+    let mut config = ControllerConfig {
         connect_timeout: dial_timeout,
         client_identity,
         ..ControllerConfig::default()
     };
+    let limits = &args.limits;
+    if let Some(n) = limits.max_message {
+        config.max_message_bytes = n;
+    }
+    if let Some(n) = limits.receive_budget {
+        config.receive_budget_bytes = n;
+    }
+    if let Some(d) = limits.stall_timeout {
+        config.stall_timeout = d;
+    }
     let (finished_tx, mut finished) = mpsc::channel(1);
     let responder = Responder {
         node_id: args.id.clone(),

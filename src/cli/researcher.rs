@@ -19,7 +19,7 @@ use fedroute::researcher::{self, Request, ResearcherConfig, ResearcherEvent, Res
 use fedroute::tls;
 use fedroute::wire::{echo, Envelope, Feedback, PingRequest};
 
-use super::args::seconds;
+use super::args::{seconds, LimitArgs};
 use super::runtime;
 use super::stats::{self, RoundTrips};
 
@@ -81,6 +81,8 @@ pub struct ResearcherArgs {
     /// With --ping: longest wait for one reply, in seconds.
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Runs the researcher until Ctrl-C (or until the pings are done).
@@ -104,6 +106,16 @@ async fn serve(args: &ResearcherArgs) -> Result<(), String> {
     }
     if let Some(ca) = &args.client_ca {
         config = config.client_ca(ca.clone());
+    }
+    let limits = &args.limits;
+    if let Some(n) = limits.max_message {
+        config = config.max_message_bytes(n);
+    }
+    if let Some(n) = limits.receive_budget {
+        config = config.receive_budget_bytes(n);
+    }
+    if let Some(d) = limits.stall_timeout {
+        config = config.stall_timeout(d);
     }
     let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let tap = EventTap::new(tx).start();

@@ -1,0 +1,645 @@
+//! Support of the hostile suite (`tests/hostile_*.rs`): what the target's
+//! memory and CPU do, an attacker on its own thread and runtime (so that the
+//! attack does not share the target's event loop), lazy frame streams that
+//! send hundreds of megabytes without holding them, a hostile researcher
+//! server, the honest traffic whose round trips must go on, and a
+//! `fedroute node` child process with its log lines counted. Every wait is
+//! bounded.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::pin::Pin;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fedroute::proto::researcher_service_client::ResearcherServiceClient;
+use fedroute::proto::researcher_service_server::{ResearcherService, ResearcherServiceServer};
+use fedroute::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
+use fedroute::researcher::{Request, ResearcherHandle};
+use fedroute::tls::{self, CertificateDer, ChannelOptions};
+use fedroute::wire::{self, Envelope, PingRequest, Value, CHUNK_SIZE, GRPC_MAX_MESSAGE_BYTES};
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::Channel;
+use tonic::{Response, Status, Streaming};
+
+/// Bound on any one await of the suite.
+pub const T: Duration = Duration::from_secs(90);
+
+/// Awaits `fut` at most [`T`]; a timeout fails the test naming `what`.
+pub async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(T, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {T:?}: {what}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// memory and CPU of a process
+
+/// Resident and virtual memory of a process, in MiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Mem {
+    /// VmRSS.
+    pub rss_mib: f64,
+    /// VmSize.
+    pub vm_mib: f64,
+}
+
+/// The memory of process `pid` (`None`: this process); `None` once it is gone.
+pub fn mem_of(pid: Option<u32>) -> Option<Mem> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    };
+    Some(Mem {
+        rss_mib: field("VmRSS:")?,
+        vm_mib: field("VmSize:")?,
+    })
+}
+
+/// CPU seconds (user + system) process `pid` used so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Samples a process's memory every 10 ms on a thread and keeps the peak.
+pub struct PeakMemory {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Mem>>,
+}
+
+impl PeakMemory {
+    /// Starts sampling process `pid` (`None`: this process).
+    pub fn start(pid: Option<u32>) -> PeakMemory {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut peak = Mem::default();
+            while !flag.load(Ordering::Relaxed) {
+                if let Some(m) = mem_of(pid) {
+                    peak.rss_mib = peak.rss_mib.max(m.rss_mib);
+                    peak.vm_mib = peak.vm_mib.max(m.vm_mib);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        });
+        PeakMemory {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The peak seen so far, and stops.
+    pub fn stop(mut self) -> Mem {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// an attacker on its own thread
+
+/// Runs `attack` on a new thread with its own single-threaded runtime, the
+/// way an independent client process would; await its result with
+/// [`finished`].
+pub fn attacker<F, Fut, R>(attack: F) -> std::thread::JoinHandle<R>
+where
+    F: FnOnce() -> Fut + std::marker::Send + 'static,
+    Fut: Future<Output = R>,
+    R: std::marker::Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(attack())
+    })
+}
+
+/// The attacker's result, awaited without blocking the caller's runtime.
+pub async fn finished<R: std::marker::Send + 'static>(attack: std::thread::JoinHandle<R>) -> R {
+    bounded(
+        "the attack",
+        tokio::task::spawn_blocking(move || attack.join().expect("the attacker panicked")),
+    )
+    .await
+    .unwrap()
+}
+
+/// A raw researcher client, pinned to `cert`, as an attacker would write one.
+pub type Client = ResearcherServiceClient<Channel>;
+
+/// Connects a raw client to the researcher on 127.0.0.1:`port`.
+pub async fn raw_client(port: u16, cert: CertificateDer<'static>) -> Client {
+    let config = tls::pinned_client_config(cert, None).unwrap();
+    let channel = bounded(
+        "raw client connect",
+        tls::connect_channel(
+            "127.0.0.1",
+            port,
+            config,
+            &ChannelOptions::default().window_sizes(Some(4 << 20), Some(16 << 20)),
+        ),
+    )
+    .await
+    .expect("the raw client connects");
+    ResearcherServiceClient::new(channel)
+        .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES)
+}
+
+// ---------------------------------------------------------------------------
+// messages and frames
+
+/// A frame of `CHUNK_SIZE` bytes: `prefix`, then `fill` to the end.
+pub fn full_frame(prefix: &[u8], fill: u8) -> Bytes {
+    let mut v = vec![fill; CHUNK_SIZE];
+    v[..prefix.len()].copy_from_slice(prefix);
+    Bytes::from(v)
+}
+
+/// The msgpack header of an array claiming `n` elements.
+pub fn array_header(n: u32) -> Vec<u8> {
+    let mut v = vec![0xdd];
+    v.extend_from_slice(&n.to_be_bytes());
+    v
+}
+
+/// Frames of a message of `size` frames of which `send` are sent: frame 1
+/// is `first`, the others `rest` (shared, never copied here).
+pub fn lazy_frames(first: Bytes, rest: Bytes, size: i32, send: i32) -> Vec<(i32, i32, Bytes)> {
+    (1..=send)
+        .map(|i| {
+            let b = if i == 1 { first.clone() } else { rest.clone() };
+            (size, i, b)
+        })
+        .collect()
+}
+
+/// `lazy_frames` as `ReplyTask` frames, optionally held open (never ended)
+/// after the last one until `hold` is set.
+pub fn reply_stream(
+    frames: Vec<(i32, i32, Bytes)>,
+    hold: Option<watch::Receiver<bool>>,
+) -> Pin<Box<dyn Stream<Item = TaskResult> + std::marker::Send>> {
+    let sent =
+        futures::stream::iter(
+            frames
+                .into_iter()
+                .map(|(size, iteration, bytes)| TaskResult {
+                    size,
+                    iteration,
+                    bytes,
+                }),
+        );
+    match hold {
+        None => Box::pin(sent),
+        Some(mut hold) => {
+            use futures::StreamExt;
+            let wait = futures::stream::once(async move {
+                let _ = hold.wait_for(|h| *h).await;
+            })
+            .filter_map(|()| async { None });
+            Box::pin(sent.chain(wait))
+        }
+    }
+}
+
+/// A ping request of the researcher `handle`.
+pub fn ping(researcher_id: &str) -> Envelope {
+    Envelope::from_typed(&PingRequest::new(researcher_id.to_string())).unwrap()
+}
+
+/// A minimal PingReply-looking reply from `node` (no pending request).
+pub fn stray_reply(node: &str) -> Envelope {
+    Envelope::from_value(Value::map([
+        ("protocol_version", Value::Str("7".into())),
+        ("researcher_id", Value::Str("RESEARCHER_x".into())),
+        ("request_id", Value::Str(uuid::Uuid::new_v4().to_string())),
+        ("node_id", Value::Str(node.into())),
+        ("node_name", Value::Str(node.into())),
+        (
+            "__type_message__",
+            Value::map([
+                ("module", Value::Str(wire::MESSAGE_MODULE.into())),
+                ("class", Value::Str("PingReply".into())),
+            ]),
+        ),
+    ]))
+    .unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// honest traffic
+
+/// Round trips of the honest node while an attack runs.
+#[derive(Debug, Default)]
+pub struct PingStats {
+    /// Replies received.
+    pub count: usize,
+    /// Requests that failed, with why.
+    pub errors: Vec<String>,
+    /// The longest round trip.
+    pub max: Duration,
+    /// The longest time without a reply (from the start, between replies,
+    /// to the stop): what a stalled event loop shows whatever the timing.
+    pub max_gap: Duration,
+    /// How long the monitor ran.
+    pub ran: Duration,
+}
+
+impl PingStats {
+    /// Round trips per second.
+    pub fn rate(&self) -> f64 {
+        self.count as f64 / self.ran.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Pings a node back to back through a researcher until stopped.
+pub struct PingMonitor {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<PingStats>,
+}
+
+impl PingMonitor {
+    /// Starts pinging `node_id` from `handle`'s researcher.
+    pub fn start(handle: &ResearcherHandle, node_id: &str) -> PingMonitor {
+        let (stop, mut stopped) = watch::channel(false);
+        let handle = handle.clone();
+        let node_id = node_id.to_string();
+        let task = tokio::spawn(async move {
+            let mut stats = PingStats::default();
+            let started = Instant::now();
+            let mut last = started;
+            while !*stopped.borrow() {
+                let sent = Instant::now();
+                let ask = handle.addr.send(Request {
+                    node_id: node_id.clone(),
+                    message: ping(&handle.researcher_id),
+                    timeout: Duration::from_secs(20),
+                });
+                let answer = tokio::select! {
+                    a = ask => a,
+                    _ = stopped.changed() => break,
+                };
+                match answer {
+                    Ok(Ok(reply)) if reply.class() == "PingReply" => {
+                        stats.count += 1;
+                        stats.max = stats.max.max(sent.elapsed());
+                        stats.max_gap = stats.max_gap.max(last.elapsed());
+                        last = Instant::now();
+                    }
+                    Ok(Ok(other)) => stats
+                        .errors
+                        .push(format!("answered with {}", other.class())),
+                    Ok(Err(e)) => {
+                        stats.errors.push(e.to_string());
+                        stats.max = stats.max.max(sent.elapsed());
+                    }
+                    Err(e) => stats.errors.push(e.to_string()),
+                }
+            }
+            stats.ran = started.elapsed();
+            stats.max_gap = stats.max_gap.max(last.elapsed());
+            stats
+        });
+        PingMonitor { stop, task }
+    }
+
+    /// Stops and returns what it saw.
+    pub async fn stop(self) -> PingStats {
+        let _ = self.stop.send(true);
+        bounded("the ping monitor", self.task).await.unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// a hostile researcher
+
+/// What the hostile researcher hands the next poll.
+pub enum Script {
+    /// These frames, then the poll ends.
+    Frames(Vec<(i32, i32, Bytes)>),
+    /// These frames, then the poll stays open with nothing more.
+    FramesThenStall(Vec<(i32, i32, Bytes)>),
+    /// This message, chunked, then the poll ends.
+    Message(Bytes),
+}
+
+/// How the hostile researcher treats `ReplyTask` calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replies {
+    /// Reads and drops them.
+    Read,
+    /// Accepts the call and never reads a frame of it.
+    NeverRead,
+}
+
+#[derive(Clone)]
+struct Hostile {
+    scripts: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Script>>>,
+    /// Scripted tasks handed out, and polls with nothing scripted.
+    served: Arc<AtomicUsize>,
+    replies: Replies,
+    reply_calls: Arc<AtomicUsize>,
+}
+
+type Frames = Pin<Box<dyn Stream<Item = Result<TaskResponse, Status>> + std::marker::Send>>;
+
+#[tonic::async_trait]
+impl ResearcherService for Hostile {
+    type GetTaskStream = Frames;
+    type GetTaskUnaryStream = Frames;
+
+    async fn get_task(
+        &self,
+        _: tonic::Request<Streaming<TaskRequest>>,
+    ) -> Result<Response<Frames>, Status> {
+        Err(Status::unimplemented("unary polls only"))
+    }
+
+    async fn get_task_unary(
+        &self,
+        _: tonic::Request<TaskRequest>,
+    ) -> Result<Response<Frames>, Status> {
+        let (tx, rx) = mpsc::channel(4);
+        let scripts = Arc::clone(&self.scripts);
+        let served = Arc::clone(&self.served);
+        tokio::spawn(async move {
+            let script = tokio::select! {
+                s = async { scripts.lock().await.recv().await } => s,
+                _ = tx.closed() => return,
+            };
+            let Some(script) = script else { return };
+            served.fetch_add(1, Ordering::SeqCst);
+            let (frames, stall) = match script {
+                Script::Frames(f) => (f, false),
+                Script::FramesThenStall(f) => (f, true),
+                Script::Message(m) => (
+                    wire::chunks(m)
+                        .map(|f| (f.size, f.iteration, f.bytes))
+                        .collect(),
+                    false,
+                ),
+            };
+            for (size, iteration, bytes) in frames {
+                let frame = TaskResponse {
+                    size,
+                    iteration,
+                    bytes,
+                };
+                if tx.send(Ok(frame)).await.is_err() {
+                    return;
+                }
+            }
+            if stall {
+                tx.closed().await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn reply_task(
+        &self,
+        request: tonic::Request<Streaming<TaskResult>>,
+    ) -> Result<Response<Empty>, Status> {
+        self.reply_calls.fetch_add(1, Ordering::SeqCst);
+        let mut frames = request.into_inner();
+        match self.replies {
+            Replies::Read => while frames.message().await?.is_some() {},
+            Replies::NeverRead => std::future::pending::<()>().await,
+        }
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn feedback(
+        &self,
+        _: tonic::Request<FeedbackMessage>,
+    ) -> Result<Response<Empty>, Status> {
+        Ok(Response::new(Empty {}))
+    }
+}
+
+/// A hostile researcher: a tonic server over TLS on its own thread and
+/// runtime, serving scripted polls; stops when dropped.
+pub struct HostileResearcher {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The researcher id of its certificate.
+    pub researcher_id: String,
+    scripts: mpsc::UnboundedSender<Script>,
+    served: Arc<AtomicUsize>,
+    reply_calls: Arc<AtomicUsize>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HostileResearcher {
+    /// Starts one on a free port.
+    pub fn start(replies: Replies) -> HostileResearcher {
+        tls::install_crypto_provider();
+        let identity = tls::generate_researcher_identity(None, "127.0.0.1").unwrap();
+        let researcher_id = identity.researcher_id.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (scripts, rx) = mpsc::unbounded_channel();
+        let served = Arc::new(AtomicUsize::new(0));
+        let reply_calls = Arc::new(AtomicUsize::new(0));
+        let service = Hostile {
+            scripts: Arc::new(tokio::sync::Mutex::new(rx)),
+            served: Arc::clone(&served),
+            replies,
+            reply_calls: Arc::clone(&reply_calls),
+        };
+        let tls_config = tls::server_tls_config(&identity, None).unwrap();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let server = tonic::transport::Server::builder()
+                    .tls_config(tls_config)
+                    .unwrap()
+                    .add_service(
+                        ResearcherServiceServer::new(service)
+                            .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES)
+                            .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES),
+                    )
+                    .serve_with_incoming(fedroute::tls::nodelay_incoming(listener));
+                let stop = tokio::task::spawn_blocking(move || {
+                    let _ = stop_rx.recv();
+                });
+                tokio::select! {
+                    _ = server => {}
+                    _ = stop => {}
+                }
+            });
+            rt.shutdown_background();
+        });
+        HostileResearcher {
+            port,
+            researcher_id,
+            scripts,
+            served,
+            reply_calls,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues what the next poll gets.
+    pub fn script(&self, script: Script) {
+        self.scripts.send(script).unwrap();
+    }
+
+    /// Scripts handed out so far.
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    /// `ReplyTask` calls opened so far.
+    pub fn reply_calls(&self) -> usize {
+        self.reply_calls.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` scripts were handed out.
+    pub async fn until_served(&self, n: usize) {
+        bounded(&format!("{n} scripted polls"), async {
+            while self.served() < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for HostileResearcher {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// a `fedroute` child process
+
+/// A `fedroute` child whose stderr lines are counted (the last ones kept);
+/// killed when dropped.
+pub struct Process {
+    /// The child.
+    pub child: Child,
+    lines: Arc<AtomicU64>,
+    tail: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Starts `fedroute ARGS` with `RUST_LOG=rust_log`.
+    pub fn start(args: &[&str], rust_log: &str) -> Process {
+        let mut child = crate::cli_support::fedroute(args, rust_log)
+            .spawn()
+            .expect("fedroute starts");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(AtomicU64::new(0));
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let (l, t) = (Arc::clone(&lines), Arc::clone(&tail));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                l.fetch_add(1, Ordering::SeqCst);
+                let mut t = t.lock().unwrap();
+                t.push(line);
+                if t.len() > 400 {
+                    t.drain(..200);
+                }
+            }
+        });
+        Process { child, lines, tail }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while it runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Lines written to stderr so far.
+    pub fn lines(&self) -> u64 {
+        self.lines.load(Ordering::SeqCst)
+    }
+
+    /// The last lines (at most a few hundred).
+    pub fn tail(&self) -> String {
+        self.tail.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a stderr line contains `needle`.
+    pub async fn wait_line(&self, needle: &str) {
+        self.wait_lines(needle, 1).await
+    }
+
+    /// Waits until `n` of the kept stderr lines contain `needle`.
+    pub async fn wait_lines(&self, needle: &str, n: usize) {
+        bounded(&format!("{n} lines with {needle:?}"), async {
+            loop {
+                let seen = self
+                    .tail
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|l| l.contains(needle))
+                    .count();
+                if seen >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
