@@ -259,6 +259,8 @@ pub struct ResearcherLink {
     intake: Intake,
     /// Rate-limited warnings about this researcher, across restarts.
     log: Arc<PeerLog>,
+    /// Bytes a refused task needed, to wait for before reconnecting.
+    wait_for_room: Option<usize>,
 }
 
 impl ResearcherLink {
@@ -274,6 +276,7 @@ impl ResearcherLink {
     ) -> ResearcherLink {
         ResearcherLink {
             log: Arc::new(PeerLog::new(config.peer_log_rate)),
+            wait_for_room: None,
             intake,
             key: endpoint.key(),
             backoff: Backoff::new(config.backoff_first, config.backoff_max),
@@ -314,7 +317,20 @@ impl ResearcherLink {
         let config = Arc::clone(&self.config);
         let known = self.shared.researcher_id();
         let pinned = self.pinned.clone();
+        // After a task was refused for lack of budget: wait until the others
+        // gave some back (at most a stall timeout, after which a stalled
+        // holder has been dropped), so the researcher's next try fits.
+        let room = self.wait_for_room.take().map(|n| {
+            let budget = self.intake.budget.clone();
+            let stall = self.config.stall_timeout;
+            async move {
+                let _ = tokio::time::timeout(stall, budget.room_for(n)).await;
+            }
+        });
         let fut = async move {
+            if let Some(room) = room {
+                room.await;
+            }
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -478,7 +494,14 @@ impl ResearcherLink {
         if self.terminal {
             return;
         }
-        log::warn!("{}: {e}; reconnecting", self.key);
+        if let NodeError::ReceiveBudget { source, .. } = &e {
+            if let crate::wire::WireError::BudgetExhausted { claimed, limit, .. } = **source {
+                self.wait_for_room = Some(claimed.min(limit));
+            }
+        }
+        self.log.warn(&self.key, "reconnecting", || {
+            format!("{}: {e}; reconnecting", self.key)
+        });
         {
             let mut status = self.shared.status();
             status.polling = false;

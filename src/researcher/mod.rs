@@ -21,6 +21,7 @@
 //! - [`actor`] - the [`Researcher`] actor and its messages.
 //! - [`service`] - the tonic service and the poll response stream.
 //! - `incoming` - the accept loop and idle-closing connections.
+//! - `metered` - the bytes the gRPC layer holds for a call, counted.
 //! - [`events`] - [`ResearcherEvent`] for the handler.
 //! - [`server`] - [`start`] and [`ResearcherHandle`].
 
@@ -31,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub(crate) mod incoming;
+pub(crate) mod metered;
 pub mod pending;
 pub mod queue;
 pub mod server;

@@ -16,6 +16,7 @@ use super::config::ResearcherConfig;
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
 use super::incoming::{self, AcceptSettings, Connections};
+use super::metered::Metered;
 use super::service::{ResearcherGrpc, ServiceParts};
 use crate::log_limit::PeerLog;
 use crate::proto::researcher_service_server::ResearcherServiceServer;
@@ -110,6 +111,7 @@ pub async fn start(
     let local_addr = listener.local_addr().map_err(bind_error)?;
 
     let peer_log = Arc::new(PeerLog::new(config.peer_log_rate));
+    let budget = ReceiveBudget::new(config.receive_budget_bytes);
     let connections = Arc::new(Connections::default());
     let researcher = Researcher::new(&config, events.clone(), Arc::clone(&peer_log)).start();
     let (cut, cut_rx) = tokio::sync::watch::channel(false);
@@ -121,7 +123,7 @@ pub async fn start(
         max_message_bytes: config.max_message_bytes,
         stream_pipeline: config.stream_pipeline,
         buffers: BufferPool::new(config.receive_buffer_bytes),
-        budget: ReceiveBudget::new(config.receive_budget_bytes),
+        budget: budget.clone(),
         decoder: MessageDecoder::new(config.decode_limits, config.decode_threads),
         stall_timeout: config.stall_timeout,
         connections: Arc::clone(&connections),
@@ -154,7 +156,7 @@ pub async fn start(
         builder = builder.tls_config(tls_config)?;
     }
     let (stop, stopped) = oneshot::channel::<()>();
-    let router = builder.add_service(service);
+    let router = builder.add_service(Metered::new(service, budget));
     let done = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stopped.await;
     }));

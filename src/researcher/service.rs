@@ -40,6 +40,7 @@ use super::agent::{Credit, CreditEnded, InFlight, NodeAgent, PollClosed, PollIte
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
 use super::incoming::{CallGuard, Connections};
+use super::metered::{meter_of, wire_len};
 use crate::log_limit::PeerLog;
 use crate::proto::researcher_service_server::ResearcherService;
 use crate::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
@@ -343,10 +344,14 @@ impl ResearcherService for ResearcherGrpc {
         let certified = self.inner.certified_node(&request)?;
         let deadline = client_deadline(&request);
         let remote = request.remote_addr();
+        let meter = meter_of(&request);
         let mut inbound = request.into_inner();
         let first = inbound.message().await?.ok_or_else(|| {
             Status::invalid_argument("GetTask stream ended before its first TaskRequest")
         })?;
+        if let Some(m) = &meter {
+            m.consumed(wire_len(&first));
+        }
         let stream = self
             .inner
             .open_poll(&first, &certified, PollMode::Streaming, deadline, remote)
@@ -361,6 +366,9 @@ impl ResearcherService for ResearcherGrpc {
             loop {
                 match inbound.message().await {
                     Ok(Some(more)) => {
+                        if let Some(m) = &meter {
+                            m.consumed(wire_len(&more));
+                        }
                         if !more.node.is_empty() && more.node != node_id {
                             shared.peer_log.warn(&node_id, "foreign credit", || {
                                 format!(
@@ -414,6 +422,7 @@ impl ResearcherService for ResearcherGrpc {
             });
             status
         };
+        let meter = meter_of(&request);
         let mut inbound = request.into_inner();
         let mut reassembler = Reassembler::new(self.inner.max_message_bytes)
             .with_pool(self.inner.buffers.clone())
@@ -428,7 +437,12 @@ impl ResearcherService for ResearcherGrpc {
             let frame = tokio::select! {
                 biased;
                 message = tokio::time::timeout(stall, inbound.message()) => match message {
-                    Ok(Ok(Some(frame))) => frame,
+                    Ok(Ok(Some(frame))) => {
+                        if let Some(m) = &meter {
+                            m.consumed(wire_len(&frame));
+                        }
+                        frame
+                    }
                     Ok(Ok(None)) => break,
                     Ok(Err(status)) => return Err(status),
                     Err(_) => {

@@ -30,6 +30,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use tokio::sync::Notify;
+
 use super::error::WireError;
 
 /// Default receive budget of a researcher or a node (2 GiB): one message of
@@ -47,6 +49,8 @@ pub struct ReceiveBudget {
 struct Inner {
     limit: usize,
     used: AtomicUsize,
+    /// Woken whenever bytes are given back.
+    freed: Notify,
 }
 
 impl Default for ReceiveBudget {
@@ -63,6 +67,7 @@ impl ReceiveBudget {
             inner: Arc::new(Inner {
                 limit,
                 used: AtomicUsize::new(0),
+                freed: Notify::new(),
             }),
         }
     }
@@ -95,13 +100,29 @@ impl ReceiveBudget {
             .map(|_| ())
             .map_err(|in_use| WireError::BudgetExhausted {
                 requested: n,
+                claimed: n,
                 in_use,
                 limit,
             })
     }
 
+    /// Resolves once `n` bytes could be taken (they are not taken): for a
+    /// receiver that was refused, to try again when others gave some back.
+    pub async fn room_for(&self, n: usize) {
+        loop {
+            let freed = self.inner.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.in_use().saturating_add(n) <= self.inner.limit {
+                return;
+            }
+            freed.await;
+        }
+    }
+
     fn give_back(&self, n: usize) {
         self.inner.used.fetch_sub(n, Ordering::AcqRel);
+        self.inner.freed.notify_waiters();
     }
 }
 
@@ -118,6 +139,15 @@ impl Hold {
         self.budget.take(n)?;
         self.bytes += n;
         Ok(())
+    }
+
+    /// Gives back `n` of the bytes held (at most all of them).
+    pub fn release(&mut self, n: usize) {
+        let n = n.min(self.bytes);
+        if n > 0 {
+            self.bytes -= n;
+            self.budget.give_back(n);
+        }
     }
 
     /// Bytes held.
@@ -138,6 +168,26 @@ impl Drop for Hold {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_refused_receiver_learns_when_there_is_room_again() {
+        let budget = ReceiveBudget::new(10);
+        let mut held = budget.hold();
+        held.grow(8).unwrap();
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.room_for(5).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(held);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        // Room already: at once.
+        budget.room_for(10).await;
+    }
+
     #[test]
     fn holds_share_the_budget_and_give_it_back() {
         let budget = ReceiveBudget::new(100);
@@ -150,6 +200,7 @@ mod tests {
             e,
             WireError::BudgetExhausted {
                 requested: 1,
+                claimed: 1,
                 in_use: 100,
                 limit: 100
             }

@@ -236,6 +236,9 @@ pub enum WireError {
     BudgetExhausted {
         /// The bytes asked for.
         requested: usize,
+        /// The bytes the whole message will need if its claimed size is
+        /// true: what to wait for before trying it again.
+        claimed: usize,
         /// The bytes already held when they were asked for.
         in_use: usize,
         /// The budget.

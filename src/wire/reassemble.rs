@@ -13,8 +13,10 @@
 //! pages (`mremap`), not bytes.
 //!
 //! With a [`ReceiveBudget`] ([`Reassembler::with_budget`]) each growth is
-//! taken from the budget before the memory is reserved, and refused with
-//! [`WireError::BudgetExhausted`] when the budget is spent; the bytes stay
+//! taken from the budget before the memory is reserved, together with one
+//! frame more for the frame the gRPC layer is receiving meanwhile, and
+//! refused with [`WireError::BudgetExhausted`] when the budget is spent;
+//! the bytes stay
 //! held after the message completes until the caller drops the
 //! [`Hold`] it takes with [`Reassembler::take_hold`] (once the message is
 //! decoded and handed on).
@@ -54,6 +56,24 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 2 << 30;
 /// are longer than its first).
 pub fn next_capacity(current: usize, needed: usize, bound: usize) -> usize {
     needed.max(current.saturating_mul(2)).min(bound.max(needed))
+}
+
+/// A budget refusal naming what the whole message needs (`claimed`).
+fn claiming(e: WireError, claimed: usize) -> WireError {
+    match e {
+        WireError::BudgetExhausted {
+            requested,
+            in_use,
+            limit,
+            ..
+        } => WireError::BudgetExhausted {
+            requested,
+            claimed,
+            in_use,
+            limit,
+        },
+        other => other,
+    }
 }
 
 /// Checks and joins the frames of consecutive messages on one stream.
@@ -207,8 +227,11 @@ impl Reassembler {
         let capacity = next_capacity(0, len, bound);
         let hold = match &self.budget {
             Some(budget) => {
+                // One frame ahead as well: the next frame is buffered by the
+                // gRPC layer before it reaches us.
                 let mut hold = budget.hold();
-                hold.grow(capacity)?;
+                hold.grow(capacity.saturating_add(len))
+                    .map_err(|e| claiming(e, bound.saturating_add(len)))?;
                 Some(hold)
             }
             None => None,
@@ -312,7 +335,8 @@ impl Reassembler {
         if needed > cur.capacity {
             let capacity = next_capacity(cur.capacity, needed, cur.bound);
             if let Some(hold) = &mut cur.hold {
-                hold.grow(capacity - cur.capacity)?;
+                hold.grow(capacity - cur.capacity)
+                    .map_err(|e| claiming(e, cur.bound.saturating_add(bytes.len())))?;
             }
             log::trace!("frame {iteration} of {size}: buffer grows to {capacity} bytes");
             cur.capacity = capacity;
@@ -391,30 +415,34 @@ mod tests {
 
     #[test]
     fn growth_is_taken_from_the_budget_and_given_back_after_the_message() {
-        let budget = ReceiveBudget::new(10);
+        let budget = ReceiveBudget::new(17);
         let mut ra = Reassembler::default().with_budget(budget.clone());
         let mut rb = Reassembler::default().with_budget(budget.clone());
+        // A frame of buffer, and a frame ahead.
         ra.push(3, 1, b(b"abc")).unwrap();
-        ra.push(3, 2, b(b"def")).unwrap();
         assert_eq!(budget.in_use(), 6);
+        ra.push(3, 2, b(b"def")).unwrap();
+        assert_eq!(budget.in_use(), 9);
         // b's first frame fits, its second does not: b is refused and reset.
         rb.push(2, 1, b(b"wxyz")).unwrap();
+        assert_eq!(budget.in_use(), 17);
         assert!(matches!(
             rb.push(2, 2, b(b"wxyz")),
             Err(WireError::BudgetExhausted {
                 requested: 4,
-                in_use: 10,
-                limit: 10
+                claimed: 12,
+                in_use: 17,
+                limit: 17
             })
         ));
         assert!(!rb.in_progress());
-        assert_eq!(budget.in_use(), 6);
+        assert_eq!(budget.in_use(), 9);
         // a completes (its buffer grew to the claimed 9 bytes); the bytes
         // stay held until the hold is dropped.
         assert_eq!(ra.push(3, 3, b(b"gh")).unwrap(), Some(b(b"abcdefgh")));
-        assert_eq!(budget.in_use(), 9);
+        assert_eq!(budget.in_use(), 12);
         let hold = ra.take_hold().unwrap();
-        assert_eq!(hold.bytes(), 9);
+        assert_eq!(hold.bytes(), 12);
         drop(hold);
         assert_eq!(budget.in_use(), 0);
         // One-frame messages never touch it.

@@ -173,6 +173,74 @@ pub async fn raw_client(port: u16, cert: CertificateDer<'static>) -> Client {
         .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES)
 }
 
+/// Runs the ignored test `role` of this test binary in a child process, with
+/// `vars` in its environment: an attacker that is a process of its own, so
+/// that the target's memory is measured alone. The role prints `RESULT ...`
+/// lines on stdout; [`role_results`] collects them.
+pub fn spawn_role(role: &str, vars: &[(&str, String)]) -> Child {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        role,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ROLE_VAR, role)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::inherit());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("the attacker process starts")
+}
+
+/// A certificate as hex, to hand a role in its environment.
+pub fn hex(der: &CertificateDer<'_>) -> String {
+    der.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The certificate [`hex`] wrote.
+pub fn unhex(s: &str) -> CertificateDer<'static> {
+    let bytes: Vec<u8> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect();
+    CertificateDer::from(bytes)
+}
+
+/// The variable telling a role test it was started by [`spawn_role`].
+pub const ROLE_VAR: &str = "FEDROUTE_HOSTILE_ROLE";
+
+/// True inside a child started by [`spawn_role`] for `role`; a role test
+/// does nothing otherwise.
+pub fn playing(role: &str) -> bool {
+    std::env::var(ROLE_VAR).is_ok_and(|r| r == role)
+}
+
+/// The `RESULT` lines of a role's stdout once it exited (bounded by [`T`]).
+pub async fn role_results(mut child: Child) -> Vec<String> {
+    let out = child.stdout.take().unwrap();
+    let status = bounded(
+        "the attacker process",
+        tokio::task::spawn_blocking(move || {
+            let lines: Vec<String> = BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                // The harness may print its "test ... " on the same line.
+                .filter_map(|l| l.split_once("RESULT ").map(|(_, r)| r.to_string()))
+                .collect();
+            (child.wait(), lines)
+        }),
+    )
+    .await
+    .unwrap();
+    let (exit, lines) = status;
+    assert!(exit.unwrap().success(), "the attacker process failed");
+    lines
+}
+
 // ---------------------------------------------------------------------------
 // messages and frames
 
