@@ -146,6 +146,14 @@ impl LogLimiter {
     }
 }
 
+impl LogRate {
+    /// How often to call [`PeerLog::flush`]: a quarter of the window (at
+    /// least 100 ms), so a count is reported soon after its window ends.
+    pub fn flush_every(&self) -> Duration {
+        (self.per / 4).max(Duration::from_millis(100))
+    }
+}
+
 /// A [`LogLimiter`] behind a lock, logging at warn level: what the
 /// researcher's service and a node's links use.
 #[derive(Debug)]

@@ -561,14 +561,20 @@ fn vm_size_kib() -> u64 {
         .expect("VmSize in /proc/self/status")
 }
 
-/// Eight streams each send one full frame claiming 536 frames (2.14 GB, just
-/// under the default 2 GiB limit) and stay open. Resident memory stays low
-/// either way; the reservation shows in virtual memory. With strict
-/// overcommit (vm.overcommit_memory = 2) or a small machine, such
-/// reservations fail and the allocation failure aborts the researcher.
+/// Eight streams each send one full frame claiming 536 frames (2.14 GB,
+/// just under the default 2 GiB limit) and stay open. Nothing is reserved
+/// on the claim: each holds its frame (and the budget one frame ahead), and
+/// virtual memory stays far from the claims.
+///
+/// First a positive signal that the researcher did take the eight frames:
+/// its receive budget is set to just the eight streams' charge, so a ninth
+/// stream is refused with RESOURCE_EXHAUSTED only once all eight are held.
+/// Without that signal the memory check would also pass for a researcher
+/// that never read the frames.
 #[actix_rt::test]
 async fn claims_under_the_limit_reserve_no_memory_up_front() {
-    let (handle, _events) = start(config()).await;
+    let held_by_eight = 8 * 2 * CHUNK_SIZE;
+    let (handle, _events) = start(config().receive_budget_bytes(held_by_eight + CHUNK_SIZE)).await;
     let client = client(&handle).await;
     let before = vm_size_kib();
     let rss_before = vm_rss_kib();
@@ -586,16 +592,27 @@ async fn claims_under_the_limit_reserve_no_memory_up_front() {
                 .await
         }));
     }
-    // Give the server time to take the first frames (no event announces it).
-    let start = tokio::time::Instant::now();
-    let mut grown = 0;
-    while start.elapsed() < Duration::from_secs(3) {
-        grown = vm_size_kib().saturating_sub(before) / 1024;
-        if grown > 8 * 1024 {
-            break;
+    // The ninth stream: one frame, then its end. While the eight are not
+    // all held it gets in (and fails as cut short); then it is refused.
+    let mut tries = 0;
+    bounded("the eight frames held", async {
+        loop {
+            tries += 1;
+            let mut c = client.clone();
+            let first = frame(536, 1, Bytes::from(vec![0x55; CHUNK_SIZE]));
+            let status = c
+                .reply_task(tokio_stream::iter(vec![first]))
+                .await
+                .unwrap_err();
+            if status.code() == Code::ResourceExhausted {
+                return;
+            }
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    let grown = vm_size_kib().saturating_sub(before) / 1024;
     let rss_grown = vm_rss_kib().saturating_sub(rss_before) / 1024;
     drop(senders);
     for c in calls {
@@ -603,7 +620,7 @@ async fn claims_under_the_limit_reserve_no_memory_up_front() {
         assert_eq!(status.code(), Code::InvalidArgument);
     }
     eprintln!(
-        "hostile_researcher: 8 claims of 2.14 GB: VmSize +{grown} MiB, VmRSS +{rss_grown} MiB"
+        "hostile_researcher: 8 claims of 2.14 GB held after {tries} tries of a ninth: VmSize +{grown} MiB, VmRSS +{rss_grown} MiB"
     );
     assert!(rss_grown < 256, "VmRSS grew by {rss_grown} MiB");
     assert!(

@@ -461,7 +461,7 @@ impl Actor for ReferenceNode {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(LogRate::default().per, |act, _| act.log.flush());
+        ctx.run_interval(LogRate::default().flush_every(), |act, _| act.log.flush());
     }
 }
 

@@ -170,7 +170,7 @@ pub struct Researcher {
     shutting_down: bool,
     /// Warnings caused by nodes, shared with the service (flushed here).
     peer_log: Arc<PeerLog>,
-    log_window: Duration,
+    log_flush: Duration,
 }
 
 impl Researcher {
@@ -194,7 +194,7 @@ impl Researcher {
             server: None,
             shutting_down: false,
             peer_log,
-            log_window: config.peer_log_rate.per,
+            log_flush: config.peer_log_rate.flush_every(),
         }
     }
 
@@ -227,9 +227,7 @@ impl Actor for Researcher {
         let sweep_every =
             (self.forget_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
         ctx.run_interval(sweep_every, |act, _| act.sweep());
-        ctx.run_interval(self.log_window.max(Duration::from_millis(100)), |act, _| {
-            act.peer_log.flush()
-        });
+        ctx.run_interval(self.log_flush, |act, _| act.peer_log.flush());
     }
 }
 

@@ -417,6 +417,8 @@ pub enum Script {
     FramesThenStall(Vec<(i32, i32, Bytes)>),
     /// This message, chunked, then the poll ends.
     Message(Bytes),
+    /// These messages, one after the other on the same poll.
+    Messages(Vec<Bytes>),
 }
 
 /// How the hostile researcher treats `ReplyTask` calls.
@@ -470,6 +472,13 @@ impl ResearcherService for Hostile {
                 Script::FramesThenStall(f) => (f, true),
                 Script::Message(m) => (
                     wire::chunks(m)
+                        .map(|f| (f.size, f.iteration, f.bytes))
+                        .collect(),
+                    false,
+                ),
+                Script::Messages(all) => (
+                    all.into_iter()
+                        .flat_map(wire::chunks)
                         .map(|f| (f.size, f.iteration, f.bytes))
                         .collect(),
                     false,
@@ -638,7 +647,16 @@ pub struct Process {
 impl Process {
     /// Starts `fedroute ARGS` with `RUST_LOG=rust_log`.
     pub fn start(args: &[&str], rust_log: &str) -> Process {
-        let mut child = crate::cli_support::fedroute(args, rust_log)
+        Process::start_command(crate::cli_support::fedroute(args, rust_log), rust_log)
+    }
+
+    /// Starts `cmd` (which runs fedroute) with `RUST_LOG=rust_log`.
+    pub fn start_command(mut cmd: std::process::Command, rust_log: &str) -> Process {
+        let mut child = cmd
+            .env("RUST_LOG", rust_log)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("fedroute starts");
         let stderr = child.stderr.take().unwrap();
