@@ -2,22 +2,59 @@
 //! (`wire::Envelope::decode`), then everything a receiver does with a decoded
 //! message: accessors, version check, typed conversion.
 //!
-//! Oracles: no panic; a decoded value re-encodes to bytes that decode to the
-//! same encoding (encode is a fixed point after one round); an unmodified
-//! envelope gives back exactly its input bytes.
+//! Oracles: no panic; decoding allocates no more than the decode limits'
+//! tree budget for the input's size (a counting allocator); a decoded
+//! value re-encodes to bytes that decode to the same encoding (encode is a
+//! fixed point after one round); an unmodified envelope gives back exactly
+//! its input bytes.
 #![no_main]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use fedroute::wire::{
-    decode_value, encode_to_bytes, ApprovalReply, ApprovalRequest, Envelope, ErrorMessage,
+    decode_value, encode_to_bytes, DecodeLimits, ApprovalReply, ApprovalRequest, Envelope, ErrorMessage,
     ListReply, ListRequest, NdArray, OverlayMessage, PingReply, PingRequest, SearchReply,
     SearchRequest, TrainReply, TrainRequest,
 };
 use libfuzzer_sys::fuzz_target;
 
+struct Counting;
+static NOW: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let now = NOW.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        NOW.fetch_sub(l.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Decoding may allocate this much besides the tree (errors, bookkeeping).
+const OVERHEAD: usize = 16 << 10;
+
 fuzz_target!(|data: &[u8]| {
     let raw = Bytes::copy_from_slice(data);
-    if let Ok(v) = decode_value(&raw) {
+    let start = NOW.load(Ordering::Relaxed);
+    PEAK.store(start, Ordering::Relaxed);
+    let decoded = decode_value(&raw);
+    let peak = PEAK.load(Ordering::Relaxed) - start;
+    let budget = DecodeLimits::default().tree_budget(raw.len());
+    assert!(
+        peak <= budget + OVERHEAD,
+        "decoding {} bytes allocated {peak}, more than the budget {budget}",
+        raw.len()
+    );
+    if let Ok(v) = decoded {
         let once = encode_to_bytes(&v);
         let again = decode_value(&once).expect("an encoding of a decoded value must decode");
         let twice = encode_to_bytes(&again);

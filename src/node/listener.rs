@@ -719,6 +719,21 @@ mod tests {
     }
 
     #[test]
+    fn researcher_and_request_ids_outside_the_rules_make_bad_tasks() {
+        let mut a = assembler(None);
+        let huge = "R".repeat(1 << 20);
+        let e = feed(&mut a, frame(1, 1, task(&huge, "7", 0))).unwrap_err();
+        assert!(e.is_bad_task() && !e.is_fatal(), "{e}");
+        assert!(e.to_string().len() < 300, "{}", e.to_string().len());
+        // Not learnt from a bad task.
+        assert_eq!(a.researcher_id(), None);
+        let mut t = Envelope::decode(task("R1", "7", 0)).unwrap();
+        t.set("request_id", Value::Str("a b".into()));
+        let e = feed(&mut a, frame(1, 1, t.to_bytes())).unwrap_err();
+        assert!(e.is_bad_task(), "{e}");
+    }
+
+    #[test]
     fn another_researcher_id_is_fatal() {
         let mut a = assembler(Some("R1"));
         let e = feed(&mut a, frame(1, 1, task("R2", "7", 0))).unwrap_err();

@@ -16,7 +16,7 @@
 //! that sends no frame for `stall_timeout` is cancelled (DEADLINE_EXCEEDED),
 //! large replies are decoded off the event loop ([`MessageDecoder`]), every
 //! quote of the node's input in a status or a log line is shortened
-//! ([`crate::wire::echo`]), and warnings are rate-limited per node and
+//! ([`crate::wire::echo()`]), and warnings are rate-limited per node and
 //! kind ([`PeerLog`]). Each call is marked on its connection, so that a
 //! connection without calls closes after the idle timeout.
 //!

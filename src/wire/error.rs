@@ -124,7 +124,7 @@ pub enum WireError {
     BadId {
         /// What the identifier names.
         kind: crate::wire::IdKind,
-        /// The identifier, shortened ([`crate::wire::echo`]).
+        /// The identifier, shortened ([`crate::wire::echo()`]).
         id: String,
         /// Which rule it breaks.
         reason: &'static str,
