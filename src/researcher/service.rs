@@ -493,7 +493,12 @@ impl ResearcherService for ResearcherGrpc {
         bad_id(IdKind::Node, feedback.node_id())?;
         Shared::check_node(&certified, feedback.node_id())?;
         if self.inner.events.is_none() {
-            log::info!("feedback from node {}: {feedback:?}", feedback.node_id());
+            // Nobody asked for feedback: a few lines, shortened.
+            let node = feedback.node_id();
+            if self.inner.peer_log.allow(node, "feedback").is_some() {
+                let text = format!("{feedback:?}");
+                log::info!("feedback from node {node}: {}", echo(&text));
+            }
         }
         self.inner.emit(ResearcherEvent::Feedback(feedback)).await;
         Ok(Response::new(Empty {}))

@@ -251,6 +251,7 @@ pub async fn retrust_on_first_use(
     let cert = fetch_server_certificate_with(host, port, timeout, client).await?;
     let found = researcher_id_of(&cert).unwrap_or_default();
     if found != expected_researcher_id {
+        let found = crate::wire::echo(&found);
         log::error!(
             "TLS: {host}:{port} presents researcher id \"{found}\" instead of \"{expected_researcher_id}\""
         );

@@ -260,7 +260,7 @@ fn subject_attribute(cert_der: &[u8], which: Attribute) -> Result<String, TlsErr
         Some(v) => Ok(v.to_string()),
         None => Err(TlsError::MissingSubjectAttribute {
             attribute,
-            subject: subject.to_string(),
+            subject: crate::wire::echo(&subject.to_string()),
         }),
     }
 }
