@@ -35,8 +35,8 @@ const SLACK_MIB: f64 = 96.0;
 /// The longest an honest round trip may take during an attack.
 const MAX_ROUND_TRIP: Duration = Duration::from_millis(500);
 /// The longest an honest round trip may take while a heavy reply is
-/// decoded (decoding it on the event loop takes about 0.9 s in a debug
-/// build, 0.2 s in release).
+/// decoded: a quarter of what decoding it takes (measured in the test; about
+/// 0.9 s in a debug build, 0.2 s in release), at most 250 ms.
 const DECODE_ROUND_TRIP: Duration = Duration::from_millis(250);
 /// 32-bit integers in the heavy reply: 40 MB, a 320 MB tree.
 const INTEGERS: usize = 8_000_000;
@@ -71,10 +71,8 @@ async fn fresh_node_joins(handle: &ResearcherHandle, events: &mut researcher_sup
         true,
     );
     events.connected("NODE_fresh").await;
-    let monitor = PingMonitor::start(handle, "NODE_fresh");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let stats = monitor.stop().await;
-    assert!(stats.count > 0 && stats.errors.is_empty(), "{stats:?}");
+    let stats = ping_n(handle, "NODE_fresh", 10).await;
+    assert!(stats.count == 10 && stats.errors.is_empty(), "{stats:?}");
 }
 
 /// Sends one `ReplyTask` call of `frames` from the attacker's thread.
@@ -193,6 +191,12 @@ async fn trees_dearer_than_the_limit_are_refused_and_heavy_replies_decode_off_th
     // 8 million 32-bit integers in a valid reply (40 MB, a 320 MB tree):
     // accepted, and decoded while the honest node's pings go on.
     let heavy = reply_with_integers("NODE_honest", INTEGERS);
+    // What decoding it takes, here and now: a stall of that length on the
+    // event loop is what the honest node must not see.
+    let started = std::time::Instant::now();
+    drop(fedroute::wire::Envelope::decode(heavy.clone()).unwrap());
+    let decoding = started.elapsed();
+    let allowed = DECODE_ROUND_TRIP.min(decoding / 4);
     let frames: Vec<_> = researcher_support::frames(heavy)
         .into_iter()
         .map(|f| (f.size, f.iteration, f.bytes))
@@ -220,13 +224,13 @@ async fn trees_dearer_than_the_limit_are_refused_and_heavy_replies_decode_off_th
         Some(INTEGERS)
     );
     eprintln!(
-        "hostile_decode: {INTEGERS} integers decoded off the loop: pings {} (max {:?}, longest gap {:?})",
+        "hostile_decode: {INTEGERS} integers ({decoding:?} to decode) decoded off the loop: pings {} (max {:?}, longest gap {:?})",
         stats.count, stats.max, stats.max_gap
     );
     assert!(stats.errors.is_empty(), "{:?}", stats.errors);
     assert!(
-        stats.max_gap < DECODE_ROUND_TRIP,
-        "no ping was answered for {:?} while a reply was decoded",
+        stats.max_gap < allowed,
+        "no ping was answered for {:?} while a reply was decoded (decoding takes {decoding:?})",
         stats.max_gap
     );
     drop(env);
@@ -313,9 +317,7 @@ async fn a_task_claiming_billions_of_elements_at_the_size_limit_leaves_the_node_
         stats.max_gap
     );
     // Still serving afterwards.
-    let monitor = PingMonitor::start(&honest, "NODE_target");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let after = monitor.stop().await;
-    assert!(after.count > 0 && after.errors.is_empty(), "{after:?}");
+    let after = ping_n(&honest, "NODE_target", 10).await;
+    assert!(after.count == 10 && after.errors.is_empty(), "{after:?}");
     honest.shutdown().await.unwrap();
 }

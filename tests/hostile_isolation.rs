@@ -46,21 +46,19 @@ async fn a_foreign_researcher_id_before_the_other_link_is_up_leaves_the_node_ser
     ];
     let mut node = Process::start(&node_args(&ports, "NODE_target"), "info");
     node.wait_line("the link stops for good").await;
-    // Give a node that would exit on it the time to do so.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The node says it goes on with the other link (and does not exit).
+    node.wait_line("serving the others").await;
     assert!(node.alive(), "the node exited:\n{}", node.tail());
 
     let config = ResearcherConfig::default().listen(format!("127.0.0.1:{port}").parse().unwrap());
     let (honest, mut events) = researcher_support::start(config).await;
     events.connected("NODE_target").await;
-    let monitor = PingMonitor::start(&honest, "NODE_target");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let stats = monitor.stop().await;
+    let stats = ping_n(&honest, "NODE_target", 50).await;
     eprintln!(
         "hostile_isolation: after a foreign researcher id the node serves the other researcher: {} pings",
         stats.count
     );
-    assert!(stats.count > 0 && stats.errors.is_empty(), "{stats:?}");
+    assert!(stats.count == 50 && stats.errors.is_empty(), "{stats:?}");
     assert!(node.alive(), "{}", node.tail());
     assert!(
         node.tail().contains("RESEARCHER_someone_else"),

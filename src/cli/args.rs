@@ -100,6 +100,18 @@ pub fn seconds(s: &str) -> Result<Duration, String> {
 /// `GiB` (powers of 1024) or `kB`, `MB`, `GB` (powers of 1000); `K`, `M`,
 /// `G` alone are binary. At most 1 GiB (a model travels in memory).
 pub fn byte_size(s: &str) -> Result<usize, String> {
+    let bytes = size(s, 1u64 << 30)?;
+    Ok(bytes as usize)
+}
+
+/// Parses a size limit like [`byte_size`], up to 1 TiB.
+pub fn limit_size(s: &str) -> Result<usize, String> {
+    let bytes = size(s, 1u64 << 40)?;
+    usize::try_from(bytes).map_err(|_| format!("{s:?} does not fit this machine"))
+}
+
+/// A size in bytes, at most `max`.
+fn size(s: &str, max: u64) -> Result<u64, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -123,31 +135,11 @@ pub fn byte_size(s: &str) -> Result<usize, String> {
         }
     };
     let bytes = (num * mult).round();
-    if bytes > (1u64 << 30) as f64 {
-        return Err(format!("{s:?} is larger than 1 GiB"));
+    if bytes > max as f64 {
+        let limit = if max >= 1 << 40 { "1 TiB" } else { "1 GiB" };
+        return Err(format!("{s:?} is larger than {limit}"));
     }
-    Ok(bytes as usize)
-}
-
-/// Parses a size limit like [`byte_size`], up to 1 TiB.
-pub fn limit_size(s: &str) -> Result<usize, String> {
-    // The same units; scale down so byte_size's 1 GiB cap does not apply.
-    let t = s.trim();
-    let (factor, rest) = match t.strip_suffix("GiB").or_else(|| t.strip_suffix('G')) {
-        Some(n) => (1usize << 30, n),
-        None => (1, t),
-    };
-    if factor == 1 {
-        return byte_size(s);
-    }
-    let n: f64 = rest
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 512MiB, 4GiB)"))?;
-    if !(0.0..=1024.0).contains(&n) {
-        return Err(format!("{s:?} is larger than 1 TiB"));
-    }
-    Ok((n * factor as f64).round() as usize)
+    Ok(bytes as u64)
 }
 
 /// Bounds on what peers may send, shared by `researcher` and `node` (the
@@ -217,7 +209,11 @@ mod tests {
         assert_eq!(limit_size("4GiB").unwrap(), 4 << 30);
         assert_eq!(limit_size("1.5G").unwrap(), 3 << 29);
         assert_eq!(limit_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(limit_size("2048MiB").unwrap(), 2 << 30);
+        assert_eq!(limit_size("2GB").unwrap(), 2_000_000_000);
+        assert_eq!(limit_size("2g").unwrap(), 2 << 30);
         assert!(limit_size("2048GiB").is_err());
+        assert!(limit_size("-1G").is_err());
         assert_eq!(seconds("0.25").unwrap(), Duration::from_millis(250));
         assert!(seconds("-1").is_err());
         assert!(seconds("soon").is_err());

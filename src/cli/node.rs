@@ -177,6 +177,7 @@ async fn serve(
     if let Some(d) = limits.stall_timeout {
         config.stall_timeout = d;
     }
+    config.validate()?;
     let (finished_tx, mut finished) = mpsc::channel(1);
     let responder = Responder {
         node_id: args.id.clone(),

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use fedroute::log_limit::{held_back, LogRate, PeerLog};
 use fedroute::researcher::{self, Request, ResearcherConfig, ResearcherEvent, ResearcherHandle};
 use fedroute::tls;
-use fedroute::wire::{echo, Envelope, Feedback, PingRequest};
+use fedroute::wire::{echo, shortened, Envelope, Feedback, PingRequest};
 
 use super::args::{seconds, LimitArgs};
 use super::runtime;
@@ -197,7 +197,7 @@ impl EventLog {
                         "feedback from {}: [{}] {}{}",
                         l.node_id,
                         echo(&l.level),
-                        shorten(&l.text(), FEEDBACK_CHARS),
+                        shortened(&l.text(), FEEDBACK_CHARS),
                         held_back(n)
                     ),
                     Feedback::Scalar(s) => log::info!(
@@ -205,7 +205,7 @@ impl EventLog {
                         s.node_id,
                         echo(&s.experiment_id),
                         s.iteration,
-                        shorten(&format!("{:?}", s.metric), FEEDBACK_CHARS),
+                        shortened(&format!("{:?}", s.metric), FEEDBACK_CHARS),
                         held_back(n)
                     ),
                 }
@@ -226,14 +226,6 @@ impl EventLog {
                 request_id.as_deref().unwrap_or("no request_id")
             ),
         }
-    }
-}
-
-/// `text` cut to `chars` characters (with a mark when cut).
-fn shorten(text: &str, chars: usize) -> std::borrow::Cow<'_, str> {
-    match text.char_indices().nth(chars) {
-        None => text.into(),
-        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()).into(),
     }
 }
 

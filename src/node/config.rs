@@ -122,21 +122,27 @@ pub struct ControllerConfig {
     /// off. Default [`DEFAULT_DEDUP_WINDOW`] (4,096).
     pub dedup_window: usize,
     /// Bytes that tasks still being received may hold, all links together,
-    /// counted as their buffers grow. A link whose task would go past it
-    /// drops its connection and reconnects after a back-off (the researcher
-    /// sends the task again); one-frame tasks do not count. See
-    /// [`crate::wire::ReceiveBudget`]. Default [`DEFAULT_RECEIVE_BUDGET_BYTES`] (2 GiB).
+    /// counted as their buffers grow (with one frame ahead). A link whose
+    /// task would go past it waits for room without reading on (at most
+    /// `stall_timeout`), then drops its connection and reconnects once
+    /// there is room (the researcher sends the task again, counting a
+    /// delivery attempt); one-frame tasks do not count. Must hold one task
+    /// of `max_message_bytes` and a frame ([`ControllerConfig::validate`]).
+    /// See [`crate::wire::ReceiveBudget`].
+    /// Default [`DEFAULT_RECEIVE_BUDGET_BYTES`] (2 GiB + 16 MiB).
     pub receive_budget_bytes: usize,
     /// What decoding one task may cost (value-tree bytes per input byte,
     /// nesting depth). Default [`DecodeLimits::default`] (8 bytes per byte,
-    /// at least 1 MiB, at most 1 GiB; 128 levels).
+    /// at least 8 MiB, at most 1 GiB; 128 levels).
     pub decode_limits: DecodeLimits,
     /// Large tasks (1 MiB and more) decoded at the same time, off the event
     /// loop, all links together. Default [`DEFAULT_DECODE_THREADS`] (2).
     pub decode_threads: usize,
-    /// A poll that delivered part of a task and then nothing for this long
-    /// is given up: the link reconnects and the researcher sends the task
-    /// again. Default [`DEFAULT_STALL_TIMEOUT`] (30 s).
+    /// A poll that delivered part of a task and then no data for this long
+    /// is given up (a slow task whose bytes keep coming is not): the link
+    /// reconnects and the researcher sends the task again. Also the longest
+    /// a poll waits for room in the receive budget.
+    /// Default [`DEFAULT_STALL_TIMEOUT`] (30 s).
     pub stall_timeout: Duration,
     /// Largest gRPC message (one frame) accepted from a researcher.
     /// Default [`DEFAULT_MAX_FRAME_BYTES`] (8 MiB).
@@ -199,6 +205,25 @@ impl Default for ControllerConfig {
 }
 
 impl ControllerConfig {
+    /// Checks that the limits fit together: the receive budget must hold one
+    /// message of the maximum size and a frame ahead (otherwise such tasks
+    /// could never arrive).
+    pub fn validate(&self) -> Result<(), String> {
+        let needed = self.max_message_bytes.saturating_add(self.max_frame_bytes);
+        if self.receive_budget_bytes < needed {
+            return Err(format!(
+                "receive_budget_bytes {} cannot hold one task of max_message_bytes {} and a frame of max_frame_bytes {}: raise it, or lower those",
+                self.receive_budget_bytes, self.max_message_bytes, self.max_frame_bytes
+            ));
+        }
+        if self.stall_timeout.is_zero() || self.max_frame_bytes == 0 || self.decode_threads == 0 {
+            return Err(
+                "stall_timeout, max_frame_bytes and decode_threads must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The keepalive interval actually used: never below [`MIN_KEEPALIVE_INTERVAL`].
     pub fn effective_keepalive(&self) -> Duration {
         self.keepalive_interval.max(MIN_KEEPALIVE_INTERVAL)
@@ -219,6 +244,12 @@ mod tests {
         assert_eq!(c.poll_mode, PollMode::Auto);
         assert_eq!(c.dedup_window, 4096);
         assert_eq!(c.receive_buffer_bytes, 256 << 20);
+        assert!(c.validate().is_ok());
+        let small = ControllerConfig {
+            receive_budget_bytes: 1 << 20,
+            ..ControllerConfig::default()
+        };
+        assert!(small.validate().is_err());
     }
 
     #[test]

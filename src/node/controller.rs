@@ -334,24 +334,26 @@ impl Controller {
         Outgoing::Feedback(proto::FeedbackMessage::from(feedback))
     }
 
-    fn feedback(&self, item: Outgoing, researcher_id: Option<&str>) -> Result<(), NodeError> {
-        match researcher_id {
-            Some(id) => self.route(id)?.shared.enqueue(item),
-            None => {
-                let mut last = Err(NodeError::UnknownResearcher {
-                    researcher_id: "<any>".to_string(),
-                });
-                for link in &self.links {
-                    let r = link.shared.enqueue(item.clone());
-                    if r.is_ok() || last.is_err() {
-                        last = r;
-                    }
-                }
-                last
-            }
-        }
+    /// Queues feedback `item` for `researcher_id`'s link, or every link;
+    /// the outcome per link.
+    fn feedback(
+        &self,
+        item: Outgoing,
+        researcher_id: Option<&str>,
+    ) -> Result<Vec<Queued<'_>>, NodeError> {
+        let links: Vec<&LinkEntry> = match researcher_id {
+            Some(id) => vec![self.route(id)?],
+            None => self.links.iter().collect(),
+        };
+        Ok(links
+            .into_iter()
+            .map(|l| (l, l.shared.enqueue(item.clone())))
+            .collect())
     }
 }
+
+/// A link and whether an item was queued for it.
+type Queued<'a> = (&'a LinkEntry, Result<(), NodeError>);
 
 /// Turns unsent queue items back into envelopes for a report.
 fn unsent_report(items: Vec<Outgoing>, report: &mut ShutdownReport) {
@@ -420,10 +422,17 @@ impl Handler<SendFeedback> for Controller {
     fn handle(&mut self, msg: SendFeedback, _: &mut Context<Self>) -> Self::Result {
         self.running()?;
         let id = msg.0.researcher_id.clone();
-        self.feedback(
-            Outgoing::Feedback(proto::FeedbackMessage::from(msg.0)),
-            id.as_deref(),
-        )
+        let item = Outgoing::Feedback(proto::FeedbackMessage::from(msg.0));
+        // Queued for one link at least, or the last error.
+        let mut outcome = Err(NodeError::UnknownResearcher {
+            researcher_id: "<any>".to_string(),
+        });
+        for (_, r) in self.feedback(item, id.as_deref())? {
+            if r.is_ok() || outcome.is_err() {
+                outcome = r;
+            }
+        }
+        outcome
     }
 }
 
@@ -436,18 +445,21 @@ impl Handler<ForwardLog> for Controller {
         }
         let target = msg.researcher_id.clone();
         let item = self.feedback_log(msg);
-        let links: Vec<&LinkEntry> = match target.as_deref() {
-            Some(id) => self.route(id).into_iter().collect(),
-            None => self.links.iter().collect(),
+        let queued = match self.feedback(item, target.as_deref()) {
+            Ok(queued) => queued,
+            // This module's records are never forwarded, so no loop.
+            Err(e) => {
+                log::debug!("node {}: a log record was not forwarded: {e}", self.node_id);
+                return;
+            }
         };
-        for link in links {
-            match link.shared.enqueue(item.clone()) {
+        for (link, r) in queued {
+            match r {
                 Ok(()) => {}
                 // A log flood must not crowd out replies: drop and count.
                 Err(NodeError::FeedbackQueueFull { .. }) => {
                     link.shared.status().feedback_dropped += 1;
                 }
-                // This module's records are never forwarded, so no loop.
                 Err(e) => log::debug!("node {}: a log record was not forwarded: {e}", self.node_id),
             }
         }

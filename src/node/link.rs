@@ -39,10 +39,10 @@ use super::dedup::RecentIds;
 use super::error::NodeError;
 use super::listener::{PollEnd, Poller, TaskAssembler};
 use super::outbox::{Outbox, Outgoing};
+use super::progress::{LastData, LinkClient, Progress};
 use super::sender::Pump;
 use super::status::{LinkState, LinkStatus, PollMode};
 use crate::log_limit::PeerLog;
-use crate::proto::researcher_service_client::ResearcherServiceClient;
 use crate::tls::{self, ChannelOptions, TrustPolicy};
 use crate::wire::{
     check_id, echo, BufferPool, IdKind, MessageDecoder, ReceiveBudget, GRPC_MAX_MESSAGE_BYTES,
@@ -146,7 +146,10 @@ impl LinkShared {
             config.poll_mode,
         );
         LinkShared {
-            outbox: Mutex::new(Outbox::new(queue_capacity, queue_max_bytes, Outgoing::len)),
+            outbox: Mutex::new(
+                Outbox::new(queue_capacity, queue_max_bytes, Outgoing::len)
+                    .with_mark(Outgoing::is_feedback),
+            ),
             status: Mutex::new(LinkStatus::new(endpoint.clone(), poll_mode)),
             endpoint,
             wake: Notify::new(),
@@ -202,7 +205,7 @@ impl LinkShared {
             }
         }
         let mut outbox = self.outbox();
-        if item.is_feedback() && outbox.count(Outgoing::is_feedback) >= self.max_feedback {
+        if item.is_feedback() && outbox.marked() >= self.max_feedback {
             return Err(NodeError::FeedbackQueueFull {
                 endpoint: self.endpoint.clone(),
                 limit: self.max_feedback,
@@ -248,7 +251,9 @@ pub struct ResearcherLink {
     ever_connected: bool,
     draining: bool,
     terminal: bool,
-    client: Option<ResearcherServiceClient<Channel>>,
+    client: Option<LinkClient>,
+    /// When data last arrived on the current channel.
+    last_data: Option<LastData>,
     poll: Option<SpawnHandle>,
     /// Request ids received lately, across reconnections (the actor value
     /// survives supervisor restarts).
@@ -295,6 +300,7 @@ impl ResearcherLink {
             draining: false,
             terminal: false,
             client: None,
+            last_data: None,
             poll: None,
         }
     }
@@ -380,10 +386,12 @@ impl ResearcherLink {
             log::info!("{}: connected", self.key);
         }
         self.ever_connected = true;
-        let client = ResearcherServiceClient::new(d.channel)
+        let (client, last_data) = Progress::client(d.channel);
+        let client = client
             .max_decoding_message_size(self.config.max_frame_bytes)
             .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES);
         self.client = Some(client);
+        self.last_data = Some(last_data);
         self.start_pump(ctx);
         if !self.draining {
             self.start_poll(ctx);
@@ -391,7 +399,7 @@ impl ResearcherLink {
     }
 
     fn start_poll(&mut self, ctx: &mut Context<Self>) {
-        let Some(client) = self.client.clone() else {
+        let (Some(client), Some(last_data)) = (self.client.clone(), self.last_data.clone()) else {
             return;
         };
         let poller = Poller {
@@ -408,6 +416,8 @@ impl ResearcherLink {
             )
             .with_pool(self.buffers.clone())
             .with_budget(self.intake.budget.clone()),
+            last_data,
+            budget: self.intake.budget.clone(),
             poll_deadline: self.config.poll_deadline,
             credits: self.config.stream_credits,
             guard: Default::default(),
@@ -646,6 +656,7 @@ impl Actor for ResearcherLink {
 impl Supervised for ResearcherLink {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.client = None;
+        self.last_data = None;
         self.poll = None;
         self.shared.status().polling = false;
         if self.shared.polled.swap(false, Ordering::Relaxed) {

@@ -28,38 +28,43 @@
 //! debug line: a researcher resends the tasks written to a connection that
 //! was cut, and some of them had arrived.
 //!
-//! Delivery to the handler: each link has at most one task in the handler's
-//! mailbox at a time (it waits until the handler took it before reading
-//! the next frame), so a researcher that floods tasks fills its own HTTP/2
-//! window, not the mailbox, and another link's tasks find room at once.
+//! Delivery to the handler does not wait for the handler to run: the task is
+//! put in the handler's mailbox with `try_send`; only when that mailbox is
+//! full does this link wait for room (back-pressure on this link only:
+//! actix parks each sender on its own, so another link's next task still
+//! gets in). A large task (1 MiB and more) waits until the handler has
+//! handled it, so at most one per link is held outside the receive budget.
 //!
 //! What a researcher sends is bounded before it is kept: a task's partial
 //! message takes its memory from the node's [`crate::wire::ReceiveBudget`]
 //! (all links together); a poll that delivered part of a task and then
-//! nothing for `stall_timeout` is given up; large tasks are decoded off the
-//! event loop ([`MessageDecoder`]); researcher and request ids are checked
-//! ([`crate::wire::check_id`]). When the budget is spent or a task stalls,
-//! the link reconnects: on a new connection the researcher sends again what
-//! it had written to the old one, so nothing is lost. Bad-task warnings are
-//! rate-limited per link ([`PeerLog`]).
+//! nothing for `stall_timeout` (no data at all, however slow) is given up;
+//! large tasks are decoded off the event loop ([`MessageDecoder`]);
+//! researcher and request ids are checked ([`crate::wire::check_id`]). When
+//! the budget is spent, the poll waits for room (at most `stall_timeout`)
+//! without reading on, so the researcher is held back by flow control. When
+//! that wait runs out or a task stalls, the link reconnects: the researcher
+//! sends the cut task again (a fedroute researcher also resends what it had
+//! written to the old connection), counting a delivery attempt. Bad-task
+//! warnings are rate-limited per link ([`PeerLog`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+use actix::dev::SendError;
 use actix::Recipient;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tonic::Code;
 
 use super::controller::{LinkEvent, TaskReceived};
 use super::dedup::RecentIds;
 use super::error::NodeError;
 use super::link::LinkShared;
+use super::progress::{LastData, LinkClient};
 use super::status::PollMode;
 use crate::log_limit::PeerLog;
-use crate::proto::researcher_service_client::ResearcherServiceClient;
 use crate::proto::{TaskRequest, TaskResponse};
 use crate::wire::{
     check_id, echo, BufferPool, Envelope, Hold, IdKind, MessageDecoder, Reassembler, ReceiveBudget,
@@ -104,7 +109,8 @@ impl TaskAssembler {
     /// Takes the memory of partly received tasks from `budget` (see
     /// [`ReceiveBudget`]).
     pub fn with_budget(mut self, budget: ReceiveBudget) -> TaskAssembler {
-        self.reassembler = self.reassembler.with_budget(budget);
+        // The frame the gRPC layer is receiving counts too (one frame ahead).
+        self.reassembler = self.reassembler.with_budget(budget).frame_ahead(true);
         self
     }
 
@@ -270,7 +276,7 @@ pub enum PollEnd {
 /// What a poll loop needs; moved into the loop's future.
 pub struct Poller {
     /// The gRPC client (a clone of the link's channel).
-    pub client: ResearcherServiceClient<Channel>,
+    pub client: LinkClient,
     /// `host:port`.
     pub endpoint: String,
     /// This node's id (`TaskRequest.node`).
@@ -293,8 +299,12 @@ pub struct Poller {
     pub recent: Arc<Mutex<RecentIds>>,
     /// Decodes tasks (large ones off the event loop).
     pub decoder: MessageDecoder,
-    /// Longest wait for the next frame of a task in progress.
+    /// Longest time without data while a task is in progress.
     pub stall_timeout: std::time::Duration,
+    /// When data last arrived on the link's channel.
+    pub last_data: LastData,
+    /// The budget tasks in progress take from (to wait for room).
+    pub budget: ReceiveBudget,
     /// Rate-limited warnings about this researcher.
     pub log: Arc<PeerLog>,
 }
@@ -310,15 +320,22 @@ enum Wait {
 
 impl Poller {
     /// How long to wait for the next frame: until the poll's end `until`,
-    /// or less while a task is in progress.
+    /// or, while a task is in progress, until its data has stopped coming
+    /// for the stall timeout.
     fn next_wait(&self, until: Instant) -> Wait {
         if self.assembler.in_progress() {
-            let stall = Instant::now() + self.stall_timeout;
+            let stall = self.last_data.at() + self.stall_timeout;
             if stall < until {
                 return Wait::Stall(stall);
             }
         }
         Wait::Deadline(until)
+    }
+
+    /// True when a wait for the next frame ran out but data still came
+    /// meanwhile (a slow task, not a stalled one).
+    fn still_coming(&self) -> bool {
+        self.last_data.at() + self.stall_timeout > Instant::now()
     }
 
     fn stalled(&mut self) -> PollEnd {
@@ -393,7 +410,7 @@ impl Poller {
     /// Handles one frame; true when it ended a task; `Err` ends the loop.
     async fn on_one_frame(&mut self, frame: TaskResponse) -> Result<bool, PollEnd> {
         let had_id = self.assembler.researcher_id().is_some();
-        let payload = match self.assembler.push(frame) {
+        let payload = match self.push_waiting(frame).await {
             Ok(None) => return Ok(false),
             Ok(Some(payload)) => payload,
             Err(e) if e.is_bad_task() => {
@@ -406,7 +423,7 @@ impl Poller {
         // The task's bytes stay counted until it is in the handler's hands.
         let hold = self.assembler.take_hold();
         let len = payload.len();
-        let decoded = self.decoder.decode(payload).await;
+        let (decoded, hold) = self.decoder.decode_holding(payload, hold).await;
         let envelope = match self.assembler.check(decoded) {
             Ok(envelope) => envelope,
             Err(e) if e.is_bad_task() => {
@@ -446,14 +463,42 @@ impl Poller {
                 return Ok(true);
             }
         }
-        self.deliver(envelope).await?;
+        self.deliver(envelope, len).await?;
         drop(hold);
         Ok(true)
     }
 
-    /// Hands the task to the handler and waits until the handler took it:
-    /// this link has at most one task in the handler's mailbox.
-    async fn deliver(&self, message: Envelope) -> Result<(), PollEnd> {
+    /// Pushes `frame`; when the receive budget has no room for it, waits
+    /// for room (at most the stall timeout: the poll does not read on
+    /// meanwhile, so HTTP/2 flow control holds the researcher back) and
+    /// pushes it again.
+    async fn push_waiting(&mut self, frame: TaskResponse) -> Result<Option<Bytes>, NodeError> {
+        let waited_until = Instant::now() + self.stall_timeout;
+        loop {
+            match self.assembler.push(frame.clone()) {
+                Err(NodeError::ReceiveBudget { endpoint, source }) => {
+                    let WireError::BudgetExhausted { requested, .. } = *source else {
+                        return Err(NodeError::ReceiveBudget { endpoint, source });
+                    };
+                    let Some(place) = self.budget.wait_place() else {
+                        return Err(NodeError::ReceiveBudget { endpoint, source });
+                    };
+                    let room = place.room_for(requested);
+                    if tokio::time::timeout_at(waited_until, room).await.is_err() {
+                        return Err(NodeError::ReceiveBudget { endpoint, source });
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Hands the task to the handler. A small task goes straight into the
+    /// handler's mailbox; when that is full, this link waits for room (its
+    /// next tasks wait behind, the other links' do not). A large one waits
+    /// until the handler has handled it, so that at most one large task per
+    /// link is held outside the receive budget.
+    async fn deliver(&self, message: Envelope, len: usize) -> Result<(), PollEnd> {
         let researcher_id = self
             .assembler
             .researcher_id()
@@ -463,11 +508,19 @@ impl Poller {
             researcher_id,
             message,
         };
-        self.handler.send(task).await.map_err(|_| {
+        let gone = || {
             PollEnd::Fatal(NodeError::HandlerGone {
                 endpoint: self.endpoint.clone(),
             })
-        })
+        };
+        if len >= crate::wire::OFF_LOOP_MIN_BYTES {
+            return self.handler.send(task).await.map_err(|_| gone());
+        }
+        match self.handler.try_send(task) {
+            Ok(()) => Ok(()),
+            Err(SendError::Full(task)) => self.handler.send(task).await.map_err(|_| gone()),
+            Err(SendError::Closed(_)) => Err(gone()),
+        }
     }
 
     /// Fed-BioMed's long poll: one task per `GetTaskUnary` call, forever.
@@ -493,7 +546,12 @@ impl Poller {
                 let wait = self.next_wait(until);
                 let (Wait::Deadline(at) | Wait::Stall(at)) = wait;
                 match tokio::time::timeout_at(at, stream.message()).await {
-                    Err(_) if matches!(wait, Wait::Stall(_)) => return self.stalled(),
+                    Err(_) if matches!(wait, Wait::Stall(_)) => {
+                        if self.still_coming() {
+                            continue;
+                        }
+                        return self.stalled();
+                    }
                     // The researcher did not end the poll at its deadline:
                     // open a new one.
                     Err(_) => break,
@@ -550,7 +608,12 @@ impl Poller {
                 let wait = self.next_wait(until);
                 let (Wait::Deadline(at) | Wait::Stall(at)) = wait;
                 match tokio::time::timeout_at(at, stream.message()).await {
-                    Err(_) if matches!(wait, Wait::Stall(_)) => return self.stalled(),
+                    Err(_) if matches!(wait, Wait::Stall(_)) => {
+                        if self.still_coming() {
+                            continue;
+                        }
+                        return self.stalled();
+                    }
                     Err(_) => break,
                     Ok(Ok(Some(frame))) => match self.on_frame(frame).await {
                         Ok(ended) => {

@@ -6,6 +6,7 @@
 //! - [`link`]: `ResearcherLink`, one supervised actor per researcher, and its shared state.
 //! - [`listener`]: the poll loop (unary and streaming) and the task checks ([`TaskAssembler`]).
 //! - [`sender`]: the send pump (`ReplyTask` in chunks, `Feedback`).
+//! - [`progress`]: the link's channel, noting when response data arrives.
 //! - [`outbox`], [`backoff`], [`status`], [`config`], [`error`], [`dedup`]: plain structs.
 //! - [`log_forward`]: forwards node log records to researchers as feedback.
 //!
@@ -45,6 +46,7 @@ pub mod link;
 pub mod listener;
 pub mod log_forward;
 pub mod outbox;
+pub mod progress;
 pub mod sender;
 pub mod status;
 

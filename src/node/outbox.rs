@@ -61,6 +61,9 @@ pub struct Outbox<T> {
     max_bytes: usize,
     bytes: usize,
     size: fn(&T) -> usize,
+    /// Items for which `mark` holds, counted as they come and go.
+    marked: usize,
+    mark: fn(&T) -> bool,
 }
 
 impl<T: Clone> Outbox<T> {
@@ -74,7 +77,20 @@ impl<T: Clone> Outbox<T> {
             max_bytes,
             bytes: 0,
             size,
+            marked: 0,
+            mark: |_| false,
         }
+    }
+
+    /// Counts the queued items for which `mark` holds ([`Outbox::marked`]).
+    pub fn with_mark(mut self, mark: fn(&T) -> bool) -> Outbox<T> {
+        self.mark = mark;
+        self
+    }
+
+    /// Queued items for which the [`Outbox::with_mark`] predicate holds.
+    pub fn marked(&self) -> usize {
+        self.marked
     }
 
     /// Appends `item`; gives it back when the queue is full.
@@ -85,6 +101,7 @@ impl<T: Clone> Outbox<T> {
             return Err(item);
         }
         self.bytes += n;
+        self.marked += usize::from((self.mark)(&item));
         self.items.push_back(item);
         Ok(())
     }
@@ -135,20 +152,21 @@ impl<T: Clone> Outbox<T> {
     /// Removes the first `n` items (they were acknowledged).
     pub fn pop(&mut self, n: usize) {
         let n = n.min(self.items.len());
-        let size = self.size;
-        let removed: usize = self.items.drain(..n).map(|item| size(&item)).sum();
+        let (size, mark) = (self.size, self.mark);
+        let (mut removed, mut unmarked) = (0, 0);
+        for item in self.items.drain(..n) {
+            removed += size(&item);
+            unmarked += usize::from(mark(&item));
+        }
         self.bytes = self.bytes.saturating_sub(removed);
+        self.marked = self.marked.saturating_sub(unmarked);
     }
 
     /// Removes and returns everything (shutdown, link removed).
     pub fn take_all(&mut self) -> Vec<T> {
         self.bytes = 0;
+        self.marked = 0;
         self.items.drain(..).collect()
-    }
-
-    /// Number of queued items for which `f` holds.
-    pub fn count(&self, f: impl Fn(&T) -> bool) -> usize {
-        self.items.iter().filter(|item| f(item)).count()
     }
 
     /// Number of queued items, including a batch being sent.
@@ -199,6 +217,19 @@ mod tests {
         assert_eq!(q.bytes(), 4);
         q.take_all();
         assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn marked_items_are_counted_as_they_come_and_go() {
+        let mut q = Outbox::new(10, usize::MAX, one).with_mark(|x| x % 2 == 0);
+        for i in [1u32, 2, 4, 5] {
+            q.push(i).unwrap();
+        }
+        assert_eq!(q.marked(), 2);
+        q.pop(2);
+        assert_eq!(q.marked(), 1);
+        q.take_all();
+        assert_eq!(q.marked(), 0);
     }
 
     #[test]

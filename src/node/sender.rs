@@ -16,7 +16,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use super::config::ReplyStreamMode;
 use super::status::PollMode;
@@ -24,7 +23,7 @@ use super::status::PollMode;
 use super::error::NodeError;
 use super::link::LinkShared;
 use super::outbox::Outgoing;
-use crate::proto::researcher_service_client::ResearcherServiceClient;
+use super::progress::LinkClient;
 use crate::proto::TaskResult;
 use crate::wire;
 
@@ -62,7 +61,7 @@ pub fn same_batch(a: &Outgoing, b: &Outgoing) -> bool {
 
 /// Sends one batch (several messages, or one feedback); bounded by `timeout`.
 pub async fn send_batch(
-    client: &mut ResearcherServiceClient<Channel>,
+    client: &mut LinkClient,
     endpoint: &str,
     batch: &[Outgoing],
     timeout: Duration,
@@ -99,7 +98,7 @@ pub async fn send_batch(
 /// What the pump needs; moved into its future.
 pub struct Pump {
     /// The gRPC client (a clone of the link's channel).
-    pub client: ResearcherServiceClient<Channel>,
+    pub client: LinkClient,
     /// `host:port`.
     pub endpoint: String,
     /// The queue and counters.

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::agent::{
     AgentIdle, AgentSettings, Cancel, Close, Enqueue, Forget, Info, NodeAgent, NodeInfo, OpenPoll,
-    Origin, PollClosed, PollItem, PollMode, Task, Undeliverable,
+    Origin, PollClosed, PollItem, PollMode, Task, Undeliverable, LIFECYCLE_LINES,
 };
 use super::config::ResearcherConfig;
 use super::error::ResearcherError;
@@ -185,6 +185,7 @@ impl Researcher {
                 queue_capacity: config.node_queue_capacity,
                 max_task_retries: config.max_task_retries,
                 disconnection_timeout: config.disconnection_timeout,
+                lifecycle: Arc::new(PeerLog::new(LIFECYCLE_LINES)),
             },
             max_nodes: config.max_nodes,
             forget_after: config.forget_after,
@@ -227,7 +228,10 @@ impl Actor for Researcher {
         let sweep_every =
             (self.forget_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
         ctx.run_interval(sweep_every, |act, _| act.sweep());
-        ctx.run_interval(self.log_flush, |act, _| act.peer_log.flush());
+        ctx.run_interval(self.log_flush, |act, _| {
+            act.peer_log.flush();
+            act.settings.lifecycle.flush();
+        });
     }
 }
 
@@ -441,12 +445,10 @@ impl Handler<Attach> for Researcher {
         if self.shutting_down {
             return Err(ResearcherError::ShuttingDown);
         }
-        let (agent, epoch) = match self.agents.admit(&msg.node_id) {
-            Admission::Known(_) => match self.agents.busy(&msg.node_id) {
-                Some(busy) => busy,
-                None => return Err(ResearcherError::ShuttingDown),
-            },
-            Admission::Room(evicted) => {
+        let known = self.agents.busy(&msg.node_id);
+        let (agent, epoch) = match known.ok_or_else(|| self.agents.make_room()) {
+            Ok(busy) => busy,
+            Err(Admission::Room(evicted)) => {
                 if let Some(old) = evicted {
                     log::debug!(
                         "node table full ({} nodes): the agent idle the longest makes room for node {}",
@@ -466,7 +468,7 @@ impl Handler<Attach> for Researcher {
                 self.agents.insert(msg.node_id, agent.clone());
                 (agent, 1)
             }
-            Admission::Full => {
+            Err(Admission::Full) => {
                 return Err(ResearcherError::TooManyNodes {
                     node_id: echo(&msg.node_id),
                     limit: self.max_nodes,

@@ -57,6 +57,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
@@ -67,6 +68,7 @@ use super::error::ResearcherError;
 use super::events::ResearcherEvent;
 use super::queue::{QueueRefusal, QueuedTask, TaskQueue};
 use super::status::{later, NodeStatus, StatusChange, StatusTracker};
+use crate::log_limit::{held_back, LogRate, PeerLog};
 use crate::wire::Payload;
 
 /// Who learns about a task that could not be delivered.
@@ -308,7 +310,17 @@ pub(crate) struct AgentSettings {
     pub max_task_retries: u32,
     /// Without a poll for this long, the node is DISCONNECTED.
     pub disconnection_timeout: Duration,
+    /// Where nodes coming and going are logged: a few lines per window
+    /// for all nodes together, so a flood of made-up node ids cannot flood
+    /// the log.
+    pub lifecycle: Arc<PeerLog>,
 }
+
+/// Lines about nodes coming and going let through per window.
+pub(crate) const LIFECYCLE_LINES: LogRate = LogRate {
+    lines: 50,
+    per: Duration::from_secs(10),
+};
 
 struct PollSlot {
     id: u64,
@@ -521,7 +533,9 @@ impl NodeAgent {
         let handle = ctx.run_later(delay, |act, ctx| {
             act.status_timer = None;
             if act.status.check(Instant::now()) == Some(StatusChange::Disconnected) {
-                log::info!("node {} is DISCONNECTED", act.node_id);
+                if let Some(n) = act.settings.lifecycle.allow("nodes", "node disconnected") {
+                    log::info!("node {} is DISCONNECTED{}", act.node_id, held_back(n));
+                }
                 act.emit(ResearcherEvent::NodeDisconnected {
                     node_id: act.node_id.clone(),
                 });
@@ -620,7 +634,9 @@ impl Handler<OpenPoll> for NodeAgent {
         if self.status.poll_opened(Instant::now(), SystemTime::now())
             == Some(StatusChange::Connected)
         {
-            log::info!("node {} connected", self.node_id);
+            if let Some(n) = self.settings.lifecycle.allow("nodes", "node connected") {
+                log::info!("node {} connected{}", self.node_id, held_back(n));
+            }
             self.emit(ResearcherEvent::NodeConnected {
                 node_id: self.node_id.clone(),
             });
@@ -921,6 +937,7 @@ mod tests {
             queue_capacity: 8,
             max_task_retries: 5,
             disconnection_timeout: Duration::from_secs(60),
+            lifecycle: Arc::new(PeerLog::new(LIFECYCLE_LINES)),
         };
         let sink = Sink.start();
         NodeAgent::new(

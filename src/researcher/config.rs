@@ -30,9 +30,12 @@ pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(600);
 /// How long a `ReplyTask` stream may go without a frame before it is
 /// cancelled and what it held is released.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a connection may stay open without any call (one that never
-/// starts HTTP/2, or never opens a stream) before it is closed.
+/// How long a connection may stay open without opening a call (one that
+/// never starts HTTP/2, or never opens a stream) before it is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection that had calls may stay without one open before it
+/// is closed (Fed-BioMed's own server: 3,602 s).
+pub const DEFAULT_QUIET_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a TLS handshake may take.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once (about one per node); further ones wait in
@@ -105,30 +108,42 @@ pub struct ResearcherConfig {
     pub max_nodes: usize,
     /// An agent whose node is DISCONNECTED with nothing queued, in flight or
     /// awaiting a reply is forgotten after this long (a later poll creates
-    /// a new one). Default [`DEFAULT_FORGET_AFTER`] (10 minutes).
+    /// a new one; until then, `SendToNode` and `Request` to that node fail
+    /// at once with `NodeUnknown` instead of waiting in its queue).
+    /// Default [`DEFAULT_FORGET_AFTER`] (10 minutes).
     pub forget_after: Duration,
     /// Bytes that messages still being received may hold, all nodes and
-    /// streams together, counted as their buffers grow; a `ReplyTask`
-    /// stream that would go past it is refused with RESOURCE_EXHAUSTED (a
-    /// fedroute node sends it again after a back-off) while the others go
-    /// on. One-frame messages do not count. See [`crate::wire::ReceiveBudget`].
-    /// Default [`DEFAULT_RECEIVE_BUDGET_BYTES`] (2 GiB).
+    /// calls together, counted as their buffers grow and as the gRPC layer
+    /// holds a call's data beyond 64 KiB. A call that would go past it
+    /// waits for room without reading on (at most `stall_timeout`, and at
+    /// most 32 calls wait), then is refused with RESOURCE_EXHAUSTED (a
+    /// fedroute node sends it again after a back-off), while the others go
+    /// on. Must hold one message of `max_message_bytes` and a frame of
+    /// `max_frame_bytes` ([`ResearcherConfig::validate`]). See
+    /// [`crate::wire::ReceiveBudget`].
+    /// Default [`DEFAULT_RECEIVE_BUDGET_BYTES`] (2 GiB + 16 MiB).
     pub receive_budget_bytes: usize,
     /// What decoding one reply may cost (value-tree bytes per input byte,
     /// nesting depth). Default [`DecodeLimits::default`] (8 bytes per byte,
-    /// at least 1 MiB, at most 1 GiB; 128 levels).
+    /// at least 8 MiB, at most 1 GiB; 128 levels).
     pub decode_limits: DecodeLimits,
     /// Large replies (1 MiB and more) decoded at the same time, off the
     /// event loop. Default [`DEFAULT_DECODE_THREADS`] (2).
     pub decode_threads: usize,
-    /// A `ReplyTask` stream without a frame for this long is cancelled
-    /// (DEADLINE_EXCEEDED) and the partial message it held is released.
+    /// A `ReplyTask` stream without data for this long is cancelled
+    /// (DEADLINE_EXCEEDED) and the partial message it held is released (a
+    /// slow stream whose bytes keep coming is not). Also the longest a call
+    /// waits for room in the receive budget.
     /// Default [`DEFAULT_STALL_TIMEOUT`] (30 s).
     pub stall_timeout: Duration,
-    /// A connection without an open call for this long is closed (one that
-    /// never completes HTTP/2 or never opens a stream). Nodes always have a
-    /// poll open. Default [`DEFAULT_IDLE_TIMEOUT`] (30 s).
+    /// A connection that opens no call within this long of being accepted
+    /// is closed (one that never completes TLS or HTTP/2, or never opens a
+    /// stream). Default [`DEFAULT_IDLE_TIMEOUT`] (30 s).
     pub idle_timeout: Duration,
+    /// A connection that had calls and has none open for this long is
+    /// closed (a Fed-BioMed node opens a second connection for its replies,
+    /// quiet between them). Default [`DEFAULT_QUIET_TIMEOUT`] (1 hour).
+    pub quiet_timeout: Duration,
     /// Longest TLS handshake. Default [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s).
     pub handshake_timeout: Duration,
     /// Connections served at once; further ones wait in the kernel's queue
@@ -183,6 +198,7 @@ impl Default for ResearcherConfig {
             decode_threads: DEFAULT_DECODE_THREADS,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            quiet_timeout: DEFAULT_QUIET_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
@@ -291,6 +307,11 @@ impl ResearcherConfig {
         self.idle_timeout = d;
         self
     }
+    /// Sets [`ResearcherConfig::quiet_timeout`].
+    pub fn quiet_timeout(mut self, d: Duration) -> Self {
+        self.quiet_timeout = d;
+        self
+    }
     /// Sets [`ResearcherConfig::handshake_timeout`].
     pub fn handshake_timeout(mut self, d: Duration) -> Self {
         self.handshake_timeout = d;
@@ -370,16 +391,18 @@ impl ResearcherConfig {
         if self.max_message_bytes == 0 {
             return Err("max_message_bytes must be positive".into());
         }
-        if self.receive_budget_bytes < self.max_message_bytes.min(self.max_frame_bytes) {
+        let needed = self.max_message_bytes.saturating_add(self.max_frame_bytes);
+        if self.receive_budget_bytes < needed {
             return Err(format!(
-                "receive_budget_bytes {} is below one frame (max_frame_bytes {})",
-                self.receive_budget_bytes, self.max_frame_bytes
+                "receive_budget_bytes {} cannot hold one message of max_message_bytes {} and a frame of max_frame_bytes {}: raise it, or lower those",
+                self.receive_budget_bytes, self.max_message_bytes, self.max_frame_bytes
             ));
         }
         for (name, d) in [
             ("forget_after", self.forget_after),
             ("stall_timeout", self.stall_timeout),
             ("idle_timeout", self.idle_timeout),
+            ("quiet_timeout", self.quiet_timeout),
             ("handshake_timeout", self.handshake_timeout),
         ] {
             if d.is_zero() {

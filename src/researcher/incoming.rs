@@ -8,17 +8,20 @@
 //!   10 ms at first and doubling up to 1 s, instead of retrying at once
 //!   (which spins a core at 100%), and logs once when it starts and once
 //!   when it accepts again.
-//! - Every accepted connection is a [`GuardedTcp`]: it closes itself once
-//!   it has had no open call for `idle_timeout`, so a client that never
-//!   starts HTTP/2 (or completes TLS, or opens a stream) cannot hold a slot.
-//!   The service marks each call on its connection ([`Connections::enter`]).
+//! - Every accepted connection is a [`GuardedTcp`]: it closes itself when
+//!   it opened no call within `idle_timeout` of being accepted, so a client
+//!   that never starts HTTP/2 (or completes TLS, or opens a stream) cannot
+//!   hold a slot; and after calls, once it has had none open for
+//!   `quiet_timeout` (a Fed-BioMed node keeps a second connection for its
+//!   replies, quiet between them). The service marks each call on its
+//!   connection ([`Connections::enter`]).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,18 +42,35 @@ pub const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 struct Activity {
     open_calls: AtomicUsize,
+    /// Whether any call was opened on it.
+    called: AtomicBool,
     /// When the last call ended (or the connection was accepted).
     quiet_since: Mutex<Instant>,
 }
 
+/// How long a connection may go without an open call.
+#[derive(Clone, Copy, Debug)]
+struct Timeouts {
+    /// Before its first call.
+    idle: Duration,
+    /// After calls.
+    quiet: Duration,
+}
+
 impl Activity {
-    /// When the connection becomes idle for too long, if it has no call.
-    fn idle_deadline(&self, idle_timeout: Duration) -> Option<Instant> {
+    /// When the connection has been without a call for too long, if it has
+    /// none open.
+    fn idle_deadline(&self, timeouts: Timeouts) -> Option<Instant> {
         if self.open_calls.load(Ordering::Acquire) > 0 {
             return None;
         }
         let since = *self.quiet_since.lock().unwrap_or_else(|p| p.into_inner());
-        Some(since + idle_timeout)
+        let after = if self.called.load(Ordering::Acquire) {
+            timeouts.quiet
+        } else {
+            timeouts.idle
+        };
+        Some(since + after)
     }
 }
 
@@ -70,6 +90,7 @@ impl Connections {
     pub(crate) fn enter(&self, remote: Option<SocketAddr>) -> CallGuard {
         let activity = remote.and_then(|r| self.lock().get(&r).cloned());
         if let Some(a) = &activity {
+            a.called.store(true, Ordering::Release);
             a.open_calls.fetch_add(1, Ordering::AcqRel);
         }
         CallGuard { activity }
@@ -104,7 +125,7 @@ pub(crate) struct GuardedTcp {
     io: TcpStream,
     remote: Option<SocketAddr>,
     activity: Arc<Activity>,
-    idle_timeout: Duration,
+    timeouts: Timeouts,
     timer: Pin<Box<Sleep>>,
     table: Arc<Connections>,
     _slot: OwnedSemaphorePermit,
@@ -115,12 +136,12 @@ impl GuardedTcp {
     /// makes sure the timer wakes the reader at the next possible deadline.
     fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         loop {
-            let Some(deadline) = self.activity.idle_deadline(self.idle_timeout) else {
+            let Some(deadline) = self.activity.idle_deadline(self.timeouts) else {
                 // A call is open: look again one idle period later (the
                 // end of a call wakes nobody, the timer does).
                 let now = Instant::now();
                 if self.timer.deadline() <= now {
-                    self.timer.as_mut().reset(now + self.idle_timeout);
+                    self.timer.as_mut().reset(now + self.timeouts.idle);
                 }
                 let _ = self.timer.as_mut().poll(cx);
                 return Ok(());
@@ -128,7 +149,7 @@ impl GuardedTcp {
             if deadline <= Instant::now() {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("no call for {:?}: connection closed", self.idle_timeout),
+                    "no call open for too long: connection closed",
                 ));
             }
             if self.timer.deadline() != deadline {
@@ -225,6 +246,7 @@ pub fn lacks_resources(e: &io::Error) -> bool {
 pub(crate) struct AcceptSettings {
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    pub quiet_timeout: Duration,
 }
 
 struct AcceptLoop {
@@ -264,6 +286,7 @@ impl AcceptLoop {
         }
         let activity = Arc::new(Activity {
             open_calls: AtomicUsize::new(0),
+            called: AtomicBool::new(false),
             quiet_since: Mutex::new(Instant::now()),
         });
         self.table.lock().insert(remote, Arc::clone(&activity));
@@ -271,7 +294,10 @@ impl AcceptLoop {
             io,
             remote: Some(remote),
             timer: Box::pin(tokio::time::sleep(self.settings.idle_timeout)),
-            idle_timeout: self.settings.idle_timeout,
+            timeouts: Timeouts {
+                idle: self.settings.idle_timeout,
+                quiet: self.settings.quiet_timeout,
+            },
             activity,
             table: Arc::clone(&self.table),
             _slot: slot,
@@ -314,7 +340,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_connection_without_calls_closes_after_the_idle_timeout() {
+    async fn a_connection_closes_30_s_after_accepting_without_a_call_or_600_s_after_its_calls() {
         use tokio::io::AsyncReadExt;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -322,6 +348,7 @@ mod tests {
         let settings = AcceptSettings {
             max_connections: 4,
             idle_timeout: Duration::from_secs(30),
+            quiet_timeout: Duration::from_secs(600),
         };
         let mut incoming = Box::pin(accept(listener, settings, Arc::clone(&table)));
         let _client = TcpStream::connect(addr).await.unwrap();
@@ -332,18 +359,30 @@ mod tests {
         let remote = conn.connect_info().remote_addr;
         assert_eq!(table.len(), 1);
 
-        // A call keeps it open past the timeout.
+        // A call keeps it open past the timeouts.
         let call = table.enter(remote);
         let mut buf = [0u8; 1];
-        let read = tokio::time::timeout(Duration::from_secs(45), conn.read(&mut buf)).await;
+        let read = tokio::time::timeout(Duration::from_secs(700), conn.read(&mut buf)).await;
         assert!(read.is_err(), "still open while a call is");
-        // After the call, 30 s of quiet close it.
+        // After the call: 600 s of quiet close it.
         drop(call);
         let started = Instant::now();
         let e = conn.read(&mut buf).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        assert_eq!(started.elapsed(), Duration::from_secs(600));
         drop(conn);
         assert_eq!(table.len(), 0);
+
+        // A connection that never opens a call: closed 30 s after it was
+        // accepted.
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let mut conn = futures::StreamExt::next(&mut incoming)
+            .await
+            .unwrap()
+            .unwrap();
+        let started = Instant::now();
+        let e = conn.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
     }
 }

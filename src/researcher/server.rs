@@ -44,6 +44,9 @@ pub struct ResearcherHandle {
     pub researcher_id: String,
     /// The server certificate nodes will see (pin it on the client side).
     pub cert_der: CertificateDer<'static>,
+    /// The bytes messages being received hold, shared with the server
+    /// (`ReceiveBudget::in_use` tells how full it is).
+    pub receive_budget: ReceiveBudget,
 }
 
 impl ResearcherHandle {
@@ -112,6 +115,7 @@ pub async fn start(
 
     let peer_log = Arc::new(PeerLog::new(config.peer_log_rate));
     let budget = ReceiveBudget::new(config.receive_budget_bytes);
+    let budget_view = budget.clone();
     let connections = Arc::new(Connections::default());
     let researcher = Researcher::new(&config, events.clone(), Arc::clone(&peer_log)).start();
     let (cut, cut_rx) = tokio::sync::watch::channel(false);
@@ -126,7 +130,6 @@ pub async fn start(
         budget: budget.clone(),
         decoder: MessageDecoder::new(config.decode_limits, config.decode_threads),
         stall_timeout: config.stall_timeout,
-        connections: Arc::clone(&connections),
         peer_log,
     }))
     .max_decoding_message_size(config.max_frame_bytes)
@@ -136,8 +139,9 @@ pub async fn start(
         AcceptSettings {
             max_connections: config.max_connections,
             idle_timeout: config.idle_timeout,
+            quiet_timeout: config.quiet_timeout,
         },
-        connections,
+        Arc::clone(&connections),
     );
 
     let mut builder = Server::builder()
@@ -156,7 +160,12 @@ pub async fn start(
         builder = builder.tls_config(tls_config)?;
     }
     let (stop, stopped) = oneshot::channel::<()>();
-    let router = builder.add_service(Metered::new(service, budget));
+    let router = builder.add_service(Metered::new(
+        service,
+        budget,
+        config.stall_timeout,
+        Arc::clone(&connections),
+    ));
     let done = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stopped.await;
     }));
@@ -177,5 +186,6 @@ pub async fn start(
         local_addr,
         researcher_id: identity.researcher_id.clone(),
         cert_der: identity.cert_der.clone(),
+        receive_budget: budget_view,
     })
 }

@@ -39,9 +39,8 @@ use super::actor::{Attach, Detach, ReplyRoute, Researcher, RouteError, RouteRepl
 use super::agent::{Credit, CreditEnded, InFlight, NodeAgent, PollClosed, PollItem, PollMode};
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
-use super::incoming::{CallGuard, Connections};
-use super::metered::{meter_of, wire_len};
-use crate::log_limit::PeerLog;
+use super::metered::{meter_of, StreamMeter};
+use crate::log_limit::{held_back, PeerLog};
 use crate::proto::researcher_service_server::ResearcherService;
 use crate::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
 use crate::wire::{
@@ -74,7 +73,6 @@ pub(crate) struct ServiceParts {
     pub budget: ReceiveBudget,
     pub decoder: MessageDecoder,
     pub stall_timeout: Duration,
-    pub connections: Arc<Connections>,
     pub peer_log: Arc<PeerLog>,
 }
 
@@ -200,7 +198,6 @@ impl Shared {
             current: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep(d))),
             done: false,
-            _call: self.connections.enter(remote),
         })
     }
 
@@ -215,13 +212,53 @@ impl Shared {
         }
     }
 
-    /// Decodes, checks and routes one reassembled message.
-    async fn route(&self, payload: bytes::Bytes, certified: &Option<String>) -> Result<(), Status> {
-        let envelope = self
-            .decoder
-            .decode(payload)
-            .await
-            .map_err(|e| Status::invalid_argument(format!("undecodable reply: {e}")))?;
+    /// Pushes `frame`; when the budget has no room for it, waits for room
+    /// (at most the stall timeout: the stream does not read on meanwhile, so
+    /// HTTP/2 flow control holds the node back) and pushes it again.
+    async fn push_waiting(
+        &self,
+        reassembler: &mut Reassembler,
+        frame: TaskResult,
+    ) -> Result<Option<bytes::Bytes>, Status> {
+        let waited_until = tokio::time::Instant::now() + self.stall_timeout;
+        loop {
+            match reassembler.push(frame.size, frame.iteration, frame.bytes.clone()) {
+                Ok(done) => return Ok(done),
+                Err(WireError::BudgetExhausted { requested, .. }) => {
+                    let place = self.budget.wait_place();
+                    let waited = match &place {
+                        Some(place) => {
+                            tokio::time::timeout_at(waited_until, place.room_for(requested))
+                                .await
+                                .is_ok()
+                        }
+                        None => false,
+                    };
+                    if !waited {
+                        return Err(Status::resource_exhausted(format!(
+                            "reply refused for now, send it again later: {requested} more bytes do not fit the receive budget of {} bytes within {:?}",
+                            self.budget.limit(),
+                            self.stall_timeout
+                        )));
+                    }
+                }
+                Err(e) => return Err(Status::invalid_argument(format!("bad reply frame: {e}"))),
+            }
+        }
+    }
+
+    /// Decodes, checks and routes one reassembled message; `hold` is what
+    /// its bytes took from the budget, kept until it is decoded and routed.
+    async fn route(
+        &self,
+        payload: bytes::Bytes,
+        hold: Option<wire::Hold>,
+        certified: &Option<String>,
+    ) -> Result<(), Status> {
+        let (decoded, hold) = self.decoder.decode_holding(payload, hold).await;
+        let _hold = hold;
+        let envelope =
+            decoded.map_err(|e| Status::invalid_argument(format!("undecodable reply: {e}")))?;
         envelope
             .check_version()
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
@@ -267,6 +304,41 @@ impl Shared {
             Err(RouteError::NoDestination) => Err(Status::invalid_argument(
                 "an OverlayMessage has no dest_node_id",
             )),
+        }
+    }
+}
+
+/// The next frame of a `ReplyTask` stream. A stream whose bytes stop
+/// coming for `stall` is cancelled (DEADLINE_EXCEEDED); a slow one whose
+/// bytes keep coming is not, however long a frame takes.
+async fn next_frame(
+    inbound: &mut Streaming<TaskResult>,
+    meter: Option<&StreamMeter>,
+    stall: Duration,
+) -> Result<Option<TaskResult>, Status> {
+    let next = inbound.message();
+    tokio::pin!(next);
+    let mut deadline = tokio::time::Instant::now() + stall;
+    loop {
+        tokio::select! {
+            frame = &mut next => {
+                let frame = frame?;
+                if let (Some(m), Some(_)) = (meter, &frame) {
+                    m.consumed_message();
+                }
+                return Ok(frame);
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let progress = meter.map(StreamMeter::last_progress);
+                match progress {
+                    Some(at) if at + stall > tokio::time::Instant::now() => deadline = at + stall,
+                    _ => {
+                        return Err(Status::deadline_exceeded(format!(
+                            "no ReplyTask data for {stall:?}: the stream is cancelled"
+                        )))
+                    }
+                }
+            }
         }
     }
 }
@@ -340,7 +412,6 @@ impl ResearcherService for ResearcherGrpc {
         &self,
         request: Request<Streaming<TaskRequest>>,
     ) -> Result<Response<PollStream>, Status> {
-        let _call = self.inner.connections.enter(request.remote_addr());
         let certified = self.inner.certified_node(&request)?;
         let deadline = client_deadline(&request);
         let remote = request.remote_addr();
@@ -350,7 +421,7 @@ impl ResearcherService for ResearcherGrpc {
             Status::invalid_argument("GetTask stream ended before its first TaskRequest")
         })?;
         if let Some(m) = &meter {
-            m.consumed(wire_len(&first));
+            m.consumed_message();
         }
         let stream = self
             .inner
@@ -367,7 +438,7 @@ impl ResearcherService for ResearcherGrpc {
                 match inbound.message().await {
                     Ok(Some(more)) => {
                         if let Some(m) = &meter {
-                            m.consumed(wire_len(&more));
+                            m.consumed_message();
                         }
                         if !more.node.is_empty() && more.node != node_id {
                             shared.peer_log.warn(&node_id, "foreign credit", || {
@@ -396,7 +467,6 @@ impl ResearcherService for ResearcherGrpc {
         &self,
         request: Request<TaskRequest>,
     ) -> Result<Response<PollStream>, Status> {
-        let _call = self.inner.connections.enter(request.remote_addr());
         let certified = self.inner.certified_node(&request)?;
         let deadline = client_deadline(&request);
         let remote = request.remote_addr();
@@ -413,7 +483,6 @@ impl ResearcherService for ResearcherGrpc {
         request: Request<Streaming<TaskResult>>,
     ) -> Result<Response<Empty>, Status> {
         let remote = request.remote_addr();
-        let _call = self.inner.connections.enter(remote);
         let certified = self.inner.certified_node(&request)?;
         let peer = peer_key(certified.as_deref(), remote);
         let refused = |status: Status| {
@@ -434,42 +503,27 @@ impl ResearcherService for ResearcherGrpc {
         let stopping = shutdown.wait_for(|stop| *stop);
         tokio::pin!(stopping);
         loop {
+            let next = next_frame(&mut inbound, meter.as_ref(), stall);
             let frame = tokio::select! {
                 biased;
-                message = tokio::time::timeout(stall, inbound.message()) => match message {
-                    Ok(Ok(Some(frame))) => {
-                        if let Some(m) = &meter {
-                            m.consumed(wire_len(&frame));
-                        }
-                        frame
-                    }
-                    Ok(Ok(None)) => break,
-                    Ok(Err(status)) => return Err(status),
-                    Err(_) => {
-                        return Err(refused(Status::deadline_exceeded(format!(
-                            "no ReplyTask frame for {stall:?}: the stream is cancelled"
-                        ))));
-                    }
+                frame = next => match frame {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(status) => return Err(refused(status)),
                 },
                 _ = &mut stopping => {
                     return Err(Status::unavailable("the researcher is shutting down"));
                 }
             };
-            let complete = reassembler
-                .push(frame.size, frame.iteration, frame.bytes)
-                .map_err(|e| {
-                    refused(match e {
-                        WireError::BudgetExhausted { .. } => Status::resource_exhausted(format!(
-                            "reply refused for now, send it again later: {e}"
-                        )),
-                        e => Status::invalid_argument(format!("bad reply frame: {e}")),
-                    })
-                })?;
+            let complete = self
+                .inner
+                .push_waiting(&mut reassembler, frame)
+                .await
+                .map_err(refused)?;
             if let Some(payload) = complete {
                 // The message's bytes stay counted until it is decoded and routed.
                 let hold = reassembler.take_hold();
-                let routed = self.inner.route(payload, &certified).await;
-                drop(hold);
+                let routed = self.inner.route(payload, hold, &certified).await;
                 routed.map_err(refused)?;
             }
         }
@@ -482,7 +536,6 @@ impl ResearcherService for ResearcherGrpc {
     }
 
     async fn feedback(&self, request: Request<FeedbackMessage>) -> Result<Response<Empty>, Status> {
-        let _call = self.inner.connections.enter(request.remote_addr());
         let certified = self.inner.certified_node(&request)?;
         let message = request.into_inner();
         let feedback = wire::FeedbackMessage::try_from(message)
@@ -495,9 +548,9 @@ impl ResearcherService for ResearcherGrpc {
         if self.inner.events.is_none() {
             // Nobody asked for feedback: a few lines, shortened.
             let node = feedback.node_id();
-            if self.inner.peer_log.allow(node, "feedback").is_some() {
+            if let Some(n) = self.inner.peer_log.allow(node, "feedback") {
                 let text = format!("{feedback:?}");
-                log::info!("feedback from node {node}: {}", echo(&text));
+                log::info!("feedback from node {node}: {}{}", echo(&text), held_back(n));
             }
         }
         self.inner.emit(ResearcherEvent::Feedback(feedback)).await;
@@ -516,8 +569,6 @@ pub struct PollStream {
     current: Option<(InFlight, Chunks)>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
-    /// Keeps the connection marked busy while the poll is open.
-    _call: CallGuard,
 }
 
 impl Stream for PollStream {

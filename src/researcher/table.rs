@@ -14,21 +14,19 @@
 //! Forgettable agents are forgotten `forget_after` after they became so
 //! ([`NodeTable::sweep`]), and when the table is full a new node id takes
 //! the place of the agent that has been forgettable the longest
-//! ([`NodeTable::admit`]). A node with work is never forgotten; a new id is
+//! ([`NodeTable::make_room`]). A node with work is never forgotten; a new id is
 //! refused only when every agent has work or an open poll.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// What [`NodeTable::admit`] decided for a node id.
+/// What [`NodeTable::make_room`] decided for a new node id.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admission<A> {
-    /// The id is known: its agent.
-    Known(A),
-    /// The id is new and there is room (after letting go of the agent
-    /// returned, if any: stop it).
+    /// There is room (after letting go of the agent returned, if any: stop
+    /// it).
     Room(Option<A>),
-    /// The id is new and every agent has work.
+    /// Every agent has work.
     Full,
 }
 
@@ -97,12 +95,9 @@ impl<A: Clone> NodeTable<A> {
         }
     }
 
-    /// Finds room for `node_id` (see [`Admission`]); a new id must then be
-    /// [`NodeTable::insert`]ed.
-    pub fn admit(&mut self, node_id: &str) -> Admission<A> {
-        if let Some(e) = self.entries.get(node_id) {
-            return Admission::Known(e.agent.clone());
-        }
+    /// Finds room for a new node id (see [`Admission`]), to
+    /// [`NodeTable::insert`] then.
+    pub fn make_room(&mut self) -> Admission<A> {
         if self.entries.len() < self.max_nodes {
             return Admission::Room(None);
         }
@@ -170,19 +165,19 @@ mod tests {
         let mut t = table(3);
         let t0 = Instant::now();
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
-            assert_eq!(t.admit(id), Admission::Room(None));
+            assert_eq!(t.make_room(), Admission::Room(None));
             t.insert(id.to_string(), i as u32);
         }
-        assert_eq!(t.admit("b"), Admission::Known(1));
+        assert_eq!(t.get("b"), Some(&1));
         // Nobody is forgettable: a new id is refused.
-        assert_eq!(t.admit("d"), Admission::Full);
+        assert_eq!(t.make_room(), Admission::Full);
         t.forgettable("c", 1, t0);
         t.forgettable("a", 1, t0 + Duration::from_secs(1));
         // c has been forgettable the longest.
-        assert_eq!(t.admit("d"), Admission::Room(Some(2)));
+        assert_eq!(t.make_room(), Admission::Room(Some(2)));
         t.insert("d".into(), 3);
         assert!(t.get("c").is_none());
-        assert_eq!(t.admit("e"), Admission::Room(Some(0)));
+        assert_eq!(t.make_room(), Admission::Room(Some(0)));
     }
 
     #[test]
@@ -193,11 +188,11 @@ mod tests {
         // New work (epoch 2) crosses a report about epoch 1.
         assert_eq!(t.busy("a"), Some((7, 2)));
         t.forgettable("a", 1, t0);
-        assert_eq!(t.admit("b"), Admission::Full);
+        assert_eq!(t.make_room(), Admission::Full);
         assert!(t.sweep(t0 + FORGET * 2).is_empty());
         // The report after the work counts.
         t.forgettable("a", 2, t0);
-        assert_eq!(t.admit("b"), Admission::Room(Some(7)));
+        assert_eq!(t.make_room(), Admission::Room(Some(7)));
         assert!(t.busy("zz").is_none());
     }
 

@@ -7,12 +7,17 @@
 //! [`super::Reassembler`] of a researcher (all nodes, all streams) or of a
 //! node's controller (all researcher links) takes its buffers' growth from
 //! one shared budget, before the memory is reserved. A stream whose next
-//! growth does not fit is refused ([`WireError::BudgetExhausted`]: the
-//! researcher answers RESOURCE_EXHAUSTED, the node drops the poll and
-//! polls again after a back-off) while the others go on, and messages of a
-//! single frame (every small message) never touch the budget. The bytes
-//! come back when the message has been decoded and handed on, or when its
-//! stream fails.
+//! growth does not fit waits for room ([`ReceiveBudget::room_for`]) without
+//! reading on, which holds its sender back through HTTP/2 flow control, at
+//! most for the stall timeout; then it is refused
+//! ([`WireError::BudgetExhausted`]: the researcher answers
+//! RESOURCE_EXHAUSTED and a fedroute node sends the reply again after a
+//! back-off; the node drops the connection and the researcher sends the
+//! task again). Meanwhile the other streams go on, and small messages are
+//! not held up: a one-frame message does not take from the budget on the
+//! node, and on the researcher only what a call holds beyond 64 KiB counts.
+//! The bytes come back when the message has been decoded and handed on, or
+//! when its stream fails.
 //!
 //! ```
 //! use fedroute::wire::ReceiveBudget;
@@ -34,10 +39,11 @@ use tokio::sync::Notify;
 
 use super::error::WireError;
 
-/// Default receive budget of a researcher or a node (2 GiB): one message of
-/// the default maximum size, or ten 100 MiB models arriving at once, a
-/// hundred of 16 MiB.
-pub const DEFAULT_RECEIVE_BUDGET_BYTES: usize = 2 << 30;
+/// Default receive budget of a researcher or a node (2 GiB and 16 MiB): one
+/// message of the default maximum size with two frames more, or twenty
+/// 100 MiB models arriving at once, or a hundred of 16 MiB.
+pub const DEFAULT_RECEIVE_BUDGET_BYTES: usize =
+    super::reassemble::DEFAULT_MAX_MESSAGE_BYTES + 2 * super::DEFAULT_MAX_FRAME_BYTES;
 
 /// A byte budget shared by every clone; see the module documentation.
 #[derive(Clone, Debug)]
@@ -51,7 +57,15 @@ struct Inner {
     used: AtomicUsize,
     /// Woken whenever bytes are given back.
     freed: Notify,
+    /// Receivers waiting for room now.
+    waiting: AtomicUsize,
 }
+
+/// Receivers that may wait for room at the same time; further ones are
+/// refused at once, so that a flood of streams cannot keep many waiting
+/// (each holds some memory outside the budget, in its HTTP/2 and gRPC
+/// buffers).
+pub const MAX_WAITING: usize = 32;
 
 impl Default for ReceiveBudget {
     /// A budget of [`DEFAULT_RECEIVE_BUDGET_BYTES`].
@@ -68,6 +82,7 @@ impl ReceiveBudget {
                 limit,
                 used: AtomicUsize::new(0),
                 freed: Notify::new(),
+                waiting: AtomicUsize::new(0),
             }),
         }
     }
@@ -106,6 +121,18 @@ impl ReceiveBudget {
             })
     }
 
+    /// A place among those waiting for room, unless [`MAX_WAITING`]
+    /// receivers wait already (then `None`: refuse now).
+    pub fn wait_place(&self) -> Option<WaitPlace> {
+        self.inner
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w < MAX_WAITING).then_some(w + 1)
+            })
+            .ok()?;
+        Some(WaitPlace(self.clone()))
+    }
+
     /// Resolves once `n` bytes could be taken (they are not taken): for a
     /// receiver that was refused, to try again when others gave some back.
     pub async fn room_for(&self, n: usize) {
@@ -123,6 +150,25 @@ impl ReceiveBudget {
     fn give_back(&self, n: usize) {
         self.inner.used.fetch_sub(n, Ordering::AcqRel);
         self.inner.freed.notify_waiters();
+    }
+}
+
+/// One of the [`MAX_WAITING`] places to wait for room; given back when
+/// dropped.
+#[derive(Debug)]
+pub struct WaitPlace(ReceiveBudget);
+
+impl WaitPlace {
+    /// Resolves once `n` bytes could be taken ([`ReceiveBudget::room_for`]).
+    pub fn room_for(&self, n: usize) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let budget = self.0.clone();
+        async move { budget.room_for(n).await }
+    }
+}
+
+impl Drop for WaitPlace {
+    fn drop(&mut self) {
+        self.0.inner.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -186,6 +232,21 @@ mod tests {
             .unwrap();
         // Room already: at once.
         budget.room_for(10).await;
+    }
+
+    #[tokio::test]
+    async fn only_so_many_receivers_wait() {
+        let budget = ReceiveBudget::new(10);
+        let mut held = budget.hold();
+        held.grow(10).unwrap();
+        let places: Vec<_> = (0..MAX_WAITING)
+            .map(|_| budget.wait_place().expect("a place to wait"))
+            .collect();
+        assert!(budget.wait_place().is_none());
+        drop(places);
+        let place = budget.wait_place().unwrap();
+        drop(held);
+        place.room_for(10).await;
     }
 
     #[test]

@@ -20,9 +20,15 @@ pub const ECHO_CHARS: usize = 64;
 /// `s` as it may be quoted: whole when short, else its first
 /// [`ECHO_CHARS`] characters and its length in bytes.
 pub fn echo(s: &str) -> String {
-    match s.char_indices().nth(ECHO_CHARS) {
-        None => s.to_owned(),
-        Some((cut, _)) => format!("{}...({} bytes)", &s[..cut], s.len()),
+    shortened(s, ECHO_CHARS).into_owned()
+}
+
+/// `s` whole when it has at most `chars` characters, else its first `chars`
+/// characters and its length in bytes.
+pub fn shortened(s: &str, chars: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(chars) {
+        None => s.into(),
+        Some((cut, _)) => format!("{}...({} bytes)", &s[..cut], s.len()).into(),
     }
 }
 

@@ -45,7 +45,7 @@ pub enum WireError {
     /// Decoding would take more memory than [`crate::wire::DecodeLimits`]
     /// allows for a message of this size (a claimed array, map or string
     /// that would cost too much as a value tree).
-    #[error("decoding the {input}-byte message would take {needed} bytes of memory at byte {offset}, more than its limit of {limit} (DecodeLimits)")]
+    #[error("decoding the {input}-byte message would take {needed} bytes of memory at byte {offset}, more than its limit of {limit} (the decode_limits of the researcher or node configuration)")]
     TreeTooLarge {
         /// Where the container or string that crossed the limit starts.
         offset: usize,
@@ -243,6 +243,18 @@ pub enum WireError {
         in_use: usize,
         /// The budget.
         limit: usize,
+    },
+    /// A message claims more than the whole receive budget could ever hold:
+    /// refused for good (not "later").
+    #[error("a message of {claimed} bytes ({size} frames) can never fit the receive budget of {budget} bytes")]
+    LargerThanBudget {
+        /// Bytes claimed (frame count times first frame length, and a frame
+        /// ahead where it counts).
+        claimed: usize,
+        /// The message's frame count.
+        size: i32,
+        /// The budget ([`crate::wire::ReceiveBudget::limit`]).
+        budget: usize,
     },
     /// A message is (or claims to be) larger than the configured limit.
     #[error("message of {claimed} bytes ({size} frames) exceeds the limit of {limit} bytes")]

@@ -17,15 +17,19 @@
 //! - a string of n bytes: n + 32 bytes;
 //! - `bin` and `ext` data: nothing (they are slices of the input buffer).
 //!
-//! The default allows 8 bytes of tree per byte of input, plus 1 MiB for any
-//! message, and at most 1 GiB for one message. Messages whose size is
+//! The default allows 8 bytes of tree per byte of input, at least 8 MiB for
+//! any message, and at most 1 GiB for one message. Messages whose size is
 //! their models' bytes (`bin` values) cost a few hundred bytes of tree
 //! whatever their size; the ratio matters for arrays of numbers: a float64
-//! is 9 bytes of input and 40 of tree (4.4x), a 32-bit integer 5 and 40
-//! (8x), which is what a Fed-BioMed node sends when it encrypts its model
-//! with LOM secure aggregation (a list of integers). What 8x refuses is the
-//! attack: arrays of `nil`s, booleans or small integers (40x), and claims
-//! that no input can back.
+//! is 9 bytes of input and 40 of tree (4.4x), an integer of 65,536 or more
+//! 5 and 40 (8x), which is what a Fed-BioMed node sends when it encrypts
+//! its model with LOM secure aggregation (a list of 32-bit integers). What
+//! 8x refuses past the floor is the attack: long arrays of `nil`s,
+//! booleans or small integers (13x to 40x; 200,000 of them fit the floor),
+//! and claims that no input can back. A message that needs more is refused
+//! for good, with an error naming `DecodeLimits`: raise
+//! `ResearcherConfig::decode_limits` or `ControllerConfig::decode_limits`
+//! where such messages are legitimate.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -52,8 +56,8 @@ pub const ALLOCATION_BYTES: usize = 32;
 /// Default bytes of tree allowed per byte of input (see the module docs).
 pub const DEFAULT_TREE_BYTES_PER_INPUT_BYTE: usize = 8;
 
-/// Default bytes of tree any message may use, whatever its size (1 MiB).
-pub const DEFAULT_TREE_BYTES_FLOOR: usize = 1 << 20;
+/// Default bytes of tree any message may use, whatever its size (8 MiB).
+pub const DEFAULT_TREE_BYTES_FLOOR: usize = 8 << 20;
 
 /// Default most bytes of tree for one message (1 GiB).
 pub const DEFAULT_MAX_TREE_BYTES: usize = 1 << 30;
@@ -69,8 +73,8 @@ pub const MAX_DEPTH: usize = 128;
 /// use fedroute::wire::DecodeLimits;
 ///
 /// let limits = DecodeLimits::default();
-/// // A 100-byte message may use the 1 MiB floor, a 100 MiB one 800 MiB.
-/// assert_eq!(limits.tree_budget(100), 1 << 20);
+/// // A 100-byte message may use the 8 MiB floor, a 100 MiB one 800 MiB.
+/// assert_eq!(limits.tree_budget(100), 8 << 20);
 /// assert_eq!(limits.tree_budget(100 << 20), 800 << 20);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +84,7 @@ pub struct DecodeLimits {
     /// Bytes of tree allowed per byte of input.
     /// Default [`DEFAULT_TREE_BYTES_PER_INPUT_BYTE`] (8).
     pub tree_bytes_per_input_byte: usize,
-    /// Bytes of tree any message may use. Default [`DEFAULT_TREE_BYTES_FLOOR`] (1 MiB).
+    /// Bytes of tree any message may use. Default [`DEFAULT_TREE_BYTES_FLOOR`] (8 MiB).
     pub tree_bytes_floor: usize,
     /// Most bytes of tree for one message, whatever its size.
     /// Default [`DEFAULT_MAX_TREE_BYTES`] (1 GiB).
@@ -169,8 +173,8 @@ mod tests {
     fn the_budget_grows_with_the_input_between_the_floor_and_the_cap() {
         let l = DecodeLimits::default();
         assert_eq!(TREE_NODE_BYTES, 40);
-        assert_eq!(l.tree_budget(0), 1 << 20);
-        assert_eq!(l.tree_budget(1 << 20), 8 << 20);
+        assert_eq!(l.tree_budget(0), 8 << 20);
+        assert_eq!(l.tree_budget(2 << 20), 16 << 20);
         assert_eq!(l.tree_budget(usize::MAX), 1 << 30);
     }
 

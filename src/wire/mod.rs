@@ -31,9 +31,9 @@ pub mod serde_value;
 pub mod value;
 pub mod version;
 
-pub use budget::{Hold, ReceiveBudget, DEFAULT_RECEIVE_BUDGET_BYTES};
+pub use budget::{Hold, ReceiveBudget, WaitPlace, DEFAULT_RECEIVE_BUDGET_BYTES, MAX_WAITING};
 pub use chunk::{chunks, chunks_of, frame_count, Chunks, Frame, CHUNK_SIZE};
-pub use echo::{echo, ECHO_CHARS};
+pub use echo::{echo, shortened, ECHO_CHARS};
 pub use envelope::{Envelope, MESSAGE_MODULE, TYPE_MESSAGE_KEY};
 pub use error::WireError;
 pub use feedback::{Feedback, FeedbackMessage, Log, Scalar};

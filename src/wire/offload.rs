@@ -26,6 +26,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
+use super::budget::Hold;
 use super::envelope::Envelope;
 use super::error::WireError;
 use super::limits::DecodeLimits;
@@ -62,25 +63,43 @@ impl MessageDecoder {
     /// Decodes `payload` (see [`Envelope::decode_with`]). Must run inside a
     /// tokio runtime (an actix `System` is one).
     pub async fn decode(&self, payload: Bytes) -> Result<Envelope, WireError> {
+        self.decode_holding(payload, None).await.0
+    }
+
+    /// Like [`MessageDecoder::decode`], keeping `hold` (the budget the
+    /// message's bytes took) until decoding is over, and handing it back: a
+    /// caller that stops waiting does not give the budget back while a
+    /// thread still decodes the message.
+    pub async fn decode_holding(
+        &self,
+        payload: Bytes,
+        hold: Option<Hold>,
+    ) -> (Result<Envelope, WireError>, Option<Hold>) {
         if payload.len() < OFF_LOOP_MIN_BYTES {
-            return Envelope::decode_with(payload, &self.limits);
+            return (Envelope::decode_with(payload, &self.limits), hold);
         }
-        let permit = Arc::clone(&self.threads)
-            .acquire_owned()
-            .await
-            .map_err(|e| WireError::DecodeInterrupted {
-                reason: e.to_string(),
-            })?;
+        let permit = match Arc::clone(&self.threads).acquire_owned().await {
+            Ok(p) => p,
+            Err(e) => return (Err(interrupted(e)), hold),
+        };
         let limits = self.limits;
-        // The permit travels with the work: a caller that stops waiting
-        // does not let more decodes run than the bound.
+        // The permit and the hold travel with the work: a caller that stops
+        // waiting lets neither more decodes run than the bound nor the
+        // budget forget bytes still in use.
         let work = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            Envelope::decode_with(payload, &limits)
+            (Envelope::decode_with(payload, &limits), hold)
         });
-        work.await.map_err(|e| WireError::DecodeInterrupted {
-            reason: e.to_string(),
-        })?
+        match work.await {
+            Ok(done) => done,
+            Err(e) => (Err(interrupted(e)), None),
+        }
+    }
+}
+
+fn interrupted(e: impl std::fmt::Display) -> WireError {
+    WireError::DecodeInterrupted {
+        reason: e.to_string(),
     }
 }
 

@@ -13,11 +13,14 @@
 //! pages (`mremap`), not bytes.
 //!
 //! With a [`ReceiveBudget`] ([`Reassembler::with_budget`]) each growth is
-//! taken from the budget before the memory is reserved, together with one
-//! frame more for the frame the gRPC layer is receiving meanwhile, and
-//! refused with [`WireError::BudgetExhausted`] when the budget is spent;
-//! the bytes stay
-//! held after the message completes until the caller drops the
+//! taken from the budget before the memory is reserved (with
+//! [`Reassembler::frame_ahead`], one frame more: the frame the gRPC layer
+//! is receiving meanwhile). When the budget is spent the frame is refused
+//! with [`WireError::BudgetExhausted`] and the reassembler keeps its state:
+//! the caller waits for room ([`ReceiveBudget::room_for`]) and pushes the
+//! same frame again, or gives up. A message that could never fit the
+//! budget is refused for good ([`WireError::LargerThanBudget`]). The bytes
+//! stay held after the message completes until the caller drops the
 //! [`Hold`] it takes with [`Reassembler::take_hold`] (once the message is
 //! decoded and handed on).
 //!
@@ -51,11 +54,12 @@ use super::pool::BufferPool;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 2 << 30;
 
 /// The capacity a message buffer grows to when `needed` bytes must fit and
-/// it has `current`: at least double, never past the claimed `bound`
-/// (unless the data itself goes past it, for a sender whose later frames
-/// are longer than its first).
-pub fn next_capacity(current: usize, needed: usize, bound: usize) -> usize {
-    needed.max(current.saturating_mul(2)).min(bound.max(needed))
+/// it has `current`: at least double, never past the claimed `bound` while
+/// the data fits it, never past `max` (the message limit) once a sender
+/// whose later frames are longer than its first went past its claim.
+pub fn next_capacity(current: usize, needed: usize, bound: usize, max: usize) -> usize {
+    let cap = if needed <= bound { bound } else { max };
+    needed.max(current.saturating_mul(2)).min(cap.max(needed))
 }
 
 /// A budget refusal naming what the whole message needs (`claimed`).
@@ -85,6 +89,8 @@ pub struct Reassembler {
     pool: Option<BufferPool>,
     /// Where buffer growth is taken from, if anywhere.
     budget: Option<ReceiveBudget>,
+    /// Also take one frame ahead from the budget.
+    frame_ahead: bool,
     /// The budget held by the last completed message, until taken.
     completed: Option<Hold>,
 }
@@ -98,6 +104,8 @@ struct InProgress {
     buf: Buffer,
     /// What the growth policy allows so far (and the budget was charged).
     capacity: usize,
+    /// The frame ahead charged besides (0 unless [`Reassembler::frame_ahead`]).
+    ahead: usize,
     hold: Option<Hold>,
 }
 
@@ -144,6 +152,7 @@ impl Reassembler {
             current: None,
             pool: None,
             budget: None,
+            frame_ahead: false,
             completed: None,
         }
     }
@@ -163,6 +172,15 @@ impl Reassembler {
         self
     }
 
+    /// With a budget, also takes one frame ahead for a message in progress:
+    /// the next frame, which the gRPC layer holds before it reaches the
+    /// reassembler. For receivers whose gRPC layer is not metered otherwise
+    /// (the node; the researcher meters its calls). Off by default.
+    pub fn frame_ahead(mut self, on: bool) -> Reassembler {
+        self.frame_ahead = on;
+        self
+    }
+
     /// Whether a message has started and not finished.
     pub fn in_progress(&self) -> bool {
         self.current.is_some()
@@ -177,8 +195,10 @@ impl Reassembler {
     }
 
     /// Takes one frame. Returns the payload when this was its last frame.
-    /// On any error the partial message is dropped and the reassembler is
-    /// ready for a new message.
+    /// On [`WireError::BudgetExhausted`] nothing changed: push the same frame
+    /// again once there is room, or [`Reassembler::finish`]. On any other
+    /// error the partial message is dropped and the reassembler is ready for
+    /// a new message.
     pub fn push(
         &mut self,
         size: i32,
@@ -187,7 +207,7 @@ impl Reassembler {
     ) -> Result<Option<Bytes>, WireError> {
         self.completed = None;
         let r = self.push_inner(size, iteration, bytes);
-        if r.is_err() {
+        if matches!(&r, Err(e) if !matches!(e, WireError::BudgetExhausted { .. })) {
             self.current = None;
         }
         r
@@ -224,14 +244,21 @@ impl Reassembler {
         self.too_large(bound, size)?;
         // bound <= max_message_bytes, a usize: the cast cannot truncate.
         let bound = bound as usize;
-        let capacity = next_capacity(0, len, bound);
+        let capacity = next_capacity(0, len, bound, self.max_message_bytes);
+        let ahead = if self.frame_ahead { len } else { 0 };
         let hold = match &self.budget {
             Some(budget) => {
-                // One frame ahead as well: the next frame is buffered by the
-                // gRPC layer before it reaches us.
+                let claimed = bound.saturating_add(ahead);
+                if claimed > budget.limit() {
+                    return Err(WireError::LargerThanBudget {
+                        claimed,
+                        size,
+                        budget: budget.limit(),
+                    });
+                }
                 let mut hold = budget.hold();
-                hold.grow(capacity.saturating_add(len))
-                    .map_err(|e| claiming(e, bound.saturating_add(len)))?;
+                hold.grow(capacity.saturating_add(ahead))
+                    .map_err(|e| claiming(e, claimed))?;
                 Some(hold)
             }
             None => None,
@@ -249,6 +276,7 @@ impl Reassembler {
             bound,
             buf,
             capacity,
+            ahead,
             hold,
         });
         Ok(())
@@ -333,10 +361,11 @@ impl Reassembler {
             });
         }
         if needed > cur.capacity {
-            let capacity = next_capacity(cur.capacity, needed, cur.bound);
+            let capacity = next_capacity(cur.capacity, needed, cur.bound, self.max_message_bytes);
             if let Some(hold) = &mut cur.hold {
+                let claimed = cur.bound.max(capacity) + cur.ahead;
                 hold.grow(capacity - cur.capacity)
-                    .map_err(|e| claiming(e, cur.bound.saturating_add(bytes.len())))?;
+                    .map_err(|e| claiming(e, claimed))?;
             }
             log::trace!("frame {iteration} of {size}: buffer grows to {capacity} bytes");
             cur.capacity = capacity;
@@ -388,11 +417,12 @@ mod tests {
 
     #[test]
     fn the_buffer_doubles_up_to_the_claimed_size() {
-        assert_eq!(next_capacity(0, 4, 40), 4);
-        assert_eq!(next_capacity(4, 8, 40), 8);
-        assert_eq!(next_capacity(32, 36, 40), 40);
-        // A later frame longer than the first: the data decides.
-        assert_eq!(next_capacity(40, 50, 40), 50);
+        assert_eq!(next_capacity(0, 4, 40, 1000), 4);
+        assert_eq!(next_capacity(4, 8, 40, 1000), 8);
+        assert_eq!(next_capacity(32, 36, 40, 1000), 40);
+        // Later frames longer than the first: doubling again, up to the limit.
+        assert_eq!(next_capacity(40, 50, 40, 1000), 80);
+        assert_eq!(next_capacity(640, 700, 40, 1000), 1000);
         let frame_len = 1 << 20;
         let frames = 11;
         let mut r = Reassembler::default();
@@ -415,15 +445,20 @@ mod tests {
 
     #[test]
     fn growth_is_taken_from_the_budget_and_given_back_after_the_message() {
-        let budget = ReceiveBudget::new(17);
-        let mut ra = Reassembler::default().with_budget(budget.clone());
-        let mut rb = Reassembler::default().with_budget(budget.clone());
+        let budget = ReceiveBudget::new(20);
+        let mut ra = Reassembler::default()
+            .with_budget(budget.clone())
+            .frame_ahead(true);
+        let mut rb = Reassembler::default()
+            .with_budget(budget.clone())
+            .frame_ahead(true);
         // A frame of buffer, and a frame ahead.
         ra.push(3, 1, b(b"abc")).unwrap();
         assert_eq!(budget.in_use(), 6);
         ra.push(3, 2, b(b"def")).unwrap();
         assert_eq!(budget.in_use(), 9);
-        // b's first frame fits, its second does not: b is refused and reset.
+        // b's first frame fits, its second does not: refused for now, and b
+        // keeps what it had.
         rb.push(2, 1, b(b"wxyz")).unwrap();
         assert_eq!(budget.in_use(), 17);
         assert!(matches!(
@@ -432,18 +467,22 @@ mod tests {
                 requested: 4,
                 claimed: 12,
                 in_use: 17,
-                limit: 17
+                limit: 20
             })
         ));
-        assert!(!rb.in_progress());
-        assert_eq!(budget.in_use(), 9);
+        assert!(rb.in_progress());
+        assert_eq!(budget.in_use(), 17);
         // a completes (its buffer grew to the claimed 9 bytes); the bytes
         // stay held until the hold is dropped.
         assert_eq!(ra.push(3, 3, b(b"gh")).unwrap(), Some(b(b"abcdefgh")));
-        assert_eq!(budget.in_use(), 12);
+        assert_eq!(budget.in_use(), 20);
         let hold = ra.take_hold().unwrap();
         assert_eq!(hold.bytes(), 12);
         drop(hold);
+        assert_eq!(budget.in_use(), 8);
+        // Room again: b's same frame goes through.
+        assert_eq!(rb.push(2, 2, b(b"wxyz")).unwrap(), Some(b(b"wxyzwxyz")));
+        drop(rb.take_hold());
         assert_eq!(budget.in_use(), 0);
         // One-frame messages never touch it.
         assert_eq!(
@@ -452,6 +491,20 @@ mod tests {
         );
         assert!(rb.take_hold().is_none());
         assert_eq!(budget.in_use(), 0);
+        // A claim the whole budget could never hold is refused for good.
+        assert!(matches!(
+            rb.push(5, 1, b(b"wxyz")),
+            Err(WireError::LargerThanBudget {
+                claimed: 24,
+                budget: 20,
+                ..
+            })
+        ));
+        assert!(!rb.in_progress());
+        // Without frames ahead (the default), the buffer alone counts.
+        let mut plain = Reassembler::default().with_budget(budget.clone());
+        plain.push(2, 1, b(b"abcd")).unwrap();
+        assert_eq!(budget.in_use(), 4);
     }
 
     #[test]

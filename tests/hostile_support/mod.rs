@@ -137,7 +137,13 @@ where
             .enable_all()
             .build()
             .unwrap()
-            .block_on(attack())
+            .block_on(async {
+                // Bounded: the thread ends by itself even if the test gave up.
+                match tokio::time::timeout(T, attack()).await {
+                    Ok(done) => done,
+                    Err(_) => panic!("the attack ran longer than {T:?}"),
+                }
+            })
     })
 }
 
@@ -219,26 +225,32 @@ pub fn playing(role: &str) -> bool {
     std::env::var(ROLE_VAR).is_ok_and(|r| r == role)
 }
 
-/// The `RESULT` lines of a role's stdout once it exited (bounded by [`T`]).
+/// The `RESULT` lines of a role's stdout once it exited (bounded by [`T`]:
+/// past it the child is killed and the test fails).
 pub async fn role_results(mut child: Child) -> Vec<String> {
     let out = child.stdout.take().unwrap();
-    let status = bounded(
-        "the attacker process",
-        tokio::task::spawn_blocking(move || {
-            let lines: Vec<String> = BufReader::new(out)
-                .lines()
-                .map_while(Result::ok)
-                // The harness may print its "test ... " on the same line.
-                .filter_map(|l| l.split_once("RESULT ").map(|(_, r)| r.to_string()))
-                .collect();
-            (child.wait(), lines)
-        }),
-    )
-    .await
-    .unwrap();
-    let (exit, lines) = status;
-    assert!(exit.unwrap().success(), "the attacker process failed");
-    lines
+    let reader = tokio::task::spawn_blocking(move || {
+        BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            // The harness may print its "test ... " on the same line.
+            .filter_map(|l| l.split_once("RESULT ").map(|(_, r)| r.to_string()))
+            .collect::<Vec<String>>()
+    });
+    let deadline = Instant::now() + T;
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the attacker process ran longer than {T:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "the attacker process failed: {exit}");
+    bounded("the attacker's output", reader).await.unwrap()
 }
 
 // ---------------------------------------------------------------------------
@@ -346,6 +358,37 @@ impl PingStats {
     pub fn rate(&self) -> f64 {
         self.count as f64 / self.ran.as_secs_f64().max(1e-9)
     }
+}
+
+/// `n` pings of `node_id` in a row from `handle`'s researcher (bounded).
+pub async fn ping_n(handle: &ResearcherHandle, node_id: &str, n: usize) -> PingStats {
+    let mut stats = PingStats::default();
+    let started = Instant::now();
+    for _ in 0..n {
+        let sent = Instant::now();
+        let answer = bounded(
+            "a ping",
+            handle.addr.send(Request {
+                node_id: node_id.to_string(),
+                message: ping(&handle.researcher_id),
+                timeout: Duration::from_secs(20),
+            }),
+        )
+        .await;
+        match answer {
+            Ok(Ok(reply)) if reply.class() == "PingReply" => {
+                stats.count += 1;
+                stats.max = stats.max.max(sent.elapsed());
+            }
+            Ok(Ok(other)) => stats
+                .errors
+                .push(format!("answered with {}", other.class())),
+            Ok(Err(e)) => stats.errors.push(e.to_string()),
+            Err(e) => stats.errors.push(e.to_string()),
+        }
+    }
+    stats.ran = started.elapsed();
+    stats
 }
 
 /// Pings a node back to back through a researcher until stopped.
