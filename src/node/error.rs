@@ -3,7 +3,11 @@
 use std::time::Duration;
 
 use crate::tls::TlsError;
-use crate::wire::WireError;
+use crate::wire::{shortened, WireError};
+
+/// Characters of a researcher's status message quoted in an error (the
+/// researcher chooses it, as long as HTTP/2 trailers may be).
+const STATUS_CHARS: usize = 300;
 
 /// Everything that can go wrong on the node side. Variants read as sentences
 /// and carry the values that explain them.
@@ -121,7 +125,7 @@ pub enum NodeError {
         reason: String,
     },
     /// A gRPC call failed.
-    #[error("{rpc} to {endpoint} failed: {status}")]
+    #[error("{rpc} to {endpoint} failed: {}: {}", status.code(), shortened(status.message(), STATUS_CHARS))]
     Rpc {
         /// `host:port`.
         endpoint: String,
@@ -274,6 +278,18 @@ mod tests {
             e.to_string(),
             "no researcher link knows the researcher id R"
         );
+    }
+
+    #[test]
+    fn a_researchers_status_is_quoted_shortened() {
+        let e = NodeError::Rpc {
+            endpoint: "h:1".into(),
+            rpc: "ReplyTask",
+            status: Box::new(tonic::Status::internal("x".repeat(1 << 20))),
+        };
+        let text = e.to_string();
+        assert!(text.len() < 400, "{}", text.len());
+        assert!(text.starts_with("ReplyTask to h:1 failed: Internal error: xxx"), "{text}");
     }
 
     #[test]
