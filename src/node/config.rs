@@ -38,6 +38,7 @@ pub const DEFAULT_REPLY_STREAM_AGE: Duration = Duration::from_secs(1);
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default most feedback items (forwarded logs, scalars) queued per link.
 pub const DEFAULT_MAX_QUEUED_FEEDBACK: usize = 256;
+pub use super::probe::{DEFAULT_PROBE_FAST_FOR, DEFAULT_PROBE_INTERVAL};
 pub use crate::log_limit::LogRate;
 pub use crate::wire::{
     DecodeLimits, DEFAULT_DECODE_THREADS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_RECEIVE_BUDGET_BYTES,
@@ -75,8 +76,20 @@ pub struct ControllerConfig {
     pub connect_timeout: Duration,
     /// Upper bound of the first reconnect delay. Default 50 ms.
     pub backoff_first: Duration,
-    /// Cap of the reconnect delay. Default 2 s.
+    /// Cap of the reconnect delay. Default 2 s. The back-off applies to
+    /// attempts that failed after the researcher accepted the TCP
+    /// connection; while it refuses connections, the link knocks instead
+    /// (`probe_interval`).
     pub backoff_max: Duration,
+    /// While a link is down and the researcher's port refuses connections,
+    /// a bare TCP connection is tried this often (plus up to a fifth of
+    /// jitter) for the first `probe_fast_for` of the outage, then every
+    /// second (or `backoff_max` if longer); the full reconnect starts as
+    /// soon as one connects. Zero turns knocking off (back-off only). See
+    /// [`super::probe`]. Default [`DEFAULT_PROBE_INTERVAL`] (100 ms).
+    pub probe_interval: Duration,
+    /// How long knocks stay fast. Default [`DEFAULT_PROBE_FAST_FOR`] (60 s).
+    pub probe_fast_for: Duration,
     /// Outgoing queue bound per link (messages). Default [`DEFAULT_QUEUE_CAPACITY`].
     pub queue_capacity: usize,
     /// Outgoing queue bound per link (payload bytes; one message is always
@@ -173,6 +186,8 @@ impl Default for ControllerConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             backoff_first: DEFAULT_FIRST_RETRY,
             backoff_max: DEFAULT_MAX_RETRY,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            probe_fast_for: DEFAULT_PROBE_FAST_FOR,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,

@@ -39,7 +39,11 @@ use super::dedup::RecentIds;
 use super::error::NodeError;
 use super::listener::{PollEnd, Poller, TaskAssembler};
 use super::outbox::{Outbox, Outgoing};
+use super::probe::{self, ProbeSchedule};
 use super::progress::{LastData, LinkClient, Progress};
+
+/// Longest wait for one knock's TCP connection.
+const PROBE_KNOCK_TIMEOUT: Duration = Duration::from_secs(1);
 use super::sender::Pump;
 use super::status::{LinkState, LinkStatus, PollMode};
 use crate::log_limit::PeerLog;
@@ -266,6 +270,15 @@ pub struct ResearcherLink {
     log: Arc<PeerLog>,
     /// Bytes a refused task needed, to wait for before reconnecting.
     wait_for_room: Option<usize>,
+    /// When the link went down (knocks are fast during the first part of
+    /// an outage).
+    down_since: Option<std::time::Instant>,
+    /// The last attempt failed after TCP connected: back off first.
+    needs_backoff: bool,
+    /// The current attempt knocked first (so TCP was accepted).
+    knocked: bool,
+    /// A connection was made since the last restart.
+    connected: bool,
 }
 
 impl ResearcherLink {
@@ -282,6 +295,10 @@ impl ResearcherLink {
         ResearcherLink {
             log: Arc::new(PeerLog::new(config.peer_log_rate)),
             wait_for_room: None,
+            down_since: None,
+            needs_backoff: false,
+            knocked: false,
+            connected: false,
             intake,
             key: endpoint.key(),
             backoff: Backoff::new(config.backoff_first, config.backoff_max),
@@ -306,17 +323,33 @@ impl ResearcherLink {
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        let delay = if self.attempted {
+        let first = !self.attempted;
+        self.attempted = true;
+        // The back-off applies to attempts that failed after the researcher
+        // accepted the connection; a port that refuses is knocked on (see
+        // `super::probe`).
+        let delay = if !first && self.needs_backoff {
             self.backoff.next_delay()
         } else {
             Duration::ZERO
         };
-        self.attempted = true;
-        self.shared.status().state = if delay.is_zero() {
+        let probe_every = self.config.probe_interval;
+        let schedule = (!first && !probe_every.is_zero()).then(|| {
+            let since = *self.down_since.get_or_insert_with(std::time::Instant::now);
+            ProbeSchedule::new(
+                since,
+                probe_every,
+                self.config.probe_fast_for,
+                self.config.backoff_max,
+            )
+        });
+        self.knocked = schedule.is_some();
+        self.shared.status().state = if first {
             LinkState::Connecting
         } else {
             LinkState::BackingOff
         };
+        let knock_timeout = self.config.connect_timeout.min(PROBE_KNOCK_TIMEOUT);
         let shared = Arc::clone(&self.shared);
         let endpoint = self.endpoint.clone();
         let key = self.key.clone();
@@ -340,6 +373,17 @@ impl ResearcherLink {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
+            if let Some(mut schedule) = schedule {
+                let knocked = || shared.status().knocks += 1;
+                probe::until_open(
+                    &endpoint.host,
+                    endpoint.port,
+                    &mut schedule,
+                    knock_timeout,
+                    knocked,
+                )
+                .await;
+            }
             shared.status().state = LinkState::Connecting;
             dial(&endpoint, &key, known, pinned, &config).await
         };
@@ -353,8 +397,15 @@ impl ResearcherLink {
         let d = match res {
             Ok(d) => d,
             Err(e) if e.is_fatal() => return self.fail(e, ctx),
-            Err(e) => return self.lost(e, ctx),
+            Err(e) => {
+                // The port accepted the knock, so this failed past TCP: back
+                // off before the next try.
+                self.needs_backoff = self.knocked;
+                return self.lost(e, ctx);
+            }
         };
+        self.down_since = None;
+        self.connected = true;
         if let Some(id) = &d.researcher_id {
             let mut status = self.shared.status();
             if status.researcher_id.as_deref() != Some(id.as_str()) {
@@ -504,6 +555,7 @@ impl ResearcherLink {
         if self.terminal {
             return;
         }
+        self.down_since.get_or_insert_with(std::time::Instant::now);
         if let NodeError::ReceiveBudget { source, .. } = &e {
             if let crate::wire::WireError::BudgetExhausted { claimed, limit, .. } = **source {
                 self.wait_for_room = Some(claimed.min(limit));
@@ -661,7 +713,13 @@ impl Supervised for ResearcherLink {
         self.shared.status().polling = false;
         if self.shared.polled.swap(false, Ordering::Relaxed) {
             self.backoff.reset();
+            self.needs_backoff = false;
+        } else if self.connected {
+            // Connected but never polled (polls ended at once, a refusal):
+            // the researcher accepts connections and fails them.
+            self.needs_backoff = true;
         }
+        self.connected = false;
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`listener`]: the poll loop (unary and streaming) and the task checks ([`TaskAssembler`]).
 //! - [`sender`]: the send pump (`ReplyTask` in chunks, `Feedback`).
 //! - [`progress`]: the link's channel, noting when response data arrives.
+//! - [`probe`]: knocking on a down researcher's port to reconnect at once.
 //! - [`outbox`], [`backoff`], [`status`], [`config`], [`error`], [`dedup`]: plain structs.
 //! - [`log_forward`]: forwards node log records to researchers as feedback.
 //!
@@ -46,6 +47,7 @@ pub mod link;
 pub mod listener;
 pub mod log_forward;
 pub mod outbox;
+pub mod probe;
 pub mod progress;
 pub mod sender;
 pub mod status;

@@ -68,6 +68,9 @@ pub struct LinkStatus {
     pub polling: bool,
     /// Connections made after the first one.
     pub reconnects: u64,
+    /// Bare TCP connections tried while the link was down (see
+    /// [`super::probe`]).
+    pub knocks: u64,
     /// Tasks received (decoded messages).
     pub messages_received: u64,
     /// Task payload bytes received.
@@ -101,6 +104,7 @@ impl LinkStatus {
             poll_mode,
             polling: false,
             reconnects: 0,
+            knocks: 0,
             messages_received: 0,
             bytes_received: 0,
             messages_sent: 0,
