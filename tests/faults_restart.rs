@@ -145,6 +145,53 @@ async fn replies_queued_during_a_researcher_crash_all_arrive_after_restart() {
     }
 }
 
+/// In streaming poll mode a reply queued while the researcher was down
+/// goes only once the restarted researcher has accepted the node's new
+/// poll: sent earlier, it is refused (the node is unknown until it polls)
+/// and waits a back-off of tens of milliseconds, behind which every other
+/// reply waits too (issue 19).
+#[actix_rt::test]
+async fn a_reply_queued_during_an_outage_is_not_refused_after_the_restart() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    for round in 0..3 {
+        let mut r = Crashable::start(config(0));
+        let port = r.addr.port();
+        let id = "NODE_settled";
+        let c = node(
+            id,
+            port,
+            ControllerConfig {
+                poll_mode: fedroute::node::PollMode::Streaming,
+                ..fast()
+            },
+        );
+        r.connected(id).await;
+        r.kill();
+        wait_connected(&c, false).await;
+        within("Send", c.send(NodeSend(numbered(id, 0))))
+            .await
+            .unwrap()
+            .expect("a reply is queued while the researcher is down");
+        let mut r = Crashable::start(config(port));
+        let got = r.unmatched(1).await;
+        assert_eq!(got[0].get("seq").and_then(Value::as_u64), Some(0));
+        let status = within("Status", c.send(Status)).await.unwrap();
+        // A refusal is recorded before the send that delivered the reply.
+        assert_eq!(
+            status[0].last_error, None,
+            "round {round}: the reply was refused before the poll was accepted"
+        );
+        within(
+            "shutdown",
+            c.send(Shutdown {
+                deadline: Duration::from_secs(2),
+            }),
+        )
+        .await
+        .unwrap();
+    }
+}
+
 #[actix_rt::test]
 async fn shutdown_sends_queued_replies_or_reports_them_unsent() {
     let _ = env_logger::builder().is_test(true).try_init();

@@ -40,7 +40,11 @@ fn seconds_of(line: &str) -> Option<f64> {
 
 /// The time between the first lines of `log` containing `from` and `to`.
 fn between(log: &str, from: &str, to: &str) -> Option<Duration> {
-    let at = |needle: &str| log.lines().find(|l| l.contains(needle)).and_then(seconds_of);
+    let at = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .and_then(seconds_of)
+    };
     let (a, b) = (at(from)?, at(to)?);
     let d = if b >= a { b - a } else { b + 86_400.0 - a };
     Some(Duration::from_secs_f64(d))
@@ -57,7 +61,15 @@ async fn a_node_polls_again_soon_after_a_killed_researcher_listens_again() {
     let port = node_support::free_port();
     let listen = format!("127.0.0.1:{port}");
     let (cert_s, key_s) = (cert.to_str().unwrap(), key.to_str().unwrap());
-    let serve = ["researcher", "--listen", &listen, "--cert", cert_s, "--key", key_s];
+    let serve = [
+        "researcher",
+        "--listen",
+        &listen,
+        "--cert",
+        cert_s,
+        "--key",
+        key_s,
+    ];
     let mut researcher = Process::start(&serve, "info");
     researcher.wait_line("listening on").await;
     let node = Process::start(
@@ -96,8 +108,13 @@ async fn a_node_polls_again_soon_after_a_killed_researcher_listens_again() {
         let log = back.tail();
         let polled = between(&log, "listening on", "node NODE_outage connected")
             .unwrap_or_else(|| panic!("no poll in the researcher's log:\n{log}"));
-        eprintln!("node_reconnect_outage: after a {outage:?} outage, listening -> first poll {polled:?}");
-        assert!(pinged.success(), "the first request after the restart failed:\n{log}");
+        eprintln!(
+            "node_reconnect_outage: after a {outage:?} outage, listening -> first poll {polled:?}"
+        );
+        assert!(
+            pinged.success(),
+            "the first request after the restart failed:\n{log}"
+        );
         assert!(
             polled < BACK_WITHIN,
             "the node polled {polled:?} after the researcher listened again:\n{log}"
@@ -120,9 +137,7 @@ async fn knocks_on_a_refusing_port_stay_under_ten_a_second_then_one() {
     };
     let endpoint = ResearcherEndpoint::trust_on_first_use("127.0.0.1", port);
     let (controller, _seen) = node_support::start_node("NODE_knock", vec![endpoint], config, true);
-    let knocks = || async {
-        controller.send(Status).await.unwrap()[0].knocks
-    };
+    let knocks = || async { controller.send(Status).await.unwrap()[0].knocks };
     // The first part: 3 s of knocks at most every 100 ms.
     let started = tokio::time::Instant::now();
     tokio::time::sleep_until(started + Duration::from_secs(3)).await;
@@ -144,14 +159,20 @@ async fn a_port_that_accepts_tcp_but_fails_tls_is_backed_off() {
     let counted = std::sync::Arc::clone(&count);
     let server = tokio::spawn(async move {
         loop {
-            let Ok((conn, _)) = listener.accept().await else { break };
+            let Ok((conn, _)) = listener.accept().await else {
+                break;
+            };
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             drop(conn);
         }
     });
     let endpoint = ResearcherEndpoint::trust_on_first_use("127.0.0.1", port);
-    let (controller, _seen) =
-        node_support::start_node("NODE_tls", vec![endpoint], ControllerConfig::default(), true);
+    let (controller, _seen) = node_support::start_node(
+        "NODE_tls",
+        vec![endpoint],
+        ControllerConfig::default(),
+        true,
+    );
     tokio::time::sleep(Duration::from_secs(6)).await;
     let connections = count.load(std::sync::atomic::Ordering::SeqCst);
     let status = controller.send(Status).await.unwrap();

@@ -11,8 +11,10 @@
 //!    uint8 params down, up and both ways (echo), plus peak memory during
 //!    the 100 MiB echo and its drift over repeated rounds;
 //! 4. fan-out: one ping to each of 1,000 nodes at once;
-//! 5. reconnect: the researcher restarted on the same port, time until the
-//!    node polls again;
+//! 5. reconnect: the researcher, in a child process, killed (SIGKILL) and
+//!    started again on the same port with the same certificate after
+//!    outages of 0.5, 2 and 10 s: time from listening to the node's first
+//!    poll and to its answer to a ping sent right after;
 //! 6. wire limits: plain tonic with the same TLS set-up and no fedroute
 //!    logic (the ceilings 1-3 are compared with), see [`wire_limit`].
 //!

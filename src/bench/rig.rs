@@ -179,16 +179,54 @@ pub struct BenchResearcher {
     receive_buffer_bytes: usize,
 }
 
-/// Certificate and key files, removed on drop.
-struct IdentityFiles {
-    cert: PathBuf,
-    key: PathBuf,
+/// A researcher's certificate and key files (PEM), so that restarts, in
+/// this process or in a child process, keep the identity nodes pinned.
+pub struct IdentityFiles {
+    /// The certificate file.
+    pub cert: PathBuf,
+    /// The private key file.
+    pub key: PathBuf,
+    /// Whether the files are removed on drop (they are when generated here).
+    owned: bool,
+}
+
+impl IdentityFiles {
+    /// Generates an identity for 127.0.0.1 in the temporary directory; the
+    /// files are removed on drop.
+    pub fn generate() -> Result<IdentityFiles, BenchError> {
+        tls::install_crypto_provider();
+        let identity = tls::generate_researcher_identity(None, "127.0.0.1")?;
+        let stem = format!(
+            "fedroute-bench-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        );
+        let dir = std::env::temp_dir();
+        let files = IdentityFiles {
+            cert: dir.join(format!("{stem}.crt")),
+            key: dir.join(format!("{stem}.key")),
+            owned: true,
+        };
+        identity.write_pem(&files.cert, &files.key)?;
+        Ok(files)
+    }
+
+    /// Files someone else made and removes.
+    pub fn borrowed(cert: PathBuf, key: PathBuf) -> IdentityFiles {
+        IdentityFiles {
+            cert,
+            key,
+            owned: false,
+        }
+    }
 }
 
 impl Drop for IdentityFiles {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.cert);
-        let _ = std::fs::remove_file(&self.key);
+        if self.owned {
+            let _ = std::fs::remove_file(&self.cert);
+            let _ = std::fs::remove_file(&self.key);
+        }
     }
 }
 
@@ -202,28 +240,16 @@ impl BenchResearcher {
     /// [`BenchResearcher::start`] keeping up to `receive_buffer_bytes` of
     /// reassembly buffers (`ResearcherConfig::receive_buffer_bytes`).
     pub async fn start_buffers(receive_buffer_bytes: usize) -> Result<BenchResearcher, BenchError> {
-        tls::install_crypto_provider();
-        let identity = tls::generate_researcher_identity(None, "127.0.0.1")?;
-        let stem = format!(
-            "fedroute-bench-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4()
-        );
-        let dir = std::env::temp_dir();
-        let files = IdentityFiles {
-            cert: dir.join(format!("{stem}.crt")),
-            key: dir.join(format!("{stem}.key")),
-        };
-        identity.write_pem(&files.cert, &files.key)?;
         Self::start_with(
-            std::sync::Arc::new(files),
+            std::sync::Arc::new(IdentityFiles::generate()?),
             "127.0.0.1:0".parse().ok(),
             receive_buffer_bytes,
         )
         .await
     }
 
-    async fn start_with(
+    /// Starts a researcher on `listen` with the identity in `files`.
+    pub async fn start_with(
         files: std::sync::Arc<IdentityFiles>,
         listen: Option<std::net::SocketAddr>,
         receive_buffer_bytes: usize,

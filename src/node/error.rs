@@ -221,24 +221,21 @@ impl NodeError {
         }
     }
 
-    /// True when the researcher deliberately refused a send with a status
-    /// that says the connection itself is fine (NOT_FOUND, INVALID_ARGUMENT,
-    /// FAILED_PRECONDITION, PERMISSION_DENIED, RESOURCE_EXHAUSTED,
-    /// ALREADY_EXISTS, OUT_OF_RANGE): the link keeps its connection and poll
-    /// and only sends again. Other rejections (UNKNOWN, INTERNAL, ...) may
-    /// come from a broken connection and make the link reconnect.
+    /// True when a send failed with a status that does not say the
+    /// connection broke (anything but UNAVAILABLE, CANCELLED,
+    /// DEADLINE_EXCEEDED and ABORTED): the link keeps its connection and
+    /// poll and only sends again after a back-off. UNKNOWN and INTERNAL are
+    /// among them: they are also what a researcher's failing handler
+    /// answers (Fed-BioMed's answers UNKNOWN to a reply from before its
+    /// restart), and reconnecting then would cut the open poll and lose the
+    /// task the researcher just wrote into it. A connection that did break
+    /// fails the poll on it too, which reconnects the link.
     pub fn is_refusal(&self) -> bool {
         use tonic::Code;
         match self {
-            NodeError::Rpc { status, .. } => matches!(
+            NodeError::Rpc { status, .. } => !matches!(
                 status.code(),
-                Code::NotFound
-                    | Code::InvalidArgument
-                    | Code::FailedPrecondition
-                    | Code::PermissionDenied
-                    | Code::ResourceExhausted
-                    | Code::AlreadyExists
-                    | Code::OutOfRange
+                Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted
             ),
             _ => false,
         }
@@ -256,6 +253,30 @@ impl NodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rpc(code: tonic::Code) -> NodeError {
+        NodeError::Rpc {
+            endpoint: "127.0.0.1:1".into(),
+            rpc: "ReplyTask",
+            status: Box::new(tonic::Status::new(code, "x")),
+        }
+    }
+
+    #[test]
+    fn only_broken_connection_statuses_make_a_failed_send_reconnect() {
+        use tonic::Code;
+        for code in [
+            Code::Unknown,
+            Code::Internal,
+            Code::NotFound,
+            Code::ResourceExhausted,
+        ] {
+            assert!(rpc(code).is_refusal(), "{code:?}");
+        }
+        for code in [Code::Unavailable, Code::Cancelled, Code::DeadlineExceeded] {
+            assert!(!rpc(code).is_refusal(), "{code:?}");
+        }
+    }
 
     #[test]
     fn messages_read_as_sentences() {
@@ -289,7 +310,10 @@ mod tests {
         };
         let text = e.to_string();
         assert!(text.len() < 400, "{}", text.len());
-        assert!(text.starts_with("ReplyTask to h:1 failed: Internal error: xxx"), "{text}");
+        assert!(
+            text.starts_with("ReplyTask to h:1 failed: Internal error: xxx"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -131,8 +131,14 @@ pub struct LinkShared {
     pub(crate) wake: Notify,
     /// Woken when the pump found the queue empty, or the link failed.
     pub(crate) drained: Notify,
-    /// A poll opened since the last (re)connection (resets the backoff).
+    /// A poll opened since the last (re)connection (resets the backoff;
+    /// in streaming mode, replies wait for it, see [`LinkShared::poll_settled`]).
     pub(crate) polled: AtomicBool,
+    /// Woken when a poll opened, the poll mode fell back to unary, or the
+    /// link started draining.
+    pub(crate) poll_news: Notify,
+    /// The link is draining or closed: no poll will open any more.
+    pub(crate) draining: AtomicBool,
     /// Consecutive rejections of the queue's first message.
     pub(crate) rejections: AtomicU32,
     /// Send one message per RPC until a send succeeds (after a rejection).
@@ -159,10 +165,42 @@ impl LinkShared {
             wake: Notify::new(),
             drained: Notify::new(),
             polled: AtomicBool::new(false),
+            poll_news: Notify::new(),
+            draining: AtomicBool::new(false),
             rejections: AtomicU32::new(0),
             isolate: AtomicBool::new(false),
             max_feedback: config.max_queued_feedback,
         }
+    }
+
+    /// Resolves once replies may go on this connection: at once in unary
+    /// poll mode; in streaming mode once the researcher has accepted this
+    /// connection's poll. A restarted fedroute researcher knows a node only
+    /// from its poll and refuses its replies before that (NOT_FOUND, then a
+    /// back-off of tens of milliseconds); it accepts the poll before
+    /// answering it, so a reply sent after the answer is never refused for
+    /// that. (In unary mode the answer may only come with a task, so replies
+    /// do not wait.)
+    pub(crate) async fn poll_settled(&self) {
+        loop {
+            let news = self.poll_news.notified();
+            tokio::pin!(news);
+            news.as_mut().enable();
+            if self.polled.load(Ordering::Relaxed)
+                || self.draining.load(Ordering::Relaxed)
+                || self.status().poll_mode == PollMode::Unary
+            {
+                return;
+            }
+            news.await;
+        }
+    }
+
+    /// Marks the link as draining (no more polls) and wakes a pump waiting
+    /// in [`LinkShared::poll_settled`].
+    fn stop_polling(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.poll_news.notify_waiters();
     }
 
     /// The outgoing queue (short lock, never held across an await).
@@ -497,6 +535,7 @@ impl ResearcherLink {
                 );
                 self.mode = PollMode::Unary;
                 self.shared.status().poll_mode = PollMode::Unary;
+                self.shared.poll_news.notify_waiters();
                 if !self.draining {
                     self.start_poll(ctx);
                 }
@@ -534,8 +573,9 @@ impl ResearcherLink {
 
     /// The researcher refused a send (a gRPC status, not a broken
     /// connection; e.g. NOT_FOUND from a restarted researcher that has not
-    /// seen this node's new poll yet). The connection and the open poll are
-    /// fine, so only the send pump starts again, after a backoff delay;
+    /// seen this node's new poll yet, UNKNOWN from a failing handler). The
+    /// connection and the open poll are fine, so only the send pump starts
+    /// again, after a backoff delay;
     /// tearing the link down here would also cut the poll stream and lose
     /// a task the researcher had just written into it.
     fn send_rejected(&mut self, e: NodeError, ctx: &mut Context<Self>) {
@@ -737,6 +777,7 @@ impl Handler<Drain> for ResearcherLink {
 
     fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) -> Self::Result {
         self.draining = true;
+        self.shared.stop_polling();
         if let Some(handle) = self.poll.take() {
             ctx.cancel_future(handle);
         }
@@ -773,6 +814,7 @@ impl Handler<Close> for ResearcherLink {
     fn handle(&mut self, _: Close, ctx: &mut Context<Self>) -> Self::Result {
         self.terminal = true;
         self.draining = true;
+        self.shared.stop_polling();
         self.client = None;
         self.poll = None;
         {

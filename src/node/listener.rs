@@ -388,9 +388,12 @@ impl Poller {
 
     fn poll_opened(&self, mode: PollMode) {
         self.shared.polled.store(true, Ordering::Relaxed);
-        let mut status = self.shared.status();
-        status.record_poll_open();
-        status.poll_mode = mode;
+        {
+            let mut status = self.shared.status();
+            status.record_poll_open();
+            status.poll_mode = mode;
+        }
+        self.shared.poll_news.notify_waiters();
     }
 
     /// Handles one frame; answers how many tasks it ended (good or bad:

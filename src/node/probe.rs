@@ -132,7 +132,8 @@ mod tests {
     fn fast_for_a_minute_then_about_once_a_second() {
         let t0 = Instant::now();
         let fast = DEFAULT_PROBE_INTERVAL;
-        let mut s = ProbeSchedule::with_seed(t0, fast, DEFAULT_PROBE_FAST_FOR, Duration::from_secs(2), 7);
+        let mut s =
+            ProbeSchedule::with_seed(t0, fast, DEFAULT_PROBE_FAST_FOR, Duration::from_secs(2), 7);
         let mut now = t0;
         let mut knocks_first_minute = 0;
         while now < t0 + DEFAULT_PROBE_FAST_FOR {
@@ -145,9 +146,13 @@ mod tests {
         assert!(knocks_first_minute <= 600, "{knocks_first_minute}");
         assert!(knocks_first_minute >= 500, "{knocks_first_minute}");
         let w = s.next_wait(now);
-        assert!(w >= Duration::from_secs(2) && w <= Duration::from_millis(2400), "{w:?}");
+        assert!(
+            w >= Duration::from_secs(2) && w <= Duration::from_millis(2400),
+            "{w:?}"
+        );
         // A short back-off cap does not make the slow part faster than 1/s.
-        let mut s = ProbeSchedule::with_seed(t0, fast, Duration::ZERO, Duration::from_millis(200), 7);
+        let mut s =
+            ProbeSchedule::with_seed(t0, fast, Duration::ZERO, Duration::from_millis(200), 7);
         assert!(s.next_wait(t0) >= PROBE_SLOW_INTERVAL);
     }
 

@@ -125,12 +125,17 @@ impl Pump {
     /// Sends queued items until a send fails (then returns the error; the
     /// items stay queued). Never returns while sends succeed.
     ///
+    /// Sends start once the connection's poll has settled (see
+    /// `LinkShared::poll_settled`).
+    ///
     /// A send the researcher *rejects* (a gRPC status other than a transport
-    /// failure, see [`NodeError::is_rejection`]) is retried after reconnecting,
+    /// failure, see [`NodeError::is_rejection`]) is retried after a back-off
+    /// (the link keeps its connection, see [`NodeError::is_refusal`]),
     /// one message at a time so that one bad message cannot hold back the
     /// others; a single message rejected `max_rejections` times in a row is
     /// dropped with an error log and counted in the link status.
     pub async fn run(mut self) -> NodeError {
+        self.shared.poll_settled().await;
         loop {
             let single = self.shared.isolate.load(Ordering::Relaxed);
             let front = self.shared.outbox().get(0);

@@ -17,10 +17,15 @@ CertificateManager (RSA-2048, CN = 127.0.0.1, SAN IP, O = researcher id), and:
     7. Feedback: at least --min-logs FeedbackMessage.log records from the
        node, each `msg` readable the way Fed-BioMed's researcher prints it
        (json.loads(msg)["message"])
-  phase "restart"
+     (--ping-only: steps 1 and 2 only)
+  phase "restart", once after each outage of --outages (default: one, at once)
     the researcher process is started again on the same port with a FRESH
     certificate (new key) and the SAME researcher id (--restart-cert same keeps
-    the certificate); the node must poll again and answer a PingRequest.
+    the certificate); the node must poll again and answer a PingRequest
+    (--max-reconnect-s: within that long of the server listening again).
+    The previous phase's process ends with os._exit, no shutdown: the kernel
+    closes its sockets, as after a kill; the outage is the sleep between the
+    phases plus the new process's start-up (about a second of imports).
 
 Without --phase, the program runs both phases, each as a child process of
 itself (a real process restart), and prints one JSON line on stdout:
@@ -108,7 +113,8 @@ class Phase:
 
     def wait_node(self):
         t0 = time.monotonic()
-        agent = common.wait_until(lambda: self.server.get_node(self.args.node_id), self.args.connect_timeout)
+        # Polled every 10 ms: GrpcServer has no event for a node's first poll.
+        agent = common.wait_until(lambda: self.server.get_node(self.args.node_id), self.args.connect_timeout, interval=0.01)
         self.timings["first_poll_s"] = round(time.monotonic() - t0, 3)
         self.check("node polls (GetTaskUnary)", agent is not None, node_id=self.args.node_id, after_s=self.timings["first_poll_s"])
         return agent
@@ -283,9 +289,20 @@ class Phase:
         if self.wait_node() is None:
             return
         if self.args.phase == "main":
-            self.run_main()
+            if self.args.ping_only:
+                self.ping("PingRequest -> PingReply")
+            else:
+                self.run_main()
         else:
-            self.timings["reconnect_s"] = self.timings.get("first_poll_s")
+            back = self.timings.get("first_poll_s")
+            self.timings["reconnect_s"] = back
+            if self.args.max_reconnect_s is not None:
+                self.check(
+                    f"after restart: node polls within {self.args.max_reconnect_s} s of listening",
+                    back is not None and back <= self.args.max_reconnect_s,
+                    after_s=back,
+                    outage_s=self.args.outage_s,
+                )
             self.ping("after restart: PingRequest -> PingReply")
 
 
@@ -315,8 +332,12 @@ def run_all(args, argv):
     cert_dir = args.cert_dir or tempfile.mkdtemp(prefix="fbm_researcher_")
     phases = []
     ok = True
-    for phase in ["main", "restart"] if not args.no_restart else ["main"]:
-        cmd = [sys.executable, os.path.abspath(__file__), *argv, "--phase", phase, "--cert-dir", cert_dir]
+    outages = [] if args.no_restart else [float(o) for o in args.outages.split(",") if o.strip()]
+    for phase, outage in [("main", 0.0)] + [("restart", o) for o in outages]:
+        if outage > 0:
+            common.log(PROG, f"researcher down for {outage} s")
+            time.sleep(outage)
+        cmd = [sys.executable, os.path.abspath(__file__), *argv, "--phase", phase, "--cert-dir", cert_dir, "--outage-s", str(outage)]
         common.log(PROG, f"starting phase {phase}")
         try:
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, timeout=args.phase_timeout + 10, check=False)
@@ -326,6 +347,7 @@ def run_all(args, argv):
         except subprocess.TimeoutExpired:
             res = {"ok": False, "error": "phase process timed out"}
         res["phase"] = phase
+        res["outage_s"] = outage
         phases.append(res)
         ok = ok and res.get("ok", False) and res.get("exit") == 0
         # The restart phase runs even after a failed check in "main" (more to
@@ -359,6 +381,10 @@ def main():
     ap.add_argument("--min-logs", type=int, default=1, help="Feedback logs expected from the node (default 1)")
     ap.add_argument("--restart-cert", choices=["fresh", "same"], default="fresh", help="certificate after the restart (default fresh)")
     ap.add_argument("--no-restart", action="store_true", help="skip the restart phase")
+    ap.add_argument("--outages", default="0", help="comma-separated seconds the researcher stays down before each restart phase (default 0: one restart)")
+    ap.add_argument("--ping-only", action="store_true", help="phase main: only the first poll and a ping")
+    ap.add_argument("--max-reconnect-s", type=float, default=None, help="restart phases: a check that the node polls within this long of listening")
+    ap.add_argument("--outage-s", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--connect-timeout", type=float, default=60, help="wait for the node's poll (s, default 60)")
     ap.add_argument("--request-timeout", type=float, default=20, help="per request (s, default 20)")
     ap.add_argument("--train-timeout", type=float, default=60, help="for the TrainRequest (s, default 60)")

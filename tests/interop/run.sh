@@ -3,7 +3,7 @@
 # is bounded by `timeout`; ports are picked free at run time.
 #
 #   tests/interop/run.sh                 # all scenarios
-#   tests/interop/run.sh self bytes      # some of them: self node node-lib researcher bytes
+#   tests/interop/run.sh self bytes      # some of them: self node node-lib researcher bytes reconnect
 #
 # Scenarios:
 #   self        Fed-BioMed researcher (fbm_researcher.py) <-> Fed-BioMed node (fbm_node.py):
@@ -17,6 +17,9 @@
 #   researcher  fedroute researcher (library, tests/interop/main.rs) <-> Fed-BioMed node:
 #               ping, search, 16 MiB each way, Feedback logs, node restarted
 #   bytes       fedroute's typed messages <-> Fed-BioMed's Message.from_dict, both ways
+#   reconnect   `fedroute node` <-> Fed-BioMed researcher killed and restarted on the same
+#               port with its certificate after outages of 0.5, 2 and 10 s (5 each): the
+#               node polls within 200 ms of the researcher listening again (issue 19)
 #
 # Environment: CARGO_TARGET_DIR (default ./target), FEDROUTE_BIN (skip the build
 # and use this binary), INTEROP_KEEP=1 (keep the work dir with every log).
@@ -27,7 +30,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 cd "$ROOT"
 
-ALL=(self node node-lib researcher bytes)
+ALL=(self node node-lib researcher bytes reconnect)
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=("${ALL[@]}"); fi
 for s in "${SCENARIOS[@]}"; do
   case " ${ALL[*]} " in *" $s "*) ;; *) echo "interop: unknown scenario '$s' (known: ${ALL[*]})" >&2; exit 2 ;; esac
@@ -130,6 +133,36 @@ scenario_node() {
   kill -INT "$npid" 2>/dev/null; wait "$npid" 2>/dev/null
   local res; res="$(result_of "$d/researcher.out")"
   say "node: $(json_field "$res" passed) checks passed, $(json_field "$res" failed) failed"
+  [ "$rc" = 0 ] && [ "$(json_field "$res" ok)" = True ] || { show_logs "$d"; return 1; }
+}
+
+scenario_reconnect() {
+  local d="$WORK/reconnect" port
+  mkdir -p "$d"; port="$(free_port)"
+  local outages="0.5,0.5,0.5,0.5,0.5,2,2,2,2,2,10,10,10,10,10"
+  timeout 400 "$PY" "$HERE/fbm_researcher.py" --port "$port" --node-id NODE_fedroute_back \
+    --ping-only --restart-cert same --outages "$outages" --max-reconnect-s 0.2 \
+    --timeout 390 >"$d/researcher.out" 2>"$d/researcher.err" &
+  local rpid=$!; PIDS+=("$rpid")
+  RUST_LOG="${RUST_LOG:-info}" timeout 400 "$BIN" node --researcher "127.0.0.1:$port" --id NODE_fedroute_back \
+    --connect-timeout 0 >"$d/fedroute-node.out" 2>"$d/fedroute-node.err" &
+  local npid=$!; PIDS+=("$npid")
+  wait "$rpid"; local rc=$?
+  kill -INT "$npid" 2>/dev/null; wait "$npid" 2>/dev/null
+  local res; res="$(result_of "$d/researcher.out")"
+  # One line per outage length: the node's first poll after the restart, every run.
+  "$PY" - "$res" >&2 <<'PYEOF'
+import json, sys, statistics
+d = json.loads(sys.argv[1] or "{}")
+runs = {}
+for p in d.get("phases", []):
+    if p.get("phase") == "restart" and p.get("timings", {}).get("first_poll_s") is not None:
+        runs.setdefault(p["outage_s"], []).append(p["timings"]["first_poll_s"] * 1e3)
+for outage, ms in sorted(runs.items()):
+    print(f"interop: reconnect: outage {outage} s: listening -> first poll median {statistics.median(ms):.0f} ms, "
+          f"max {max(ms):.0f} ms ({', '.join(f'{m:.0f}' for m in ms)})")
+PYEOF
+  say "reconnect: $(json_field "$res" passed) checks passed, $(json_field "$res" failed) failed"
   [ "$rc" = 0 ] && [ "$(json_field "$res" ok)" = True ] || { show_logs "$d"; return 1; }
 }
 
