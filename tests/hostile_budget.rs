@@ -25,7 +25,6 @@ mod researcher_support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fedroute::node::ResearcherEndpoint;
 use fedroute::researcher::{Request, ResearcherConfig, ResearcherHandle};
 use fedroute::wire::CHUNK_SIZE;
 use hostile_support::*;
@@ -72,13 +71,8 @@ async fn with_honest_node(
     actix::Addr<fedroute::node::Controller>,
 ) {
     let (handle, mut events) = researcher_support::start(config).await;
-    let endpoint = ResearcherEndpoint::trust_on_first_use("127.0.0.1", handle.local_addr.port());
-    let (controller, _seen) = node_support::start_node(
-        "NODE_honest",
-        vec![endpoint],
-        node_support::fast_config(),
-        true,
-    );
+    let (controller, _seen) =
+        node_support::start_answering_node("NODE_honest", handle.local_addr.port());
     events.connected("NODE_honest").await;
     (handle, events, controller)
 }
@@ -92,13 +86,7 @@ async fn stalled_partial_replies_hold_at_most_the_budget_and_are_cancelled() {
     let monitor = PingMonitor::start(&handle, "NODE_honest");
 
     let started = Instant::now();
-    let child = spawn_role(
-        "role_stalled_streams",
-        &[
-            ("HOSTILE_PORT", handle.local_addr.port().to_string()),
-            ("HOSTILE_CERT", hex(&handle.cert_der)),
-        ],
-    );
+    let child = spawn_role("role_stalled_streams", &handle, &[]);
     let results = role_results(child).await;
     let took = started.elapsed();
     let stats = monitor.stop().await;
@@ -146,13 +134,7 @@ async fn stalled_partial_replies_hold_at_most_the_budget_and_are_cancelled() {
     assert!(sent.is_ok(), "{sent:?}");
 
     // A fresh node joins.
-    let endpoint = ResearcherEndpoint::trust_on_first_use("127.0.0.1", handle.local_addr.port());
-    let (_c, _s) = node_support::start_node(
-        "NODE_fresh",
-        vec![endpoint],
-        node_support::fast_config(),
-        true,
-    );
+    let (_c, _s) = node_support::start_answering_node("NODE_fresh", handle.local_addr.port());
     events.connected("NODE_fresh").await;
     handle.shutdown().await.unwrap();
 }
@@ -167,17 +149,7 @@ fn role_stalled_streams() {
     if !playing("role_stalled_streams") {
         return;
     }
-    let port: u16 = std::env::var("HOSTILE_PORT").unwrap().parse().unwrap();
-    let der = unhex(&std::env::var("HOSTILE_CERT").unwrap());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let mut clients = Vec::new();
-        for _ in 0..4 {
-            clients.push(raw_client(port, der.clone()).await);
-        }
+    attack_with(4, |clients| async move {
         let (_hold, hold_rx) = tokio::sync::watch::channel(false);
         let size = (MAX / STALLED_FRAME) as i32;
         let mut frame = vec![0xc0; STALLED_FRAME];
@@ -305,15 +277,10 @@ async fn a_researcher_stalling_mid_task_is_dropped_and_the_other_ones_task_still
     let hostile = HostileResearcher::start(Replies::Read);
     // Room for the hostile task in progress but not for the honest one too.
     let budget = format!("{}MiB", (NODE_MAX >> 20) + 64);
-    let mut node = Process::start(
+    let mut node = node_between(
+        &hostile,
+        honest.local_addr.port(),
         &[
-            "node",
-            "--researcher",
-            &format!("127.0.0.1:{}", hostile.port),
-            "--researcher",
-            &format!("127.0.0.1:{}", honest.local_addr.port()),
-            "--id",
-            "NODE_target",
             "--max-message",
             &format!("{}MiB", NODE_MAX >> 20),
             "--receive-budget",
@@ -321,14 +288,9 @@ async fn a_researcher_stalling_mid_task_is_dropped_and_the_other_ones_task_still
             "--stall-timeout",
             &STALL.as_secs().to_string(),
         ],
-        "info",
-    );
-    events.connected("NODE_target").await;
-    node.wait_line(&format!(
-        "connected to researcher {}",
-        hostile.researcher_id
-    ))
+    )
     .await;
+    events.connected("NODE_target").await;
     let idle = mem_of(Some(node.pid())).unwrap();
     let peak = PeakMemory::start(Some(node.pid()));
 

@@ -18,7 +18,6 @@ mod researcher_support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fedroute::node::ResearcherEndpoint;
 use fedroute::researcher::{ResearcherEvent, ResearcherHandle};
 use fedroute::wire::{Value, CHUNK_SIZE};
 use hostile_support::*;
@@ -50,26 +49,15 @@ async fn researcher_with_honest_node() -> (ResearcherHandle, researcher_support:
         .max_message_bytes(MAX)
         .receive_budget_bytes(BUDGET);
     let (handle, mut events) = researcher_support::start(config).await;
-    let endpoint = ResearcherEndpoint::trust_on_first_use("127.0.0.1", handle.local_addr.port());
-    let (_controller, _seen) = node_support::start_node(
-        "NODE_honest",
-        vec![endpoint],
-        node_support::fast_config(),
-        true,
-    );
+    let (_controller, _seen) =
+        node_support::start_answering_node("NODE_honest", handle.local_addr.port());
     events.connected("NODE_honest").await;
     (handle, events)
 }
 
 /// A fresh node connects and answers a ping.
 async fn fresh_node_joins(handle: &ResearcherHandle, events: &mut researcher_support::Events) {
-    let endpoint = ResearcherEndpoint::trust_on_first_use("127.0.0.1", handle.local_addr.port());
-    let (_c, _s) = node_support::start_node(
-        "NODE_fresh",
-        vec![endpoint],
-        node_support::fast_config(),
-        true,
-    );
+    let (_c, _s) = node_support::start_answering_node("NODE_fresh", handle.local_addr.port());
     events.connected("NODE_fresh").await;
     let stats = ping_n(handle, "NODE_fresh", 10).await;
     assert!(stats.count == 10 && stats.errors.is_empty(), "{stats:?}");
@@ -84,6 +72,22 @@ async fn attack_reply(handle: &ResearcherHandle, frames: Vec<(i32, i32, Bytes)>)
     }))
     .await;
     result.expect_err("the hostile reply was accepted")
+}
+
+/// Pings to the honest side kept being answered during an attack: no
+/// errors, more than 10, none waited for longer than [`MAX_ROUND_TRIP`].
+fn assert_pings_kept_up(stats: &PingStats) {
+    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    assert!(
+        stats.count > 10,
+        "only {} pings during the attack",
+        stats.count
+    );
+    assert!(
+        stats.max_gap < MAX_ROUND_TRIP,
+        "no ping answered for {:?}",
+        stats.max_gap
+    );
 }
 
 #[actix_rt::test]
@@ -128,17 +132,7 @@ async fn a_reply_claiming_billions_of_elements_at_the_size_limit_is_refused_whil
         grown < (BUDGET >> 20) as f64 + SLACK_MIB,
         "VmRSS grew by {grown:.0} MiB, more than the receive budget"
     );
-    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
-    assert!(
-        stats.count > 10,
-        "only {} pings during the attack",
-        stats.count
-    );
-    assert!(
-        stats.max_gap < MAX_ROUND_TRIP,
-        "no ping answered for {:?}",
-        stats.max_gap
-    );
+    assert_pings_kept_up(&stats);
     fresh_node_joins(&handle, &mut events).await;
     handle.shutdown().await.unwrap();
 }
@@ -244,28 +238,13 @@ async fn a_task_claiming_billions_of_elements_at_the_size_limit_leaves_the_node_
     let (honest, mut events) = researcher_support::start(researcher_support::config()).await;
     let hostile = HostileResearcher::start(Replies::Read);
     let (max, budget) = (format!("{}MiB", MAX >> 20), format!("{}MiB", BUDGET >> 20));
-    let mut node = Process::start(
-        &[
-            "node",
-            "--researcher",
-            &format!("127.0.0.1:{}", hostile.port),
-            "--researcher",
-            &format!("127.0.0.1:{}", honest.local_addr.port()),
-            "--id",
-            "NODE_target",
-            "--max-message",
-            &max,
-            "--receive-budget",
-            &budget,
-        ],
-        "info",
-    );
-    events.connected("NODE_target").await;
-    node.wait_line(&format!(
-        "connected to researcher {}",
-        hostile.researcher_id
-    ))
+    let mut node = node_between(
+        &hostile,
+        honest.local_addr.port(),
+        &["--max-message", &max, "--receive-budget", &budget],
+    )
     .await;
+    events.connected("NODE_target").await;
     let idle = mem_of(Some(node.pid())).unwrap();
     let peak = PeakMemory::start(Some(node.pid()));
     let monitor = PingMonitor::start(&honest, "NODE_target");
@@ -305,17 +284,7 @@ async fn a_task_claiming_billions_of_elements_at_the_size_limit_leaves_the_node_
         grown < (BUDGET >> 20) as f64 + SLACK_MIB,
         "the node's VmRSS grew by {grown:.0} MiB, more than its receive budget"
     );
-    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
-    assert!(
-        stats.count > 10,
-        "only {} pings during the attack",
-        stats.count
-    );
-    assert!(
-        stats.max_gap < MAX_ROUND_TRIP,
-        "no ping answered for {:?}",
-        stats.max_gap
-    );
+    assert_pings_kept_up(&stats);
     // Still serving afterwards.
     let after = ping_n(&honest, "NODE_target", 10).await;
     assert!(after.count == 10 && after.errors.is_empty(), "{after:?}");

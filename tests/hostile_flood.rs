@@ -20,7 +20,6 @@ mod researcher_support;
 
 use std::time::{Duration, Instant};
 
-use fedroute::node::ResearcherEndpoint;
 use fedroute::proto::TaskRequest;
 use fedroute::researcher::{Nodes, ResearcherConfig, ResearcherHandle};
 use hostile_support::*;
@@ -46,13 +45,7 @@ async fn start_with_honest_node(
     config: ResearcherConfig,
 ) -> (ResearcherHandle, researcher_support::Events) {
     let (handle, mut events) = researcher_support::start(config).await;
-    let endpoint = ResearcherEndpoint::trust_on_first_use("127.0.0.1", handle.local_addr.port());
-    let (_c, _s) = node_support::start_node(
-        "NODE_honest",
-        vec![endpoint],
-        node_support::fast_config(),
-        true,
-    );
+    let (_c, _s) = node_support::start_answering_node("NODE_honest", handle.local_addr.port());
     events.connected("NODE_honest").await;
     (handle, events)
 }
@@ -62,11 +55,8 @@ async fn start_with_honest_node(
 async fn flood(handle: &ResearcherHandle, count: usize) -> Vec<String> {
     role_results(spawn_role(
         "role_poll_flood",
-        &[
-            ("HOSTILE_PORT", handle.local_addr.port().to_string()),
-            ("HOSTILE_CERT", hex(&handle.cert_der)),
-            ("HOSTILE_COUNT", count.to_string()),
-        ],
+        handle,
+        &[("HOSTILE_COUNT", count.to_string())],
     ))
     .await
 }
@@ -98,13 +88,7 @@ async fn a_poll_flood_of_made_up_node_ids_locks_no_new_node_out() {
 
     // After the flood a new node joins.
     let stopped = Instant::now();
-    let endpoint = ResearcherEndpoint::trust_on_first_use("127.0.0.1", handle.local_addr.port());
-    let (_c, _s) = node_support::start_node(
-        "NODE_fresh",
-        vec![endpoint],
-        node_support::fast_config(),
-        true,
-    );
+    let (_c, _s) = node_support::start_answering_node("NODE_fresh", handle.local_addr.port());
     events.connected("NODE_fresh").await;
     let joined = stopped.elapsed();
     let grown = peak.stop().rss_mib - idle.rss_mib;
@@ -160,18 +144,8 @@ fn role_poll_flood() {
     if !playing("role_poll_flood") {
         return;
     }
-    let port: u16 = std::env::var("HOSTILE_PORT").unwrap().parse().unwrap();
-    let der = unhex(&std::env::var("HOSTILE_CERT").unwrap());
     let count: usize = std::env::var("HOSTILE_COUNT").unwrap().parse().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let mut clients = Vec::new();
-        for _ in 0..8 {
-            clients.push(raw_client(port, der.clone()).await);
-        }
+    attack_with(8, |clients| async move {
         let polls = (0..count).map(|i| {
             let mut client = clients[i % clients.len()].clone();
             async move {

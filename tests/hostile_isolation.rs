@@ -22,15 +22,6 @@ use tokio::sync::Mutex;
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
-fn node_args<'a>(ports: &'a [String], id: &'a str) -> Vec<&'a str> {
-    let mut args = vec!["node", "--id", id];
-    for p in ports {
-        args.push("--researcher");
-        args.push(p);
-    }
-    args
-}
-
 #[actix_rt::test]
 async fn a_foreign_researcher_id_before_the_other_link_is_up_leaves_the_node_serving() {
     let _serial = SERIAL.lock().await;
@@ -40,11 +31,7 @@ async fn a_foreign_researcher_id_before_the_other_link_is_up_leaves_the_node_ser
     ));
     // The honest researcher's port, not listening yet.
     let port = node_support::free_port();
-    let ports = [
-        format!("127.0.0.1:{}", hostile.port),
-        format!("127.0.0.1:{port}"),
-    ];
-    let mut node = Process::start(&node_args(&ports, "NODE_target"), "info");
+    let mut node = start_node_between(&hostile, port, &[]);
     node.wait_line("the link stops for good").await;
     // The node says it goes on with the other link (and does not exit).
     node.wait_line("serving the others").await;
@@ -73,17 +60,8 @@ async fn a_researcher_that_floods_tasks_and_never_reads_replies_leaves_the_other
     let _serial = SERIAL.lock().await;
     let (honest, mut events) = researcher_support::start(researcher_support::config()).await;
     let hostile = HostileResearcher::start(Replies::NeverRead);
-    let ports = [
-        format!("127.0.0.1:{}", hostile.port),
-        format!("127.0.0.1:{}", honest.local_addr.port()),
-    ];
-    let mut node = Process::start(&node_args(&ports, "NODE_target"), "info");
+    let mut node = node_between(&hostile, honest.local_addr.port(), &[]).await;
     events.connected("NODE_target").await;
-    node.wait_line(&format!(
-        "connected to researcher {}",
-        hostile.researcher_id
-    ))
-    .await;
 
     // The honest round-trip rate alone.
     let monitor = PingMonitor::start(&honest, "NODE_target");

@@ -40,24 +40,8 @@ async fn a_flood_of_malformed_tasks_costs_the_node_a_few_log_lines() {
     let _serial = SERIAL.lock().await;
     let (honest, mut events) = researcher_support::start(researcher_support::config()).await;
     let hostile = HostileResearcher::start(Replies::Read);
-    let mut node = Process::start(
-        &[
-            "node",
-            "--id",
-            "NODE_target",
-            "--researcher",
-            &format!("127.0.0.1:{}", hostile.port),
-            "--researcher",
-            &format!("127.0.0.1:{}", honest.local_addr.port()),
-        ],
-        "info",
-    );
+    let mut node = node_between(&hostile, honest.local_addr.port(), &[]).await;
     events.connected("NODE_target").await;
-    node.wait_line(&format!(
-        "connected to researcher {}",
-        hostile.researcher_id
-    ))
-    .await;
     let before = node.lines();
     let bad = 80_000;
     let garbage = Bytes::from_static(b"\xc1");

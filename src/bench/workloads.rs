@@ -776,7 +776,7 @@ async fn outages(plan: &Plan, blob: &Bytes, rows: &mut Vec<BenchRow>) -> Result<
                 answered.push(back.answered.as_secs_f64() * 1e3);
             }
             let workload = format!("5 reconnect, outage {} s", outage.as_secs_f64());
-            let max = answered.iter().copied().fold(0.0, f64::max);
+            let answered_max = answered.iter().copied().fold(0.0, f64::max);
             let polled_max = polled.iter().copied().fold(0.0, f64::max);
             let met = median(&polled) <= 200.0 && polled_max <= 200.0;
             rows.push(
@@ -799,7 +799,7 @@ async fn outages(plan: &Plan, blob: &Bytes, rows: &mut Vec<BenchRow>) -> Result<
                     answered,
                 )
                 .detail(format!(
-                    "max {max:.0} ms; the researcher pings right after the first poll"
+                    "max {answered_max:.0} ms; the researcher pings right after the first poll"
                 )),
             );
         }

@@ -227,6 +227,14 @@ impl TaskAssembler {
 /// end the poll itself; see [`deadline_grace`].
 pub const POLL_DEADLINE_GRACE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The name of the poll RPC of `mode`, for errors.
+fn rpc_of(mode: PollMode) -> &'static str {
+    match mode {
+        PollMode::Unary => "GetTaskUnary",
+        PollMode::Streaming | PollMode::Auto => "GetTask",
+    }
+}
+
 /// How long past `deadline` the node keeps reading a poll before cutting it:
 /// half the deadline, at most [`POLL_DEADLINE_GRACE_MAX`]. The researcher is
 /// told the deadline (`grpc-timeout`) and ends the poll then; a task it
@@ -336,6 +344,39 @@ impl Poller {
     /// meanwhile (a slow task, not a stalled one).
     fn still_coming(&self) -> bool {
         self.last_data.at() + self.stall_timeout > Instant::now()
+    }
+
+    /// The next frame of an open poll of `mode`: `Ok(None)` when the poll
+    /// is over (its stream ended, or its deadline passed: the researcher did
+    /// not end it, a new one opens); `Err` ends the loop (a task whose data
+    /// stopped coming for the stall timeout, a failed stream).
+    async fn next_frame(
+        &mut self,
+        stream: &mut tonic::Streaming<TaskResponse>,
+        until: Instant,
+        mode: PollMode,
+    ) -> Result<Option<TaskResponse>, PollEnd> {
+        loop {
+            let wait = self.next_wait(until);
+            let (Wait::Deadline(at) | Wait::Stall(at)) = wait;
+            return match tokio::time::timeout_at(at, stream.message()).await {
+                Err(_) if matches!(wait, Wait::Stall(_)) => {
+                    if self.still_coming() {
+                        continue;
+                    }
+                    Err(self.stalled())
+                }
+                Err(_) => Ok(None),
+                Ok(Ok(frame)) => Ok(frame),
+                Ok(Err(status)) if status.code() == Code::DeadlineExceeded => Ok(None),
+                Ok(Err(status))
+                    if status.code() == Code::Unimplemented && mode == PollMode::Streaming =>
+                {
+                    Err(PollEnd::Unimplemented)
+                }
+                Ok(Err(status)) => Err(self.lost(rpc_of(mode), status)),
+            };
+        }
     }
 
     fn stalled(&mut self) -> PollEnd {
@@ -542,32 +583,19 @@ impl Poller {
                     }
                     continue;
                 }
-                Err(status) => return self.lost("GetTaskUnary", status),
+                Err(status) => return self.lost(rpc_of(PollMode::Unary), status),
             };
             self.poll_opened(PollMode::Unary);
+            // The stream ends after one task's frames.
             loop {
-                let wait = self.next_wait(until);
-                let (Wait::Deadline(at) | Wait::Stall(at)) = wait;
-                match tokio::time::timeout_at(at, stream.message()).await {
-                    Err(_) if matches!(wait, Wait::Stall(_)) => {
-                        if self.still_coming() {
-                            continue;
-                        }
-                        return self.stalled();
-                    }
-                    // The researcher did not end the poll at its deadline:
-                    // open a new one.
-                    Err(_) => break,
-                    Ok(Ok(Some(frame))) => {
-                        frames += 1;
-                        if let Err(end) = self.on_frame(frame).await {
-                            return end;
-                        }
-                    }
-                    // The stream ends after one task's frames.
-                    Ok(Ok(None)) => break,
-                    Ok(Err(status)) if status.code() == Code::DeadlineExceeded => break,
-                    Ok(Err(status)) => return self.lost("GetTaskUnary", status),
+                let frame = match self.next_frame(&mut stream, until, PollMode::Unary).await {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(end) => return end,
+                };
+                frames += 1;
+                if let Err(end) = self.on_frame(frame).await {
+                    return end;
                 }
             }
             if let Some(e) = self.assembler.abandon() {
@@ -604,45 +632,30 @@ impl Poller {
                     }
                     continue;
                 }
-                Err(status) => return self.lost("GetTask", status),
+                Err(status) => return self.lost(rpc_of(PollMode::Streaming), status),
             };
             self.poll_opened(PollMode::Streaming);
-            loop {
-                let wait = self.next_wait(until);
-                let (Wait::Deadline(at) | Wait::Stall(at)) = wait;
-                match tokio::time::timeout_at(at, stream.message()).await {
-                    Err(_) if matches!(wait, Wait::Stall(_)) => {
-                        if self.still_coming() {
-                            continue;
-                        }
-                        return self.stalled();
+            'poll: loop {
+                let frame = match self
+                    .next_frame(&mut stream, until, PollMode::Streaming)
+                    .await
+                {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(end) => return end,
+                };
+                let ended = match self.on_frame(frame).await {
+                    Ok(ended) => ended,
+                    Err(end) => return end,
+                };
+                frames += 1;
+                // Each task ended consumed one credit: give it back. The
+                // channel holds at most `credits` + 1, so this never waits
+                // long.
+                for _ in 0..ended {
+                    if tx.send(self.request()).await.is_err() {
+                        break 'poll;
                     }
-                    Err(_) => break,
-                    Ok(Ok(Some(frame))) => match self.on_frame(frame).await {
-                        Ok(ended) => {
-                            frames += 1;
-                            // Each task ended consumed one credit: give it
-                            // back. The channel holds at most `credits` + 1,
-                            // so this never waits long.
-                            let mut closed = false;
-                            for _ in 0..ended {
-                                if tx.send(self.request()).await.is_err() {
-                                    closed = true;
-                                    break;
-                                }
-                            }
-                            if closed {
-                                break;
-                            }
-                        }
-                        Err(end) => return end,
-                    },
-                    Ok(Ok(None)) => break,
-                    Ok(Err(status)) if status.code() == Code::Unimplemented => {
-                        return PollEnd::Unimplemented
-                    }
-                    Ok(Err(status)) if status.code() == Code::DeadlineExceeded => break,
-                    Ok(Err(status)) => return self.lost("GetTask", status),
                 }
             }
             if let Some(e) = self.assembler.abandon() {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fedroute::proto::researcher_service_client::ResearcherServiceClient;
-use fedroute::proto::researcher_service_server::{ResearcherService, ResearcherServiceServer};
+use fedroute::proto::researcher_service_server::ResearcherService;
 use fedroute::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
 use fedroute::researcher::{Request, ResearcherHandle};
 use fedroute::tls::{self, CertificateDer, ChannelOptions};
@@ -179,11 +179,12 @@ pub async fn raw_client(port: u16, cert: CertificateDer<'static>) -> Client {
         .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES)
 }
 
-/// Runs the ignored test `role` of this test binary in a child process, with
-/// `vars` in its environment: an attacker that is a process of its own, so
-/// that the target's memory is measured alone. The role prints `RESULT ...`
-/// lines on stdout; [`role_results`] collects them.
-pub fn spawn_role(role: &str, vars: &[(&str, String)]) -> Child {
+/// Runs the ignored test `role` of this test binary in a child process
+/// against `target` (see [`role_target`]), with `vars` in its environment:
+/// an attacker that is a process of its own, so that the target's memory is
+/// measured alone. The role prints `RESULT ...` lines on stdout;
+/// [`role_results`] collects them.
+pub fn spawn_role(role: &str, target: &ResearcherHandle, vars: &[(&str, String)]) -> Child {
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
@@ -193,6 +194,8 @@ pub fn spawn_role(role: &str, vars: &[(&str, String)]) -> Child {
         "--test-threads=1",
     ])
     .env(ROLE_VAR, role)
+    .env(PORT_VAR, target.local_addr.port().to_string())
+    .env(CERT_VAR, hex(&target.cert_der))
     .stdin(std::process::Stdio::null())
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::inherit());
@@ -202,13 +205,44 @@ pub fn spawn_role(role: &str, vars: &[(&str, String)]) -> Child {
     cmd.spawn().expect("the attacker process starts")
 }
 
+/// Inside a role: the port and certificate of the researcher
+/// [`spawn_role`] was given.
+fn role_target() -> (u16, CertificateDer<'static>) {
+    let port = std::env::var(PORT_VAR).unwrap().parse().unwrap();
+    (port, unhex(&std::env::var(CERT_VAR).unwrap()))
+}
+
+/// Inside a role: runs `attack` on a fresh current-thread runtime with
+/// `connections` raw clients of the researcher [`spawn_role`] was given.
+pub fn attack_with<F, Fut>(connections: usize, attack: F)
+where
+    F: FnOnce(Vec<Client>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (port, der) = role_target();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut clients = Vec::new();
+        for _ in 0..connections {
+            clients.push(raw_client(port, der.clone()).await);
+        }
+        attack(clients).await
+    });
+}
+
+const PORT_VAR: &str = "HOSTILE_PORT";
+const CERT_VAR: &str = "HOSTILE_CERT";
+
 /// A certificate as hex, to hand a role in its environment.
-pub fn hex(der: &CertificateDer<'_>) -> String {
+fn hex(der: &CertificateDer<'_>) -> String {
     der.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The certificate [`hex`] wrote.
-pub fn unhex(s: &str) -> CertificateDer<'static> {
+fn unhex(s: &str) -> CertificateDer<'static> {
     let bytes: Vec<u8> = (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
@@ -577,8 +611,44 @@ pub struct HostileResearcher {
     scripts: mpsc::UnboundedSender<Script>,
     served: Arc<AtomicUsize>,
     reply_calls: Arc<AtomicUsize>,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: crate::node_support::ServerThread,
+}
+
+/// Starts `fedroute node` as `NODE_target` serving `hostile` and
+/// 127.0.0.1:`honest_port`, with the `extra` flags.
+pub fn start_node_between(
+    hostile: &HostileResearcher,
+    honest_port: u16,
+    extra: &[&str],
+) -> Process {
+    let hostile_addr = format!("127.0.0.1:{}", hostile.port);
+    let honest_addr = format!("127.0.0.1:{honest_port}");
+    let mut args = vec![
+        "node",
+        "--id",
+        "NODE_target",
+        "--researcher",
+        &hostile_addr,
+        "--researcher",
+        &honest_addr,
+    ];
+    args.extend_from_slice(extra);
+    Process::start(&args, "info")
+}
+
+/// [`start_node_between`], once the node is connected to `hostile`.
+pub async fn node_between(
+    hostile: &HostileResearcher,
+    honest_port: u16,
+    extra: &[&str],
+) -> Process {
+    let node = start_node_between(hostile, honest_port, extra);
+    node.wait_line(&format!(
+        "connected to researcher {}",
+        hostile.researcher_id
+    ))
+    .await;
+    node
 }
 
 impl HostileResearcher {
@@ -599,42 +669,19 @@ impl HostileResearcher {
             replies,
             reply_calls: Arc::clone(&reply_calls),
         };
-        let tls_config = tls::server_tls_config(&identity, None).unwrap();
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let server = tonic::transport::Server::builder()
-                    .tls_config(tls_config)
-                    .unwrap()
-                    .add_service(
-                        ResearcherServiceServer::new(service)
-                            .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES)
-                            .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES),
-                    )
-                    .serve_with_incoming(fedroute::tls::nodelay_incoming(listener));
-                let stop = tokio::task::spawn_blocking(move || {
-                    let _ = stop_rx.recv();
-                });
-                tokio::select! {
-                    _ = server => {}
-                    _ = stop => {}
-                }
-            });
-            rt.shutdown_background();
-        });
+        let server = crate::node_support::ServerThread::start(
+            listener,
+            &identity,
+            service,
+            "hostile researcher",
+        );
         HostileResearcher {
             port,
             researcher_id,
             scripts,
             served,
             reply_calls,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -661,17 +708,6 @@ impl HostileResearcher {
             }
         })
         .await
-    }
-}
-
-impl Drop for HostileResearcher {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -236,15 +236,72 @@ impl ResearcherService for Service {
 
 /// Accepted connections with TCP_NODELAY (without it, Nagle's algorithm and
 /// delayed ACKs add ~40 ms to every small message).
-fn incoming_nodelay(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-        let s = s?;
-        s.set_nodelay(true)?;
-        Ok(s)
-    })
+/// A researcher service served over TLS on its own thread and runtime;
+/// [`ServerThread::stop`] (or drop) ends it, cutting every connection.
+pub struct ServerThread {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Serves `service` on `listener` (non-blocking) with `identity`'s
+    /// certificate; `name` prefixes a server error on stderr.
+    pub fn start<S: ResearcherService>(
+        listener: std::net::TcpListener,
+        identity: &tls::ServerIdentity,
+        service: S,
+        name: &'static str,
+    ) -> ServerThread {
+        let tls_config = tls::server_tls_config(identity, None).unwrap();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let server = tonic::transport::Server::builder()
+                    .tls_config(tls_config)
+                    .unwrap()
+                    .add_service(
+                        ResearcherServiceServer::new(service)
+                            .max_decoding_message_size(wire::GRPC_MAX_MESSAGE_BYTES)
+                            .max_encoding_message_size(wire::GRPC_MAX_MESSAGE_BYTES),
+                    )
+                    .serve_with_incoming(tls::nodelay_incoming(listener));
+                let stop = tokio::task::spawn_blocking(move || {
+                    let _ = stop_rx.recv();
+                });
+                tokio::select! {
+                    r = server => { if let Err(e) = r { eprintln!("{name}: {e}"); } }
+                    _ = stop => {}
+                }
+            });
+            // Drops every connection task: the node sees the connection cut.
+            rt.shutdown_background();
+        });
+        ServerThread {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the server, cutting every connection.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// A small researcher server in its own thread and runtime.
@@ -260,8 +317,7 @@ pub struct MiniResearcher {
     pub feedback: mpsc::UnboundedReceiver<FeedbackMessage>,
     /// One instant per poll opened (unary call or streaming credit).
     pub polls: mpsc::UnboundedReceiver<Instant>,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: ServerThread,
 }
 
 impl MiniResearcher {
@@ -286,35 +342,7 @@ impl MiniResearcher {
             feedback: feedback_tx,
             polls: polls_tx,
         };
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let tls_config = tls::server_tls_config(&identity, None).unwrap();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let server = tonic::transport::Server::builder()
-                    .tls_config(tls_config)
-                    .unwrap()
-                    .add_service(
-                        ResearcherServiceServer::new(service)
-                            .max_decoding_message_size(wire::GRPC_MAX_MESSAGE_BYTES)
-                            .max_encoding_message_size(wire::GRPC_MAX_MESSAGE_BYTES),
-                    )
-                    .serve_with_incoming(incoming_nodelay(listener));
-                let stop = tokio::task::spawn_blocking(move || {
-                    let _ = stop_rx.recv();
-                });
-                tokio::select! {
-                    r = server => { if let Err(e) = r { eprintln!("mini researcher: {e}"); } }
-                    _ = stop => {}
-                }
-            });
-            // Drops every connection task: the node sees the connection cut.
-            rt.shutdown_background();
-        });
+        let server = ServerThread::start(listener, &identity, service, "mini researcher");
         MiniResearcher {
             addr,
             researcher_id,
@@ -322,8 +350,7 @@ impl MiniResearcher {
             replies,
             feedback,
             polls,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            server,
         }
     }
 
@@ -344,12 +371,7 @@ impl MiniResearcher {
 
     /// Stops the server, cutting every connection.
     pub fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.server.stop();
     }
 
     /// The next reply, within [`STEP`].
@@ -364,12 +386,6 @@ impl MiniResearcher {
         within("a poll", self.polls.recv())
             .await
             .expect("poll channel closed")
-    }
-}
-
-impl Drop for MiniResearcher {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -408,6 +424,16 @@ impl Handler<TaskReceived> for PingHandler {
         }
         let _ = self.seen.send(task);
     }
+}
+
+/// An answering node with [`fast_config`] polling the researcher on
+/// 127.0.0.1:`port`, trusted on first use (see [`start_node`]).
+pub fn start_answering_node(
+    node_id: &str,
+    port: u16,
+) -> (Addr<Controller>, mpsc::UnboundedReceiver<TaskReceived>) {
+    let endpoint = fedroute::node::ResearcherEndpoint::trust_on_first_use("127.0.0.1", port);
+    start_node(node_id, vec![endpoint], fast_config(), true)
 }
 
 /// Starts a ping handler and a controller for `endpoints`; returns the
