@@ -12,9 +12,9 @@
 #   node        `fedroute node` <-> Fed-BioMed researcher: ping, search, list, approval
 #               -> error, 16 MiB TrainRequest -> ErrorMessage, logs as Feedback,
 #               researcher restarted with a fresh certificate and the same id
-#   node-lib    the same against fedroute's node library (tests/interop/node.rs): tells a
+#   node-lib    the same against fedroute's node library (crates/fedroute/tests/it/interop/node.rs): tells a
 #               CLI problem from a library one
-#   researcher  fedroute researcher (library, tests/interop/main.rs) <-> Fed-BioMed node:
+#   researcher  fedroute researcher (library, crates/fedroute/tests/it/interop/researcher.rs) <-> Fed-BioMed node:
 #               ping, search, 16 MiB each way, Feedback logs, node restarted
 #   bytes       fedroute's typed messages <-> Fed-BioMed's Message.from_dict, both ways
 #   reconnect   `fedroute node` <-> Fed-BioMed researcher killed and restarted on the same
@@ -91,9 +91,9 @@ if need_rust && [ -z "$BIN" ]; then
   BIN="$TARGET/release/fedroute"
 fi
 
-# The ignored integration tests in tests/interop/main.rs (test target "interop").
+# The ignored tests of module interop in crates/fedroute/tests/it (test target "it").
 interop_test() { # test-name, log; env passed through
-  RUST_BACKTRACE=0 timeout 900 cargo test --release --quiet --test interop -- --ignored --exact "$1" --nocapture >"$2" 2>&1
+  RUST_BACKTRACE=0 timeout 900 cargo test --release --quiet -p fedroute --test it -- --ignored --exact "interop::$1" --nocapture >"$2" 2>&1
 }
 
 # --- scenarios ---------------------------------------------------------------------------------

@@ -1,0 +1,22 @@
+//! Shared fixtures for fedroute's tests and benches (not published).
+//!
+//! Every fixture talks real TLS over 127.0.0.1 on ports picked at run time,
+//! every await is bounded, and every thread or task started here stops when
+//! its owner is dropped.
+//!
+//! - [`alloc`]: a counting allocator with per-thread counters.
+//! - [`ca`]: a small certificate authority for mutual-TLS and CA-bundle tests.
+//! - [`node`]: a small researcher for node tests, answering handlers, waits.
+//! - [`researcher`]: real node controllers and raw clients for researcher tests.
+//! - [`tls`]: TLS test servers and certificate helpers.
+//! - [`process`]: the `fedroute` binary, free ports, bounded child processes.
+//! - [`faults`]: a cutting/stalling TCP proxy and a scripted hostile researcher.
+#![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+pub mod alloc;
+pub mod ca;
+pub mod faults;
+pub mod node;
+pub mod process;
+pub mod researcher;
+pub mod tls;

@@ -1,0 +1,19 @@
+//! # fedroute
+//!
+//! An actix-based message router for federated learning that speaks
+//! Fed-BioMed's gRPC/TLS wire protocol.
+//!
+//! # Layout
+//! - [`proto`]: the generated gRPC types (`proto/researcher.proto`).
+//! - [`wire`]: the Fed-BioMed payload: msgpack values, the message envelope,
+//!   typed messages, protocol version checks, chunking and reassembly.
+//! - [`tls`]: certificates, trust policies and TLS configurations.
+//! - [`researcher`]: the gRPC server nodes dial, one `NodeAgent` actor per node.
+//! - [`node`]: the `Controller` actor and its supervised `ResearcherLink`s.
+
+pub mod log_limit;
+pub mod node;
+pub mod proto;
+pub mod researcher;
+pub mod tls;
+pub mod wire;

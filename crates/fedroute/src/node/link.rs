@@ -1,0 +1,842 @@
+//! `ResearcherLink`: the supervised actor that owns the connection to one
+//! researcher.
+//!
+//! Life of a link:
+//! 1. `started`: dial (after a backoff delay, except for the very first
+//!    attempt): apply the endpoint's [`TrustPolicy`] (trust on first use
+//!    fetches and pins the certificate), check the researcher id against the
+//!    one known for this endpoint, open the tonic channel.
+//! 2. Connected: spawn the poll loop ([`Poller`]) and the send pump
+//!    ([`Pump`]) as actor futures; both report back when they end.
+//! 3. Connection lost (a failed dial, poll or send): `ctx.stop()`. The
+//!    [`actix::Supervisor`] keeps the actor value and its mailbox, drops the
+//!    futures, calls [`Supervised::restarting`] (which resets the connection
+//!    state) and `started` again. The outgoing queue and the counters live in
+//!    [`LinkShared`], so they survive.
+//! 4. Failed for good (a researcher id change, the handler gone) or closed: the
+//!    link stays idle until the controller drops it.
+//!
+//! The controller talks to a link through [`LinkShared`] for the hot path
+//! (queueing a message is a push under a short lock plus a wake-up, no
+//! mailbox round trip) and through messages ([`Drain`], [`Close`]) for
+//! control.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix::WeakRecipient;
+use rustls_pki_types::CertificateDer;
+use tokio::sync::Notify;
+use tonic::transport::Channel;
+
+use super::backoff::Backoff;
+use super::config::ControllerConfig;
+use super::controller::{LinkEvent, TaskReceived};
+use super::dedup::RecentIds;
+use super::error::NodeError;
+use super::listener::{PollEnd, Poller, TaskAssembler};
+use super::outbox::{Outbox, Outgoing};
+use super::probe::{self, ProbeSchedule};
+use super::progress::{LastData, LinkClient, Progress};
+
+/// Longest wait for one knock's TCP connection.
+const PROBE_KNOCK_TIMEOUT: Duration = Duration::from_secs(1);
+use super::sender::Pump;
+use super::status::{LinkState, LinkStatus, PollMode};
+use crate::log_limit::PeerLog;
+use crate::tls::{self, ChannelOptions, TrustPolicy};
+use crate::wire::{
+    check_id, echo, BufferPool, IdKind, MessageDecoder, ReceiveBudget, GRPC_MAX_MESSAGE_BYTES,
+};
+
+/// What all the links of a controller share to receive tasks: one receive
+/// budget and one decoder (with its bound on large decodes at once).
+#[derive(Clone, Debug)]
+pub(super) struct Intake {
+    /// Bytes held by tasks still being received, all links together.
+    pub budget: ReceiveBudget,
+    /// Decodes tasks, large ones off the event loop.
+    pub decoder: MessageDecoder,
+}
+
+impl Intake {
+    /// The intake `config` asks for.
+    pub(super) fn new(config: &ControllerConfig) -> Intake {
+        Intake {
+            budget: ReceiveBudget::new(config.receive_budget_bytes),
+            decoder: MessageDecoder::new(config.decode_limits, config.decode_threads),
+        }
+    }
+}
+
+/// Where a researcher listens and how to trust it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResearcherEndpoint {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// How its certificate is trusted.
+    pub trust: TrustPolicy,
+}
+
+impl ResearcherEndpoint {
+    /// An endpoint trusted on first use (as Fed-BioMed nodes do).
+    pub fn trust_on_first_use(host: impl Into<String>, port: u16) -> ResearcherEndpoint {
+        ResearcherEndpoint {
+            host: host.into(),
+            port,
+            trust: TrustPolicy::TrustOnFirstUse,
+        }
+    }
+
+    /// `host:port` (IPv6 addresses in brackets), the key of the link.
+    pub fn key(&self) -> String {
+        endpoint_key(&self.host, self.port)
+    }
+}
+
+impl fmt::Display for ResearcherEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// `host:port` with IPv6 addresses in brackets.
+pub(super) fn endpoint_key(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Locks a mutex even if a panicking thread poisoned it (the data are plain
+/// counters and a queue, always left consistent).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// State of a link shared between its actor, its futures and the controller.
+/// Lives as long as the link, across supervisor restarts.
+#[derive(Debug)]
+pub(super) struct LinkShared {
+    endpoint: String,
+    outbox: Mutex<Outbox<Outgoing>>,
+    status: Mutex<LinkStatus>,
+    /// Woken when something is queued.
+    pub(crate) wake: Notify,
+    /// Woken when the pump found the queue empty, or the link failed.
+    pub(crate) drained: Notify,
+    /// A poll opened since the last (re)connection (resets the backoff;
+    /// in streaming mode, replies wait for it, see [`LinkShared::poll_settled`]).
+    pub(crate) polled: AtomicBool,
+    /// Woken when a poll opened, the poll mode fell back to unary, or the
+    /// link started draining.
+    pub(crate) poll_news: Notify,
+    /// The link is draining or closed: no poll will open any more.
+    pub(crate) draining: AtomicBool,
+    /// Consecutive rejections of the queue's first message.
+    pub(crate) rejections: AtomicU32,
+    /// Send one message per RPC until a send succeeds (after a rejection).
+    pub(crate) isolate: AtomicBool,
+    /// Most feedback items queued at once.
+    max_feedback: usize,
+}
+
+impl LinkShared {
+    /// Fresh state for `endpoint`, with the queue bounds of `config`.
+    pub(super) fn new(endpoint: String, config: &ControllerConfig) -> LinkShared {
+        let (queue_capacity, queue_max_bytes, poll_mode) = (
+            config.queue_capacity,
+            config.queue_max_bytes,
+            config.poll_mode,
+        );
+        LinkShared {
+            outbox: Mutex::new(
+                Outbox::new(queue_capacity, queue_max_bytes, Outgoing::len)
+                    .with_mark(Outgoing::is_feedback),
+            ),
+            status: Mutex::new(LinkStatus::new(endpoint.clone(), poll_mode)),
+            endpoint,
+            wake: Notify::new(),
+            drained: Notify::new(),
+            polled: AtomicBool::new(false),
+            poll_news: Notify::new(),
+            draining: AtomicBool::new(false),
+            rejections: AtomicU32::new(0),
+            isolate: AtomicBool::new(false),
+            max_feedback: config.max_queued_feedback,
+        }
+    }
+
+    /// Resolves once replies may go on this connection: at once in unary
+    /// poll mode; in streaming mode once the researcher has accepted this
+    /// connection's poll. A restarted fedroute researcher knows a node only
+    /// from its poll and refuses its replies before that (NOT_FOUND, then a
+    /// back-off of tens of milliseconds); it accepts the poll before
+    /// answering it, so a reply sent after the answer is never refused for
+    /// that. (In unary mode the answer may only come with a task, so replies
+    /// do not wait.)
+    pub(crate) async fn poll_settled(&self) {
+        loop {
+            let news = self.poll_news.notified();
+            tokio::pin!(news);
+            news.as_mut().enable();
+            if self.polled.load(Ordering::Relaxed)
+                || self.draining.load(Ordering::Relaxed)
+                || self.status().poll_mode == PollMode::Unary
+            {
+                return;
+            }
+            news.await;
+        }
+    }
+
+    /// Marks the link as draining (no more polls) and wakes a pump waiting
+    /// in [`LinkShared::poll_settled`].
+    fn stop_polling(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.poll_news.notify_waiters();
+    }
+
+    /// The outgoing queue (short lock, never held across an await).
+    pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox<Outgoing>> {
+        lock(&self.outbox)
+    }
+
+    /// The status (short lock, never held across an await).
+    pub(crate) fn status(&self) -> MutexGuard<'_, LinkStatus> {
+        lock(&self.status)
+    }
+
+    /// A snapshot of the status with the current queue depth.
+    pub(super) fn snapshot(&self) -> LinkStatus {
+        let depth = self.outbox().len();
+        let mut s = self.status().clone();
+        s.queue_depth = depth;
+        s
+    }
+
+    /// The researcher id of this link, once known.
+    pub(super) fn researcher_id(&self) -> Option<String> {
+        self.status().researcher_id.clone()
+    }
+
+    /// Queues `item` for sending: an error if the link is closed or failed for
+    /// good, or if the queue is full.
+    pub(super) fn enqueue(&self, item: Outgoing) -> Result<(), NodeError> {
+        {
+            let status = self.status();
+            match &status.state {
+                LinkState::Failed(reason) => {
+                    return Err(NodeError::LinkFailed {
+                        endpoint: self.endpoint.clone(),
+                        reason: reason.clone(),
+                    })
+                }
+                LinkState::Closed => {
+                    return Err(NodeError::LinkClosed {
+                        endpoint: self.endpoint.clone(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        let mut outbox = self.outbox();
+        if item.is_feedback() && outbox.marked() >= self.max_feedback {
+            return Err(NodeError::FeedbackQueueFull {
+                endpoint: self.endpoint.clone(),
+                limit: self.max_feedback,
+            });
+        }
+        let (capacity, max_bytes) = (outbox.capacity(), outbox.max_bytes());
+        outbox.push(item).map_err(|_| NodeError::QueueFull {
+            endpoint: self.endpoint.clone(),
+            capacity,
+            max_bytes,
+        })?;
+        drop(outbox);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// True when nothing waits to be sent or the link will never send again.
+    fn done_sending(&self) -> bool {
+        self.outbox().is_empty() || self.status().is_terminal()
+    }
+}
+
+/// The result of a successful dial.
+struct Dialled {
+    channel: Channel,
+    certificate: Option<CertificateDer<'static>>,
+    researcher_id: Option<String>,
+}
+
+/// The actor owning the connection to one researcher (see the module docs).
+pub(crate) struct ResearcherLink {
+    endpoint: ResearcherEndpoint,
+    key: String,
+    node_id: String,
+    config: Arc<ControllerConfig>,
+    handler: Recipient<TaskReceived>,
+    events: WeakRecipient<LinkEvent>,
+    shared: Arc<LinkShared>,
+    backoff: Backoff,
+    pinned: Option<CertificateDer<'static>>,
+    mode: PollMode,
+    attempted: bool,
+    ever_connected: bool,
+    draining: bool,
+    terminal: bool,
+    client: Option<LinkClient>,
+    /// When data last arrived on the current channel.
+    last_data: Option<LastData>,
+    poll: Option<SpawnHandle>,
+    /// Request ids received lately, across reconnections (the actor value
+    /// survives supervisor restarts).
+    recent: Arc<Mutex<RecentIds>>,
+    /// Reassembly buffers kept for the next large task, across polls.
+    buffers: BufferPool,
+    /// The controller's receive budget and decoder.
+    intake: Intake,
+    /// Rate-limited warnings about this researcher, across restarts.
+    log: Arc<PeerLog>,
+    /// Bytes a refused task needed, to wait for before reconnecting.
+    wait_for_room: Option<usize>,
+    /// When the link went down (knocks are fast during the first part of
+    /// an outage).
+    down_since: Option<std::time::Instant>,
+    /// The last attempt failed after TCP connected: back off first.
+    needs_backoff: bool,
+    /// The current attempt knocked first (so TCP was accepted).
+    knocked: bool,
+    /// A connection was made since the last restart.
+    connected: bool,
+}
+
+impl std::fmt::Debug for ResearcherLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResearcherLink")
+            .field("key", &self.key)
+            .field("node_id", &self.node_id)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResearcherLink {
+    /// A link for `endpoint`; start it with `actix::Supervisor::start(|_| link)`.
+    pub(super) fn new(
+        endpoint: ResearcherEndpoint,
+        node_id: String,
+        config: Arc<ControllerConfig>,
+        handler: Recipient<TaskReceived>,
+        events: WeakRecipient<LinkEvent>,
+        shared: Arc<LinkShared>,
+        intake: Intake,
+    ) -> ResearcherLink {
+        ResearcherLink {
+            log: Arc::new(PeerLog::new(config.peer_log_rate)),
+            wait_for_room: None,
+            down_since: None,
+            needs_backoff: false,
+            knocked: false,
+            connected: false,
+            intake,
+            key: endpoint.key(),
+            backoff: Backoff::new(config.backoff_first, config.backoff_max),
+            mode: config.poll_mode,
+            recent: Arc::new(Mutex::new(RecentIds::new(config.dedup_window))),
+            buffers: BufferPool::new(config.receive_buffer_bytes),
+            endpoint,
+            node_id,
+            config,
+            handler,
+            events,
+            shared,
+            pinned: None,
+            attempted: false,
+            ever_connected: false,
+            draining: false,
+            terminal: false,
+            client: None,
+            last_data: None,
+            poll: None,
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        let first = !self.attempted;
+        self.attempted = true;
+        // The back-off applies to attempts that failed after the researcher
+        // accepted the connection; a port that refuses is knocked on (see
+        // `super::probe`).
+        let delay = if !first && self.needs_backoff {
+            self.backoff.next_delay()
+        } else {
+            Duration::ZERO
+        };
+        let probe_every = self.config.probe_interval;
+        let schedule = (!first && !probe_every.is_zero()).then(|| {
+            let since = *self.down_since.get_or_insert_with(std::time::Instant::now);
+            ProbeSchedule::new(
+                since,
+                probe_every,
+                self.config.probe_fast_for,
+                self.config.backoff_max,
+            )
+        });
+        self.knocked = schedule.is_some();
+        self.shared.status().state = if first {
+            LinkState::Connecting
+        } else {
+            LinkState::BackingOff
+        };
+        let knock_timeout = self.config.connect_timeout.min(PROBE_KNOCK_TIMEOUT);
+        let shared = Arc::clone(&self.shared);
+        let endpoint = self.endpoint.clone();
+        let key = self.key.clone();
+        let config = Arc::clone(&self.config);
+        let known = self.shared.researcher_id();
+        let pinned = self.pinned.clone();
+        // After a task was refused for lack of budget: wait until the others
+        // gave some back (at most a stall timeout, after which a stalled
+        // holder has been dropped), so the researcher's next try fits.
+        let room = self.wait_for_room.take().map(|n| {
+            let budget = self.intake.budget.clone();
+            let stall = self.config.stall_timeout;
+            async move {
+                let _ = tokio::time::timeout(stall, budget.room_for(n)).await;
+            }
+        });
+        let fut = async move {
+            if let Some(room) = room {
+                room.await;
+            }
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if let Some(mut schedule) = schedule {
+                let knocked = || shared.status().knocks += 1;
+                probe::until_open(
+                    &endpoint.host,
+                    endpoint.port,
+                    &mut schedule,
+                    knock_timeout,
+                    knocked,
+                )
+                .await;
+            }
+            shared.status().state = LinkState::Connecting;
+            dial(&endpoint, &key, known, pinned, &config).await
+        };
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(|res, act, ctx| act.on_dialled(res, ctx)),
+        );
+    }
+
+    fn on_dialled(&mut self, res: Result<Dialled, NodeError>, ctx: &mut Context<Self>) {
+        let d = match res {
+            Ok(d) => d,
+            Err(e) if e.is_fatal() => return self.fail(e, ctx),
+            Err(e) => {
+                // The port accepted the knock, so this failed past TCP: back
+                // off before the next try.
+                self.needs_backoff = self.knocked;
+                return self.lost(e, ctx);
+            }
+        };
+        self.down_since = None;
+        self.connected = true;
+        if let Some(id) = &d.researcher_id {
+            let mut status = self.shared.status();
+            if status.researcher_id.as_deref() != Some(id.as_str()) {
+                status.researcher_id = Some(id.clone());
+                drop(status);
+                notify(
+                    &self.events,
+                    LinkEvent::Identified {
+                        endpoint: self.key.clone(),
+                        researcher_id: id.clone(),
+                    },
+                );
+            }
+        }
+        if d.certificate.is_some() {
+            self.pinned = d.certificate;
+        }
+        {
+            let mut status = self.shared.status();
+            if self.ever_connected {
+                status.reconnects += 1;
+            }
+            status.state = LinkState::Connected;
+            status.last_error = None;
+        }
+        if self.ever_connected {
+            log::info!("{}: reconnected", self.key);
+        } else {
+            log::info!("{}: connected", self.key);
+        }
+        self.ever_connected = true;
+        let (client, last_data) = Progress::client(d.channel);
+        let client = client
+            .max_decoding_message_size(self.config.max_frame_bytes)
+            .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES);
+        self.client = Some(client);
+        self.last_data = Some(last_data);
+        self.start_pump(ctx);
+        if !self.draining {
+            self.start_poll(ctx);
+        }
+    }
+
+    fn start_poll(&mut self, ctx: &mut Context<Self>) {
+        let (Some(client), Some(last_data)) = (self.client.clone(), self.last_data.clone()) else {
+            return;
+        };
+        let poller = Poller {
+            client,
+            endpoint: self.key.clone(),
+            node_id: self.node_id.clone(),
+            shared: Arc::clone(&self.shared),
+            handler: self.handler.clone(),
+            events: self.events.clone(),
+            assembler: TaskAssembler::new(
+                self.key.clone(),
+                self.config.max_message_bytes,
+                self.shared.researcher_id(),
+            )
+            .with_pool(self.buffers.clone())
+            .with_budget(self.intake.budget.clone()),
+            last_data,
+            budget: self.intake.budget.clone(),
+            poll_deadline: self.config.poll_deadline,
+            credits: self.config.stream_credits,
+            guard: Default::default(),
+            recent: Arc::clone(&self.recent),
+            decoder: self.intake.decoder.clone(),
+            stall_timeout: self.config.stall_timeout,
+            log: Arc::clone(&self.log),
+        };
+        let mode = self.mode;
+        let fut = async move { poller.run(mode).await };
+        let handle = ctx.spawn(
+            fut.into_actor(self)
+                .map(|end, act, ctx| act.on_poll_end(end, ctx)),
+        );
+        self.poll = Some(handle);
+    }
+
+    fn on_poll_end(&mut self, end: PollEnd, ctx: &mut Context<Self>) {
+        self.poll = None;
+        self.shared.status().polling = false;
+        match end {
+            PollEnd::Unimplemented => {
+                log::info!(
+                    "{}: the researcher has no streaming GetTask; using GetTaskUnary",
+                    self.key
+                );
+                self.mode = PollMode::Unary;
+                self.shared.status().poll_mode = PollMode::Unary;
+                self.shared.poll_news.notify_waiters();
+                if !self.draining {
+                    self.start_poll(ctx);
+                }
+            }
+            PollEnd::Lost(e) => self.lost(e, ctx),
+            PollEnd::Fatal(e) => self.fail(e, ctx),
+        }
+    }
+
+    fn start_pump(&mut self, ctx: &mut Context<Self>) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let pump = Pump {
+            client,
+            endpoint: self.key.clone(),
+            shared: Arc::clone(&self.shared),
+            send_timeout: self.config.send_timeout,
+            max_batch_messages: self.config.max_batch_messages,
+            max_batch_bytes: self.config.max_batch_bytes,
+            max_rejections: self.config.max_rejections,
+            reply_stream: self.config.reply_stream,
+            stream_idle: self.config.reply_stream_idle,
+            stream_messages: self.config.reply_stream_messages,
+            stream_age: self.config.reply_stream_age,
+        };
+        ctx.spawn(pump.run().into_actor(self).map(|e, act, ctx| {
+            if e.is_refusal() {
+                act.send_rejected(e, ctx)
+            } else {
+                act.lost(e, ctx)
+            }
+        }));
+    }
+
+    /// The researcher refused a send (a gRPC status, not a broken
+    /// connection; e.g. NOT_FOUND from a restarted researcher that has not
+    /// seen this node's new poll yet, UNKNOWN from a failing handler). The
+    /// connection and the open poll are fine, so only the send pump starts
+    /// again, after a backoff delay;
+    /// tearing the link down here would also cut the poll stream and lose
+    /// a task the researcher had just written into it.
+    fn send_rejected(&mut self, e: NodeError, ctx: &mut Context<Self>) {
+        if self.terminal {
+            return;
+        }
+        let delay = self.backoff.next_delay();
+        self.log.warn(&self.key, "send refused", || {
+            format!("{}: {e}; sending again in {delay:?}", self.key)
+        });
+        self.shared.status().last_error = Some(e.to_string());
+        ctx.run_later(delay, |act, ctx| act.start_pump(ctx));
+    }
+
+    /// The connection is gone: let the supervisor restart the link.
+    fn lost(&mut self, e: NodeError, ctx: &mut Context<Self>) {
+        if self.terminal {
+            return;
+        }
+        self.down_since.get_or_insert_with(std::time::Instant::now);
+        if let NodeError::ReceiveBudget { source, .. } = &e {
+            if let crate::wire::WireError::BudgetExhausted { claimed, limit, .. } = **source {
+                self.wait_for_room = Some(claimed.min(limit));
+            }
+        }
+        self.log.warn(&self.key, "reconnecting", || {
+            format!("{}: {e}; reconnecting", self.key)
+        });
+        {
+            let mut status = self.shared.status();
+            status.polling = false;
+            status.state = LinkState::BackingOff;
+            status.last_error = Some(e.to_string());
+        }
+        ctx.stop();
+    }
+
+    /// Stop for good: the link never reconnects; the controller is told.
+    fn fail(&mut self, e: NodeError, ctx: &mut Context<Self>) {
+        log::error!("{}: {e}; the link stops for good", self.key);
+        let reason = e.to_string();
+        self.terminal = true;
+        {
+            let mut status = self.shared.status();
+            status.polling = false;
+            status.state = LinkState::Failed(reason.clone());
+            status.last_error = Some(reason.clone());
+        }
+        self.shared.drained.notify_waiters();
+        notify(
+            &self.events,
+            LinkEvent::Failed {
+                endpoint: self.key.clone(),
+                reason,
+            },
+        );
+        // The supervisor restarts the (now idle) actor; `started` sees `terminal`.
+        ctx.stop();
+    }
+}
+
+/// Tells the controller, if it still exists.
+pub(crate) fn notify(events: &WeakRecipient<LinkEvent>, event: LinkEvent) {
+    if let Some(r) = events.upgrade() {
+        r.do_send(event);
+    }
+}
+
+/// Applies the trust policy and opens the channel (one attempt).
+async fn dial(
+    endpoint: &ResearcherEndpoint,
+    key: &str,
+    known: Option<String>,
+    pinned: Option<CertificateDer<'static>>,
+    config: &ControllerConfig,
+) -> Result<Dialled, NodeError> {
+    let tls_error = |e: tls::TlsError| NodeError::Tls {
+        endpoint: key.to_string(),
+        source: Box::new(e),
+    };
+    let changed = |expected: &str, found: &str| NodeError::ResearcherIdChanged {
+        endpoint: key.to_string(),
+        expected: expected.to_string(),
+        found: echo(found),
+        seen_in: "server certificate",
+    };
+    let opts = ChannelOptions::default()
+        .connect_timeout(config.connect_timeout)
+        .keepalive_interval(config.effective_keepalive())
+        .keepalive_timeout(config.keepalive_timeout)
+        .window_sizes(config.stream_window, config.connection_window);
+    if endpoint.trust == tls::TrustPolicy::Plaintext {
+        let channel = tls::connect_plaintext_channel(&endpoint.host, endpoint.port, &opts)
+            .await
+            .map_err(tls_error)?;
+        return Ok(Dialled {
+            channel,
+            certificate: None,
+            researcher_id: known,
+        });
+    }
+    let trusted = tls::trusted_client_config(
+        &endpoint.trust,
+        &endpoint.host,
+        endpoint.port,
+        config.client_identity.as_ref(),
+        config.connect_timeout,
+    )
+    .await
+    .map_err(tls_error)?;
+    if let (Some(expected), Some(found)) = (&known, &trusted.researcher_id) {
+        if expected != found {
+            return Err(changed(expected, found));
+        }
+    }
+    if let (Some(old), Some(new), Some(id)) =
+        (&pinned, &trusted.certificate, &trusted.researcher_id)
+    {
+        if old != new {
+            log::warn!(
+                "{key}: the researcher presents a new certificate with the same researcher id {id}; \
+                 accepting it and pinning it from now on"
+            );
+        }
+    }
+    let connected =
+        tls::connect_channel_with_peer(&endpoint.host, endpoint.port, trusted.config, &opts)
+            .await
+            .map_err(tls_error)?;
+    let researcher_id = match trusted.researcher_id {
+        Some(id) => Some(id),
+        None => tls::researcher_id_of(&connected.peer_certificate).ok(),
+    };
+    if let Some(id) = &researcher_id {
+        // The id becomes a key and a quote in logs: it must be a valid one.
+        check_id(IdKind::Researcher, id).map_err(|e| NodeError::BadCertificate {
+            endpoint: key.to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    if let (Some(expected), Some(found)) = (&known, &researcher_id) {
+        if expected != found {
+            return Err(changed(expected, found));
+        }
+    }
+    Ok(Dialled {
+        channel: connected.channel,
+        certificate: trusted.certificate,
+        researcher_id,
+    })
+}
+
+impl Actor for ResearcherLink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.terminal {
+            return;
+        }
+        let window = self
+            .config
+            .peer_log_rate
+            .per
+            .max(Duration::from_millis(100));
+        ctx.run_interval(window, |act, _| act.log.flush());
+        self.connect(ctx);
+    }
+}
+
+impl Supervised for ResearcherLink {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.client = None;
+        self.last_data = None;
+        self.poll = None;
+        self.shared.status().polling = false;
+        if self.shared.polled.swap(false, Ordering::Relaxed) {
+            self.backoff.reset();
+            self.needs_backoff = false;
+        } else if self.connected {
+            // Connected but never polled (polls ended at once, a refusal):
+            // the researcher accepts connections and fails them.
+            self.needs_backoff = true;
+        }
+        self.connected = false;
+    }
+}
+
+/// Stop polling and send what is queued; answers when the queue is empty, the
+/// link failed for good, or `deadline` passed (the queue is left as it is).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(super) struct Drain {
+    /// When to give up waiting.
+    pub deadline: tokio::time::Instant,
+}
+
+impl Handler<Drain> for ResearcherLink {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        self.draining = true;
+        self.shared.stop_polling();
+        if let Some(handle) = self.poll.take() {
+            ctx.cancel_future(handle);
+        }
+        self.shared.status().polling = false;
+        let shared = Arc::clone(&self.shared);
+        // A plain future (not an actor future): a restart of the link while
+        // it drains must not cancel the wait.
+        Box::pin(async move {
+            let wait = async {
+                loop {
+                    let notified = shared.drained.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if shared.done_sending() {
+                        break;
+                    }
+                    notified.await;
+                }
+            };
+            let _ = tokio::time::timeout_at(msg.deadline, wait).await;
+        })
+    }
+}
+
+/// Close the link for good (what is still queued stays in [`LinkShared`] for
+/// the controller to report).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(super) struct Close;
+
+impl Handler<Close> for ResearcherLink {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) -> Self::Result {
+        self.terminal = true;
+        self.draining = true;
+        self.shared.stop_polling();
+        self.client = None;
+        self.poll = None;
+        {
+            let mut status = self.shared.status();
+            status.polling = false;
+            if !matches!(status.state, LinkState::Failed(_)) {
+                status.state = LinkState::Closed;
+            }
+        }
+        // Cancels the dial, poll and pump futures (a send in flight is
+        // dropped; its messages are still queued and reported unsent).
+        ctx.stop();
+        self.shared.drained.notify_waiters();
+    }
+}

@@ -1,0 +1,62 @@
+//! The node side: the [`Controller`] actor and its supervised
+//! `ResearcherLink`s (see `DESIGN.md`).
+//!
+//! # Layout
+//! - `controller`: the `Controller` actor and the messages the node service sends it.
+//! - `link`: `ResearcherLink`, one supervised actor per researcher, and its shared state.
+//! - `listener`: the poll loop (unary and streaming) and the task checks (`TaskAssembler`).
+//! - `sender`: the send pump (`ReplyTask` in chunks, `Feedback`).
+//! - `progress`: the link's channel, noting when response data arrives.
+//! - `probe`: knocking on a down researcher's port to reconnect at once.
+//! - `outbox`, `backoff`, `status`, `config`, `error`, `dedup`: plain structs.
+//! - [`log_forward`]: forwards node log records to researchers as feedback.
+//!
+//! # Delivery guarantees
+//! - Tasks: every task that passes the checks reaches the handler, in the
+//!   order the researcher sent it. The handler's mailbox is the
+//!   back-pressure point: when it is full, only that link waits (sending,
+//!   and the polls of links whose tasks fit, go on).
+//! - Duplicate tasks: a fedroute researcher sends again the tasks written to
+//!   a connection that was cut (it cannot know whether they arrived). A link
+//!   drops a task whose `request_id` is among the last
+//!   `ControllerConfig::dedup_window` ids it received (default 4,096; a
+//!   debug line is logged), so the handler sees each task once. Fed-BioMed
+//!   (Python) nodes do not deduplicate: for them a cut may deliver a task
+//!   twice, as with Fed-BioMed's own researcher (which requeues cut tasks up
+//!   to 5 times); the researcher keeps the first reply and drops the second.
+//!   Tasks without a request id (relayed `OverlayMessage`s) are never
+//!   dropped, and never sent twice.
+//! - Replies: a reply leaves a link's queue only when the researcher
+//!   acknowledged the RPC that carried it; until then it is sent again after
+//!   every reconnection, in order, until it is acknowledged or `Shutdown`'s
+//!   deadline passes (then it is reported unsent). This is at-least-once: a
+//!   connection cut after the researcher read a reply but before its
+//!   acknowledgement arrived makes the reply travel twice (researchers keep
+//!   the first copy, matched by request id).
+//! - A message the researcher keeps refusing (a gRPC error that is not a
+//!   transport failure) is retried alone and dropped with an error log after
+//!   `max_rejections` attempts, so it cannot block the queue.
+//! - Security: a researcher id that changes for an endpoint (in the
+//!   certificate or in a task) stops that link for good; `Status` says why.
+mod backoff;
+mod config;
+mod controller;
+mod dedup;
+mod error;
+mod link;
+mod listener;
+pub mod log_forward;
+mod outbox;
+mod probe;
+mod progress;
+mod sender;
+mod status;
+
+pub use config::{ControllerConfig, ReplyStreamMode};
+pub use controller::{
+    AddResearcher, Broadcast, Controller, FinishReason, Finished, ForwardLog, IsConnected,
+    RemoveResearcher, Send, SendFeedback, Shutdown, ShutdownReport, Status, TaskReceived,
+};
+pub use error::NodeError;
+pub use link::ResearcherEndpoint;
+pub use status::{LinkState, LinkStatus, PollMode};

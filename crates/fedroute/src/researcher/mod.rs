@@ -1,0 +1,51 @@
+//! The researcher side: the gRPC server nodes dial.
+//!
+//! ```text
+//!  application ──SendToNode/Request/Broadcast/Nodes/Shutdown──▶ Researcher ──▶ NodeAgent (one per node id)
+//!       ▲                                                       (pending       queue, status, polls
+//!       └──── ResearcherEvent (Recipient) ◀──────────────────    requests)         │ tasks (InFlight)
+//!                                                                   ▲               ▼
+//!                     tonic ResearcherGrpc: ReplyTask ─ RouteReply ─┘    GetTaskUnary / GetTask PollStream
+//! ```
+//!
+//! # Layout
+//! - `config` - [`ResearcherConfig`], limits and their defaults.
+//! - `error` - [`ResearcherError`].
+//! - `status` - node status ACTIVE / WAITING / DISCONNECTED (plain struct).
+//! - `queue` - a node's bounded task queue with time to live and retries.
+//! - `pending` - requests waiting for replies (plain struct).
+//! - `awaiting` - a node's tasks written out and not yet answered, requeued
+//!   when their connection is gone (plain struct).
+//! - `table` - the agents by node id, forgetting idle ones (plain struct).
+//! - `agent` - the `NodeAgent` actor: queue, status and polls of a node.
+//! - `actor` - the [`Researcher`] actor and its messages.
+//! - `service` - the tonic service and the poll response stream.
+//! - `incoming` - the accept loop and idle-closing connections.
+//! - `metered` - the bytes the gRPC layer holds for a call, counted.
+//! - `events` - [`ResearcherEvent`] for the handler.
+//! - `server` - [`start`] and [`ResearcherHandle`].
+
+mod actor;
+mod agent;
+mod awaiting;
+mod config;
+mod error;
+mod events;
+mod incoming;
+mod metered;
+mod pending;
+mod queue;
+mod server;
+mod service;
+mod status;
+mod table;
+
+pub use actor::{
+    Broadcast, Nodes, PendingCount, Request, Researcher, SendToNode, Shutdown, SHUTDOWN_GRACE,
+};
+pub use agent::NodeInfo;
+pub use config::ResearcherConfig;
+pub use error::ResearcherError;
+pub use events::ResearcherEvent;
+pub use server::{start, ResearcherHandle};
+pub use status::NodeStatus;

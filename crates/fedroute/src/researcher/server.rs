@@ -1,0 +1,196 @@
+//! [`start`]: builds the researcher's identity, binds the listening socket,
+//! starts the [`Researcher`] actor and serves the gRPC service on the
+//! current runtime (inside the actix `System`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use actix::{Actor, Addr, Recipient};
+use tokio::sync::oneshot;
+use tonic::transport::Server;
+
+use super::actor::{Researcher, ServerControl, SetServer, Shutdown};
+use super::config::ResearcherConfig;
+use super::error::ResearcherError;
+use super::events::ResearcherEvent;
+use super::incoming::{self, AcceptSettings, Connections};
+use super::metered::Metered;
+use super::service::{ResearcherGrpc, ServiceParts};
+use crate::log_limit::PeerLog;
+use crate::proto::researcher_service_server::ResearcherServiceServer;
+use crate::tls::{self, CertificateDer};
+use crate::wire::{BufferPool, MessageDecoder, ReceiveBudget, GRPC_MAX_MESSAGE_BYTES};
+
+/// HTTP/2 stream window: large enough that a 4 MB chunk does not wait for
+/// many window updates.
+const STREAM_WINDOW: u32 = 4 << 20;
+/// HTTP/2 connection window.
+const CONNECTION_WINDOW: u32 = 16 << 20;
+/// How long an unanswered keepalive ping may take before the connection is
+/// closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running researcher.
+#[derive(Clone, Debug)]
+pub struct ResearcherHandle {
+    /// The actor to send [`super::SendToNode`], [`super::Request`],
+    /// [`super::Broadcast`], [`super::Nodes`], [`super::Shutdown`] to.
+    pub addr: Addr<Researcher>,
+    /// The address the server listens on (the bound port when 0 was asked).
+    pub local_addr: SocketAddr,
+    /// The researcher id (the certificate's O=).
+    pub researcher_id: String,
+    /// The server certificate nodes will see (pin it on the client side).
+    pub cert_der: CertificateDer<'static>,
+    /// The bytes messages being received hold, shared with the server.
+    receive_budget: ReceiveBudget,
+}
+
+impl ResearcherHandle {
+    /// Bytes of partly received messages held right now, all nodes together
+    /// (at most [`ResearcherConfig::receive_budget_bytes`]).
+    pub fn receive_budget_in_use(&self) -> usize {
+        self.receive_budget.in_use()
+    }
+
+    /// Shuts the researcher down (see [`Shutdown`]).
+    pub async fn shutdown(&self) -> Result<(), ResearcherError> {
+        Ok(self.addr.send(Shutdown).await?)
+    }
+}
+
+/// Starts a researcher: identity (loaded or generated), TLS (mutual when
+/// `client_ca` is set; plaintext only with `insecure`), the actor, and the
+/// gRPC server on `config.listen`. Must run inside an actix `System`.
+/// Handler events go to `events` when given.
+///
+/// ```
+/// use std::time::Duration;
+/// use fedroute::researcher::{self, Nodes, Request, ResearcherConfig, ResearcherError};
+/// use fedroute::wire::{Envelope, PingRequest};
+///
+/// actix_rt::System::new().block_on(async {
+///     let config = ResearcherConfig::default().listen("127.0.0.1:0".parse().unwrap());
+///     let handle = researcher::start(config, None).await.unwrap();
+///     assert_ne!(handle.local_addr.port(), 0);
+///     assert!(handle.researcher_id.starts_with("RESEARCHER_"));
+///
+///     // No node has polled yet: requests are refused, not queued forever.
+///     let ping = Envelope::from_typed(&PingRequest::new(handle.researcher_id.clone())).unwrap();
+///     let answer = handle
+///         .addr
+///         .send(Request { node_id: "NODE_1".into(), message: ping, timeout: Duration::from_secs(5) })
+///         .await
+///         .unwrap();
+///     assert!(matches!(answer, Err(ResearcherError::NodeUnknown { .. })));
+///     assert!(handle.addr.send(Nodes).await.unwrap().is_empty());
+///
+///     handle.shutdown().await.unwrap();
+/// });
+/// ```
+pub async fn start(
+    config: ResearcherConfig,
+    events: Option<Recipient<ResearcherEvent>>,
+) -> Result<ResearcherHandle, ResearcherError> {
+    config.validate().map_err(ResearcherError::Config)?;
+    if config.insecure && config.client_ca.is_some() {
+        return Err(ResearcherError::Config(
+            "insecure (plaintext) and client_ca (mutual TLS) exclude each other".into(),
+        ));
+    }
+    tls::install_crypto_provider();
+    let identity = match &config.identity {
+        Some((cert, key)) => tls::load_researcher_identity(cert, key)?,
+        None => tls::generate_researcher_identity(
+            config.researcher_id.as_deref(),
+            &config.certificate_host(),
+        )?,
+    };
+
+    let bind_error = |source| ResearcherError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let listener = std::net::TcpListener::bind(config.listen).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
+
+    let peer_log = Arc::new(PeerLog::new(config.peer_log_rate));
+    let budget = ReceiveBudget::new(config.receive_budget_bytes);
+    let budget_view = budget.clone();
+    let connections = Arc::new(Connections::default());
+    let researcher = Researcher::new(&config, events.clone(), Arc::clone(&peer_log)).start();
+    let (cut, cut_rx) = tokio::sync::watch::channel(false);
+    let service = ResearcherServiceServer::new(ResearcherGrpc::new(ServiceParts {
+        researcher: researcher.clone(),
+        events,
+        shutdown: cut_rx,
+        mutual_tls: config.client_ca.is_some(),
+        max_message_bytes: config.max_message_bytes,
+        stream_pipeline: config.stream_pipeline,
+        buffers: BufferPool::new(config.receive_buffer_bytes),
+        budget: budget.clone(),
+        decoder: MessageDecoder::new(config.decode_limits, config.decode_threads),
+        stall_timeout: config.stall_timeout,
+        peer_log,
+    }))
+    .max_decoding_message_size(config.max_frame_bytes)
+    .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES);
+    let incoming = incoming::accept(
+        listener,
+        AcceptSettings {
+            max_connections: config.max_connections,
+            idle_timeout: config.idle_timeout,
+            quiet_timeout: config.quiet_timeout,
+        },
+        Arc::clone(&connections),
+    );
+
+    let mut builder = Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(Some(config.max_streams_per_connection))
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    if config.insecure {
+        log::warn!(
+            "researcher on {local_addr} serves PLAINTEXT gRPC (insecure mode): for interop and debugging only"
+        );
+    } else {
+        let tls_config = tls::server_tls_config(&identity, config.client_ca.as_deref())?
+            .timeout(config.handshake_timeout);
+        builder = builder.tls_config(tls_config)?;
+    }
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = builder.add_service(Metered::new(
+        service,
+        budget,
+        config.stall_timeout,
+        Arc::clone(&connections),
+    ));
+    let done = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    }));
+    researcher
+        .send(SetServer(ServerControl { stop, cut, done }))
+        .await?;
+    log::info!(
+        "researcher {} listening on {local_addr}{}",
+        identity.researcher_id,
+        if config.client_ca.is_some() {
+            " (mutual TLS)"
+        } else {
+            ""
+        }
+    );
+    Ok(ResearcherHandle {
+        addr: researcher,
+        local_addr,
+        researcher_id: identity.researcher_id.clone(),
+        cert_der: identity.cert_der.clone(),
+        receive_budget: budget_view,
+    })
+}

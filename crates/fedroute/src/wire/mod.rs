@@ -1,0 +1,68 @@
+//! The Fed-BioMed payload: msgpack values, the message envelope, typed
+//! messages, protocol version checks, chunking and reassembly.
+//!
+//! A message travels as msgpack bytes (`value`), cut into frames of
+//! [`CHUNK_SIZE`] bytes (`chunk`) and joined again on the other side
+//! (`reassemble`). [`Envelope`] wraps any message losslessly; the typed
+//! structs in `message` build and read the common classes. Along the way a
+//! model's parameter bytes are copied once: encoding keeps a large `bin`
+//! value as a piece of the outgoing [`Payload`] (`payload`), frames are
+//! slices of those pieces (a message of one frame is joined into it by the
+//! sender, and then handed on by the receiver without a copy), a longer
+//! message is copied once into the receiver's buffer (`pool` keeps those
+//! buffers for reuse), and decoding slices `bin` values out of it.
+
+mod budget;
+mod chunk;
+mod echo;
+mod envelope;
+mod error;
+mod feedback;
+mod ident;
+mod json;
+mod limits;
+mod message;
+mod ndarray;
+mod offload;
+mod payload;
+mod pool;
+mod reassemble;
+mod serde_value;
+mod value;
+mod version;
+
+pub(crate) use budget::{Hold, ReceiveBudget, WaitPlace, DEFAULT_RECEIVE_BUDGET_BYTES};
+pub use chunk::{chunks, chunks_of, frame_count, Chunks, Frame, CHUNK_SIZE};
+pub use echo::{echo, shortened};
+pub use envelope::{Envelope, MESSAGE_MODULE, TYPE_MESSAGE_KEY};
+pub use error::WireError;
+pub use feedback::{Feedback, FeedbackMessage, Log, Scalar};
+pub(crate) use ident::check_id;
+pub use ident::IdKind;
+pub use json::{to_json, to_json_pretty};
+pub use limits::{DecodeLimits, MAX_DEPTH};
+pub use message::new_request_id;
+pub use message::{
+    ApprovalReply, ApprovalRequest, ErrorMessage, ListReply, ListRequest, OverlayMessage,
+    PingReply, PingRequest, SearchReply, SearchRequest, TrainReply, TrainRequest, Typed,
+};
+pub use ndarray::NdArray;
+pub(crate) use offload::{MessageDecoder, DEFAULT_DECODE_THREADS, OFF_LOOP_MIN_BYTES};
+pub use payload::{encode_payload, Payload, SHARED_MIN_BYTES};
+pub use pool::{BufferPool, DEFAULT_RECEIVE_BUFFER_BYTES};
+pub use reassemble::{Reassembler, DEFAULT_MAX_MESSAGE_BYTES};
+pub(crate) use serde_value::bin;
+pub use serde_value::{from_value, to_value};
+pub use value::{
+    decode_value, decode_value_with, encode_to_bytes, encode_value, encoded_len, Value,
+};
+pub use version::{check_version, VersionCompat, PROTOCOL_VERSION};
+
+/// gRPC message size limit for what fedroute sends (as Fed-BioMed); its
+/// frames are [`CHUNK_SIZE`] bytes.
+pub const GRPC_MAX_MESSAGE_BYTES: usize = 100 * 1024 * 1024;
+
+/// Default largest gRPC message (one frame) fedroute accepts from a peer
+/// (8 MiB): twice the frames fedroute and Fed-BioMed send, and what a peer
+/// can make the gRPC layer buffer per stream before fedroute sees a frame.
+pub(crate) const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 20;

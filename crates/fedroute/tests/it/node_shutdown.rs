@@ -1,0 +1,226 @@
+//! Shutdown flushes or reports the outgoing queues; links are added and
+//! removed at run time.
+
+use crate::node_support;
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use fedroute::node::{
+    AddResearcher, Controller, FinishReason, Finished, IsConnected, NodeError, RemoveResearcher,
+    Send, Shutdown, Status,
+};
+use node_support::*;
+use tokio::sync::mpsc;
+
+struct FinishRecorder(mpsc::UnboundedSender<Finished>);
+impl Actor for FinishRecorder {
+    type Context = Context<Self>;
+}
+impl Handler<Finished> for FinishRecorder {
+    type Result = ();
+    fn handle(&mut self, msg: Finished, _: &mut Context<Self>) {
+        let _ = self.0.send(msg);
+    }
+}
+
+fn node_with_finish(
+    endpoints: Vec<fedroute::node::ResearcherEndpoint>,
+) -> (Addr<Controller>, mpsc::UnboundedReceiver<Finished>) {
+    let (seen_tx, _seen) = mpsc::unbounded_channel();
+    let handler = PingHandler {
+        node_id: "NODE_sd".into(),
+        controller: None,
+        seen: seen_tx,
+        answer: false,
+    }
+    .start();
+    let (fin_tx, fin) = mpsc::unbounded_channel();
+    let controller = Controller::new(
+        "NODE_sd".into(),
+        "shutdown node".into(),
+        endpoints,
+        handler.recipient(),
+        Some(FinishRecorder(fin_tx).start().recipient()),
+        fast_config(),
+    )
+    .start();
+    (controller, fin)
+}
+
+#[actix_rt::test]
+async fn shutdown_flushes_queued_replies() {
+    let mut researcher = MiniResearcher::start(0, None, true);
+    let id = researcher.researcher_id.clone();
+    let (controller, mut fin) = node_with_finish(vec![endpoint_of(&researcher)]);
+    researcher.next_poll().await;
+    for i in 0..5 {
+        let reply = ping_reply(&ping_request(&id, &format!("f{i}")), "NODE_sd");
+        within("send", controller.send(Send(reply)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let report = within(
+        "shutdown",
+        controller.send(Shutdown {
+            deadline: Duration::from_secs(5),
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(report.unsent.is_empty(), "{:?}", report.unsent);
+    for i in 0..5 {
+        assert_eq!(
+            researcher.next_reply().await.request_id(),
+            Some(format!("f{i}").as_str())
+        );
+    }
+    let finished = within("on-finish", fin.recv()).await.unwrap();
+    assert_eq!(finished.reason, FinishReason::Shutdown);
+    assert_eq!(finished.unsent, 0);
+    // A shut-down controller refuses work with a typed error.
+    let reply = ping_reply(&ping_request(&id, "late"), "NODE_sd");
+    let r = within("send", controller.send(Send(reply))).await.unwrap();
+    assert!(matches!(r, Err(NodeError::ShutDown)), "{r:?}");
+    assert!(!within("is connected", controller.send(IsConnected))
+        .await
+        .unwrap());
+}
+
+#[actix_rt::test]
+async fn shutdown_reports_what_could_not_be_sent() {
+    let mut researcher = MiniResearcher::start(0, None, true);
+    let id = researcher.researcher_id.clone();
+    let (controller, mut fin) = node_with_finish(vec![endpoint_of(&researcher)]);
+    researcher.next_poll().await;
+    researcher.stop();
+    for i in 0..3 {
+        let reply = ping_reply(&ping_request(&id, &format!("u{i}")), "NODE_sd");
+        within("send", controller.send(Send(reply)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let report = within(
+        "shutdown",
+        controller.send(Shutdown {
+            deadline: Duration::from_millis(300),
+        }),
+    )
+    .await
+    .unwrap();
+    let ids: Vec<_> = report
+        .unsent
+        .iter()
+        .map(|e| e.request_id().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["u0", "u1", "u2"]);
+    let finished = within("on-finish", fin.recv()).await.unwrap();
+    assert_eq!(finished.unsent, 3);
+}
+
+#[actix_rt::test]
+async fn researchers_are_added_and_removed_at_run_time() {
+    let mut first = MiniResearcher::start(0, None, true);
+    let (controller, _fin) = node_with_finish(vec![endpoint_of(&first)]);
+    first.next_poll().await;
+
+    let mut second = MiniResearcher::start(0, None, true);
+    within("add", controller.send(AddResearcher(endpoint_of(&second))))
+        .await
+        .unwrap()
+        .unwrap();
+    second.next_poll().await;
+    let dup = within(
+        "add again",
+        controller.send(AddResearcher(endpoint_of(&second))),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(dup, Err(NodeError::DuplicateEndpoint { .. })),
+        "{dup:?}"
+    );
+    let reply = ping_reply(&ping_request(&second.researcher_id, "to-second"), "NODE_sd");
+    within("send", controller.send(Send(reply)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.next_reply().await.request_id(), Some("to-second"));
+    assert_eq!(
+        within("status", controller.send(Status))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // The reply reached the researcher; wait for its acknowledgement to reach the node.
+    wait_until("the reply acknowledged", || {
+        let c = controller.clone();
+        async move {
+            c.send(Status)
+                .await
+                .unwrap()
+                .iter()
+                .all(|s| s.queue_depth == 0)
+        }
+    })
+    .await;
+    let unsent = within(
+        "remove",
+        controller.send(RemoveResearcher {
+            host: "127.0.0.1".into(),
+            port: second.port(),
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(unsent.is_empty());
+    assert_eq!(
+        within("status", controller.send(Status))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let reply = ping_reply(&ping_request(&second.researcher_id, "gone"), "NODE_sd");
+    let r = within("send", controller.send(Send(reply))).await.unwrap();
+    assert!(
+        matches!(r, Err(NodeError::UnknownResearcher { .. })),
+        "{r:?}"
+    );
+    let r = within(
+        "remove again",
+        controller.send(RemoveResearcher {
+            host: "127.0.0.1".into(),
+            port: second.port(),
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(r, Err(NodeError::UnknownEndpoint { .. })), "{r:?}");
+}
+
+#[actix_rt::test]
+async fn a_message_without_researcher_id_is_an_error() {
+    let mut researcher = MiniResearcher::start(0, None, true);
+    let (controller, _fin) = node_with_finish(vec![endpoint_of(&researcher)]);
+    researcher.next_poll().await;
+    let mut reply = ping_reply(&ping_request("x", "r"), "NODE_sd");
+    let v = reply.value().clone();
+    if let fedroute::wire::Value::Map(entries) = v {
+        let kept: Vec<_> = entries
+            .into_iter()
+            .filter(|(k, _)| k.as_str() != Some("researcher_id"))
+            .collect();
+        reply = fedroute::wire::Envelope::from_value(fedroute::wire::Value::Map(kept)).unwrap();
+    }
+    let r = within("send", controller.send(Send(reply))).await.unwrap();
+    assert!(
+        matches!(r, Err(NodeError::MissingResearcherId { .. })),
+        "{r:?}"
+    );
+}
