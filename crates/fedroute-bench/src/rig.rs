@@ -128,7 +128,7 @@ impl Handler<TaskReceived> for BenchNode {
                 log::error!("bench node: no controller yet, reply dropped");
                 return;
             };
-            match controller.send(fedroute::node::Send(reply)).await {
+            match controller.send(fedroute::node::SendReply(reply)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => log::error!("bench node: reply not queued: {e}"),
                 Err(e) => log::error!("bench node: controller gone: {e}"),
@@ -495,15 +495,12 @@ impl BenchNodeHandle {
             receive_buffer_bytes,
             ..ControllerConfig::default()
         };
-        let controller = Controller::new(
-            node_id.clone(),
-            format!("bench {node_id}"),
-            vec![endpoint],
-            handler.clone().recipient(),
-            None,
-            config,
-        )
-        .start();
+        let controller = Controller::builder(node_id.clone())
+            .name(format!("bench {node_id}"))
+            .researchers(vec![endpoint])
+            .config(config)
+            .build(handler.clone().recipient())
+            .start();
         handler.send(SetController(controller.clone())).await?;
         Ok(BenchNodeHandle {
             node_id,

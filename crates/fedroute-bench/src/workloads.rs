@@ -172,11 +172,12 @@ impl BenchRow {
     }
 }
 
+/// The mode's name (as its `Display`), for row labels and node ids.
 fn mode_name(mode: PollMode) -> &'static str {
     match mode {
         PollMode::Unary => "unary",
         PollMode::Streaming => "streaming",
-        PollMode::Auto => "auto",
+        _ => "auto",
     }
 }
 

@@ -360,6 +360,7 @@ pub fn script_of(payload: bytes::Bytes) -> Script {
 #[derive(Clone)]
 struct EvilService {
     streaming: bool,
+    hold_replies: Arc<AtomicBool>,
     scripts: Arc<Mutex<mpsc::UnboundedReceiver<Script>>>,
     polls: mpsc::UnboundedSender<()>,
     replies: mpsc::UnboundedSender<Envelope>,
@@ -447,6 +448,10 @@ impl ResearcherService for EvilService {
                 let _ = self.replies.send(env);
             }
         }
+        if self.hold_replies.load(Ordering::SeqCst) {
+            // Read, never acknowledged: the call ends when the node gives up.
+            std::future::pending::<()>().await;
+        }
         Ok(Response::new(Empty {}))
     }
 
@@ -462,6 +467,7 @@ pub struct EvilResearcher {
     /// Its certificate's researcher id.
     pub researcher_id: String,
     scripts: mpsc::UnboundedSender<Script>,
+    hold_replies: Arc<AtomicBool>,
     /// One item per poll (unary call or streaming credit).
     pub polls: mpsc::UnboundedReceiver<()>,
     /// Replies received.
@@ -480,7 +486,9 @@ impl EvilResearcher {
         let (scripts_tx, scripts_rx) = mpsc::unbounded_channel();
         let (polls_tx, polls) = mpsc::unbounded_channel();
         let (replies_tx, replies) = mpsc::unbounded_channel();
+        let hold_replies = Arc::new(AtomicBool::new(false));
         let service = EvilService {
+            hold_replies: Arc::clone(&hold_replies),
             streaming,
             scripts: Arc::new(Mutex::new(scripts_rx)),
             polls: polls_tx,
@@ -504,10 +512,18 @@ impl EvilResearcher {
             addr,
             researcher_id,
             scripts: scripts_tx,
+            hold_replies,
             polls,
             replies,
             task,
         }
+    }
+
+    /// When on, each `ReplyTask` call is read to its end (its replies are
+    /// passed on as usual) and then never answered: the node's replies were
+    /// received but are never acknowledged.
+    pub fn hold_replies(&self, on: bool) {
+        self.hold_replies.store(on, Ordering::SeqCst);
     }
 
     /// Queues a script for the next poll / credit.
@@ -533,9 +549,7 @@ pub const STEP: Duration = Duration::from_secs(30);
 
 /// Awaits `f` at most [`STEP`].
 pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(STEP, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
+    crate::within_for(STEP, what, f).await
 }
 
 struct Sink(mpsc::UnboundedSender<ResearcherEvent>);

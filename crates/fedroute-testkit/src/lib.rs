@@ -20,3 +20,15 @@ pub mod node;
 pub mod process;
 pub mod researcher;
 pub mod tls;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Awaits `fut` at most `bound`; a timeout fails the test, naming `what`.
+/// Every bounded await of the kit (each module with its own bound) is this.
+pub async fn within_for<F: Future>(bound: Duration, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(bound, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {bound:?}: {what}"),
+    }
+}

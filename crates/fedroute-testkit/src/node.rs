@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use fedroute::node::{Controller, ControllerConfig, Send, TaskReceived};
+use fedroute::node::{Controller, ControllerConfig, TaskReceived};
 use fedroute::proto::researcher_service_server::{ResearcherService, ResearcherServiceServer};
 use fedroute::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
 use fedroute::tls;
@@ -35,9 +35,7 @@ pub fn fast_config() -> ControllerConfig {
 
 /// Awaits `fut` within [`STEP`], panicking with `what` otherwise.
 pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    crate::within_for(STEP, what, fut).await
 }
 
 /// Waits (bounded by [`STEP`]) until `cond` holds, checking every 5 ms: for
@@ -408,15 +406,10 @@ impl MiniResearcher {
     }
 }
 
-/// Replace the handler's controller (the controller needs the handler first).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetController(pub Addr<Controller>);
-
-/// A node-side handler: records tasks and answers `PingRequest`s through the controller.
+/// A node-side handler: records tasks and answers `PingRequest`s through
+/// each task's `Replier`.
 pub struct PingHandler {
     pub node_id: String,
-    pub controller: Option<Addr<Controller>>,
     pub seen: mpsc::UnboundedSender<TaskReceived>,
     /// When false, tasks are only recorded.
     pub answer: bool,
@@ -426,22 +419,17 @@ impl Actor for PingHandler {
     type Context = Context<Self>;
 }
 
-impl Handler<SetController> for PingHandler {
-    type Result = ();
-    fn handle(&mut self, msg: SetController, _: &mut Context<Self>) {
-        self.controller = Some(msg.0);
-    }
-}
-
 impl Handler<TaskReceived> for PingHandler {
-    type Result = ();
-    fn handle(&mut self, task: TaskReceived, _: &mut Context<Self>) {
-        if self.answer && task.message.class() == "PingRequest" {
-            if let Some(c) = &self.controller {
-                c.do_send(Send(ping_reply(&task.message, &self.node_id)));
-            }
-        }
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, task: TaskReceived, _: &mut Context<Self>) -> Self::Result {
+        let answer = (self.answer && task.message.class() == "PingRequest")
+            .then(|| task.reply.send(ping_reply(&task.message, &self.node_id)));
         let _ = self.seen.send(task);
+        Box::pin(async move {
+            if let Some(answer) = answer {
+                let _ = answer.await;
+            }
+        })
     }
 }
 
@@ -466,21 +454,15 @@ pub fn start_node(
     let (seen_tx, seen) = mpsc::unbounded_channel();
     let handler = PingHandler {
         node_id: node_id.to_string(),
-        controller: None,
         seen: seen_tx,
         answer,
     }
     .start();
-    let controller = Controller::new(
-        node_id.to_string(),
-        format!("{node_id} name"),
-        endpoints,
-        handler.clone().recipient(),
-        None,
-        config,
-    )
-    .start();
-    handler.do_send(SetController(controller.clone()));
+    let controller = Controller::builder(node_id)
+        .name(format!("{node_id} name"))
+        .researchers(endpoints)
+        .config(config)
+        .start(handler.recipient());
     (controller, seen)
 }
 

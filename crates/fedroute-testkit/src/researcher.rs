@@ -29,10 +29,7 @@ pub type Client = ResearcherServiceClient<Channel>;
 
 /// Awaits `fut` at most [`T`]; a timeout fails the test naming `what`.
 pub async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(T, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {T:?}: {what}"),
-    }
+    crate::within_for(T, what, fut).await
 }
 
 /// Forwards researcher events to the test.

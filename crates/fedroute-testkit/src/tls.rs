@@ -25,10 +25,9 @@ pub const PEER_NODE: &str = "x-peer-node";
 /// The metadata key a client claims a node id with (checked by `authorize_node`).
 pub const CLAIM_NODE: &str = "x-claim-node";
 
+/// Awaits `f` at most [`LIMIT`].
 pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(LIMIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {LIMIT:?}"))
+    crate::within_for(LIMIT, what, f).await
 }
 
 /// A throwaway researcher service: `Feedback` answers with the node id of

@@ -1,6 +1,7 @@
-//! A node service embedded in an actix program: it owns a [`Controller`]
-//! (the node's connection to its researchers) and a handler actor that
-//! answers the tasks the controller delivers.
+//! A node service embedded in an actix program: a [`Controller`] (the
+//! node's connection to its researchers) and a handler actor that answers
+//! the tasks the controller delivers, doing the work off the actors'
+//! threads.
 //!
 //! ```text
 //! cargo run --example embedded_node                    # against a researcher started in this process
@@ -11,63 +12,64 @@ use std::error::Error;
 use std::time::Duration;
 
 use actix::prelude::*;
-use fedroute::node::{
-    Controller, ControllerConfig, IsConnected, ResearcherEndpoint, Send, Shutdown, TaskReceived,
-};
+use fedroute::node::{Controller, IsConnected, ResearcherEndpoint, Shutdown, TaskReceived};
 use fedroute::researcher::{self, Request, ResearcherConfig};
-use fedroute::wire::{Envelope, ErrorMessage, PingReply, PingRequest};
+use fedroute::wire::{Envelope, ErrorMessage, PingReply, PingRequest, WireError};
 
 const NODE_ID: &str = "NODE_embedded";
 const BOUND: Duration = Duration::from_secs(10);
 
-/// The node's service: answers each task through the controller.
-struct PingService {
-    controller: Addr<Controller>,
-}
+/// The node's service: answers each task through the `Replier` it
+/// carries. The answer is computed on tokio's blocking pool, as CPU-bound
+/// work (training) must be: run inline, it would hold up this actor's other
+/// tasks, and on the controller's arbiter it would stall every link.
+struct PingService;
 
 impl Actor for PingService {
     type Context = Context<Self>;
 }
 
 impl Handler<TaskReceived> for PingService {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, task: TaskReceived, _: &mut Context<Self>) {
-        let request = &task.message;
-        println!("node: {} from {}", request.class(), task.researcher_id);
-        let reply = match request.class() {
-            "PingRequest" => Envelope::from_typed(&PingReply::answer(request, NODE_ID, "example")),
-            other => Envelope::from_typed(&ErrorMessage::answer(
-                request,
-                NODE_ID,
-                "example",
-                format!("{other} is not handled by this example"),
-                None,
-            )),
-        };
-        match reply {
-            Ok(reply) => self.controller.do_send(Send(reply)),
-            Err(e) => log::error!("cannot build the reply: {e}"),
-        }
+    fn handle(&mut self, task: TaskReceived, _: &mut Context<Self>) -> Self::Result {
+        println!("node: {} from {}", task.message.class(), task.researcher_id);
+        let TaskReceived { message, reply, .. } = task;
+        Box::pin(async move {
+            let answer = tokio::task::spawn_blocking(move || answer(&message)).await;
+            match answer {
+                Ok(Ok(envelope)) => {
+                    if let Err(e) = reply.send(envelope).await {
+                        log::error!("the reply was not queued: {e}");
+                    }
+                }
+                Ok(Err(e)) => log::error!("cannot build the reply: {e}"),
+                Err(e) => log::error!("the work on the blocking pool failed: {e}"),
+            }
+        })
     }
 }
 
-/// Starts the controller and its handler (each knows the other's address).
+/// The work itself (here a ping answer; in a real node, training).
+fn answer(request: &Envelope) -> Result<Envelope, WireError> {
+    match request.class() {
+        "PingRequest" => Envelope::from_typed(&PingReply::answer(request, NODE_ID, "example")),
+        other => Envelope::from_typed(&ErrorMessage::answer(
+            request,
+            NODE_ID,
+            "example",
+            format!("{other} is not handled by this example"),
+            None,
+        )),
+    }
+}
+
+/// Starts the handler and the controller that delivers tasks to it.
 fn start_node(endpoint: ResearcherEndpoint) -> Addr<Controller> {
-    let ctx = Context::<PingService>::new();
-    let controller = Controller::new(
-        NODE_ID.into(),
-        "example".into(),
-        vec![endpoint],
-        ctx.address().recipient(),
-        None,
-        ControllerConfig::default(),
-    )
-    .start();
-    ctx.run(PingService {
-        controller: controller.clone(),
-    });
-    controller
+    Controller::builder(NODE_ID)
+        .name("example")
+        .researcher(endpoint)
+        .start(PingService.start().recipient())
 }
 
 async fn against_local_researcher() -> Result<(), Box<dyn Error>> {

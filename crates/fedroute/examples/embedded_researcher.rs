@@ -11,9 +11,7 @@ use std::error::Error;
 use std::time::Duration;
 
 use actix::prelude::*;
-use fedroute::node::{
-    Controller, ControllerConfig, ResearcherEndpoint, Send, Shutdown, TaskReceived,
-};
+use fedroute::node::{Controller, ResearcherEndpoint, Shutdown, TaskReceived};
 use fedroute::researcher::{self, Request, ResearcherConfig, ResearcherEvent};
 use fedroute::wire::{
     Envelope, Feedback, PingReply, PingRequest, SearchReply, SearchRequest, Value,
@@ -39,6 +37,7 @@ impl Handler<ResearcherEvent> for Events {
             ResearcherEvent::Feedback(f) => match f.feedback {
                 Feedback::Log(log) => println!("log from {}: {}", log.node_id, log.text()),
                 Feedback::Scalar(s) => println!("scalars from {}: {:?}", s.node_id, s.metric),
+                other => println!("feedback: {other:?}"),
             },
             other => println!("researcher event: {other:?}"),
         }
@@ -89,39 +88,39 @@ async fn run(listen: &str, local_node: bool) -> Result<(), Box<dyn Error>> {
 }
 
 /// A minimal node in the same process, answering pings and searches.
-struct Node(Option<Addr<Controller>>);
+struct Node;
 
 impl Actor for Node {
     type Context = Context<Self>;
 }
 
 impl Handler<TaskReceived> for Node {
-    type Result = ();
-    fn handle(&mut self, task: TaskReceived, _: &mut Context<Self>) {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, task: TaskReceived, _: &mut Context<Self>) -> Self::Result {
         let req = &task.message;
         let reply = match req.class() {
             "PingRequest" => Envelope::from_typed(&PingReply::answer(req, "NODE_local", "local")),
             _ => Envelope::from_typed(&SearchReply::answer(req, "NODE_local", "local", vec![])),
         };
-        if let (Some(controller), Ok(reply)) = (&self.0, reply) {
-            controller.do_send(Send(reply));
-        }
+        let sent = reply.map(|reply| task.reply.send(reply));
+        Box::pin(async move {
+            match sent {
+                Ok(sent) => {
+                    if let Err(e) = sent.await {
+                        log::error!("the reply was not queued: {e}");
+                    }
+                }
+                Err(e) => log::error!("cannot build the reply: {e}"),
+            }
+        })
     }
 }
 
 fn start_node_in_process(port: u16) -> Addr<Controller> {
-    let ctx = Context::<Node>::new();
-    let controller = Controller::new(
-        "NODE_local".into(),
-        "local".into(),
-        vec![ResearcherEndpoint::trust_on_first_use("127.0.0.1", port)],
-        ctx.address().recipient(),
-        None,
-        ControllerConfig::default(),
-    )
-    .start();
-    ctx.run(Node(Some(controller.clone())));
-    controller
+    Controller::builder("NODE_local")
+        .name("local")
+        .researcher(ResearcherEndpoint::trust_on_first_use("127.0.0.1", port))
+        .start(Node.start().recipient())
 }
 
 fn main() -> Result<(), Box<dyn Error>> {

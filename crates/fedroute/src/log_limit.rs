@@ -148,6 +148,16 @@ pub struct PeerLog {
 }
 
 impl PeerLog {
+    /// The note appended to a line let through after `n` were held back
+    /// (empty for 0).
+    pub fn held_back(n: u64) -> String {
+        if n == 0 {
+            String::new()
+        } else {
+            format!(" ({n} more such lines were held back)")
+        }
+    }
+
     /// A log letting `rate` through.
     pub fn new(rate: LogRate) -> PeerLog {
         PeerLog {
@@ -157,7 +167,7 @@ impl PeerLog {
 
     /// Whether a line of `kind` caused by `peer` may be logged now, for
     /// callers that log it themselves (see `LogLimiter::allow`; mention a
-    /// count with [`held_back`]).
+    /// count with [`PeerLog::held_back`]).
     pub fn allow(&self, peer: &str, kind: &'static str) -> Option<u64> {
         self.lock().allow(peer, kind, Instant::now())
     }
@@ -166,7 +176,7 @@ impl PeerLog {
     /// `peer` exceeded its rate for `kind`.
     pub fn warn(&self, peer: &str, kind: &'static str, line: impl FnOnce() -> String) {
         if let Some(n) = self.allow(peer, kind) {
-            log::warn!("{}{}", line(), held_back(n));
+            log::warn!("{}{}", line(), PeerLog::held_back(n));
         }
     }
 
@@ -192,16 +202,6 @@ impl PeerLog {
 fn summarize(held: Vec<(String, &'static str, u64)>) {
     for (peer, kind, n) in held {
         log::warn!("{peer}: {n} more \"{kind}\" lines were held back");
-    }
-}
-
-/// The note appended to a line let through after `n` were held back
-/// (empty for 0).
-pub fn held_back(n: u64) -> String {
-    if n == 0 {
-        String::new()
-    } else {
-        format!(" ({n} more such lines were held back)")
     }
 }
 

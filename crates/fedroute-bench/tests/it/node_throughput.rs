@@ -62,7 +62,7 @@ async fn echo_100_mib() {
     let start = Instant::now();
     let message = blob(&id, "big", "PingReply", payload);
     _controller
-        .send(fedroute::node::Send(message))
+        .send(fedroute::node::SendReply(message))
         .await
         .unwrap()
         .unwrap();

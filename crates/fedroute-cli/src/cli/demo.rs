@@ -23,9 +23,7 @@ use tokio::sync::mpsc;
 use fedroute::node::{Controller, ControllerConfig, ResearcherEndpoint, Shutdown};
 use fedroute::researcher::{self, Request, Researcher, ResearcherConfig, ResearcherEvent};
 use fedroute::tls;
-use fedroute::wire::{
-    encoded_len, Envelope, NdArray, PingRequest, SearchRequest, TrainRequest, Value,
-};
+use fedroute::wire::{Envelope, NdArray, PingRequest, SearchRequest, TrainRequest, Value};
 
 use super::args::{byte_size, seconds, DatasetSpec};
 use super::node::{ReferenceNode, Responder};
@@ -157,7 +155,7 @@ impl Run<'_> {
         message: Envelope,
         expected: &str,
     ) -> Result<(Duration, u64, Envelope), String> {
-        let request_bytes = encoded_len(message.value()) as u64;
+        let request_bytes = message.value().encoded_len() as u64;
         let sent = Instant::now();
         let reply = self
             .researcher
@@ -175,7 +173,7 @@ impl Run<'_> {
             let why = reply.get("extra_msg").and_then(Value::as_str).unwrap_or("");
             return Err(format!("{node} answered with a {} {why}", reply.class()));
         }
-        let bytes = request_bytes + encoded_len(reply.value()) as u64;
+        let bytes = request_bytes + reply.value().encoded_len() as u64;
         Ok((rtt, bytes, reply))
     }
 

@@ -22,10 +22,10 @@ use clap::Args;
 use log::LevelFilter;
 use tokio::sync::mpsc;
 
-use fedroute::log_limit::{held_back, LogRate, PeerLog};
+use fedroute::log_limit::{LogRate, PeerLog};
 use fedroute::node::{
-    log_forward, Controller, ControllerConfig, FinishReason, Finished, ResearcherEndpoint, Send,
-    Shutdown, Status, TaskReceived,
+    log_forward, Controller, ControllerConfig, FinishReason, Finished, ResearcherEndpoint,
+    SendReply, Shutdown, Status, TaskReceived,
 };
 use fedroute::tls::{self, ClientIdentity, TrustPolicy};
 use fedroute::wire::{
@@ -234,13 +234,16 @@ async fn serve(
     let why = outcome?;
     match report {
         Ok(r) => {
-            if !r.unsent.is_empty() {
-                // Replies written on a reply stream the researcher cut are
-                // counted here too: they may well have arrived (researchers
-                // keep the first copy of a reply), so this is a warning.
+            if r.undelivered() > 0 {
+                // Replies written to a researcher that did not acknowledge
+                // them may well have arrived (researchers keep the first copy
+                // of a reply), so this is a warning.
                 log::warn!(
-                    "{} replies were not confirmed by a researcher within {deadline:?}",
-                    r.unsent.len()
+                    "replies not delivered within {deadline:?}: {} never sent, {} sent but not \
+                     acknowledged, {} feedback",
+                    r.unsent.len(),
+                    r.unacknowledged.len(),
+                    r.unsent_feedback
                 );
             }
             log::info!("node {} stopped ({why})", args.id);
@@ -273,6 +276,7 @@ async fn failure(controller: &Addr<Controller>, finished: Option<Finished>) -> S
             format!("every researcher link failed ({})", reasons.join("; "))
         }
         Some(FinishReason::Shutdown) => "the node controller shut down".to_string(),
+        Some(other) => format!("the node controller finished ({other:?})"),
     }
 }
 
@@ -439,15 +443,13 @@ impl ReferenceNode {
         // The handler's address exists before the actor runs, so the
         // controller and its handler can know each other from the start.
         let ctx = Context::<ReferenceNode>::new();
-        let controller = Controller::new(
-            responder.node_id.clone(),
-            responder.node_name.clone(),
-            endpoints,
-            ctx.address().recipient(),
-            on_finish,
-            config,
-        )
-        .start();
+        let controller = Controller::builder(responder.node_id.clone())
+            .name(responder.node_name.clone())
+            .researchers(endpoints)
+            .on_finish(on_finish)
+            .config(config)
+            .build(ctx.address().recipient())
+            .start();
         let handler = ctx.run(ReferenceNode {
             responder,
             controller: controller.clone(),
@@ -482,13 +484,13 @@ impl Handler<TaskReceived> for ReferenceNode {
             Ok(Some(reply)) => reply,
             Ok(None) => {
                 if let Some(n) = self.log.allow(rid, "no request id") {
-                    log::warn!(researcher_id = rid; "ignored a {class} without request_id{}", held_back(n));
+                    log::warn!(researcher_id = rid; "ignored a {class} without request_id{}", PeerLog::held_back(n));
                 }
                 return;
             }
             Err(e) => {
                 if let Some(n) = self.log.allow(rid, "cannot answer") {
-                    log::error!(researcher_id = rid; "cannot answer {class}: {e}{}", held_back(n));
+                    log::error!(researcher_id = rid; "cannot answer {class}: {e}{}", PeerLog::held_back(n));
                 }
                 return;
             }
@@ -496,7 +498,7 @@ impl Handler<TaskReceived> for ReferenceNode {
         if reply.class() == "ErrorMessage" {
             if let Some(n) = self.log.allow(rid, "unhandled") {
                 log::warn!(researcher_id = rid;
-                    "answered {class} with an ErrorMessage: not handled here{}", held_back(n));
+                    "answered {class} with an ErrorMessage: not handled here{}", PeerLog::held_back(n));
             }
         } else {
             log::debug!("answering {class} with {}", reply.class());
@@ -504,7 +506,7 @@ impl Handler<TaskReceived> for ReferenceNode {
         let controller = self.controller.clone();
         let rid = task.researcher_id;
         ctx.spawn(
-            async move { controller.send(Send(reply)).await }
+            async move { controller.send(SendReply(reply)).await }
                 .into_actor(self)
                 .map(move |res, act, _| {
                     let e = match res {
@@ -515,7 +517,7 @@ impl Handler<TaskReceived> for ReferenceNode {
                     if let Some(n) = act.log.allow(&rid, "reply not queued") {
                         let rid = rid.as_str();
                         log::error!(researcher_id = rid;
-                            "cannot queue the reply to {class}: {e}{}", held_back(n));
+                            "cannot queue the reply to {class}: {e}{}", PeerLog::held_back(n));
                     }
                 }),
         );

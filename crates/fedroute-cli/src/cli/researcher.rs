@@ -14,7 +14,7 @@ use clap::Args;
 use futures::future::join_all;
 use tokio::sync::mpsc;
 
-use fedroute::log_limit::{held_back, LogRate, PeerLog};
+use fedroute::log_limit::{LogRate, PeerLog};
 use fedroute::researcher::{self, Request, ResearcherConfig, ResearcherEvent, ResearcherHandle};
 use fedroute::tls;
 use fedroute::wire::{echo, shortened, Envelope, Feedback, PingRequest};
@@ -198,7 +198,7 @@ impl EventLog {
                         l.node_id,
                         echo(&l.level),
                         shortened(&l.text(), FEEDBACK_CHARS),
-                        held_back(n)
+                        PeerLog::held_back(n)
                     ),
                     Feedback::Scalar(s) => log::info!(
                         "feedback from {}: scalars of experiment {} iteration {}: {}{}",
@@ -206,8 +206,9 @@ impl EventLog {
                         echo(&s.experiment_id),
                         s.iteration,
                         shortened(&format!("{:?}", s.metric), FEEDBACK_CHARS),
-                        held_back(n)
+                        PeerLog::held_back(n)
                     ),
+                    other => log::info!("feedback: {other:?}{}", PeerLog::held_back(n)),
                 }
             }
             // The library warns about these (rate-limited).
@@ -225,6 +226,7 @@ impl EventLog {
                 "undelivered to {node_id} ({}): {reason}",
                 request_id.as_deref().unwrap_or("no request_id")
             ),
+            other => log::debug!("researcher event: {other:?}"),
         }
     }
 }

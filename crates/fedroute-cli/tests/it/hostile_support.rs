@@ -32,10 +32,7 @@ pub(crate) const T: Duration = Duration::from_secs(90);
 
 /// Awaits `fut` at most [`T`]; a timeout fails the test naming `what`.
 pub(crate) async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(T, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {T:?}: {what}"),
-    }
+    fedroute_testkit::within_for(T, what, fut).await
 }
 
 // ---------------------------------------------------------------------------

@@ -47,6 +47,7 @@ pub(super) use crate::wire::{
 
 /// How replies travel on `ReplyTask`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReplyStreamMode {
     /// One `ReplyTask` call per batch of queued messages; a batch is removed
     /// from the queue when its call succeeds.
@@ -62,9 +63,6 @@ pub enum ReplyStreamMode {
     /// `PerBatch` on unary links (Fed-BioMed researchers).
     Auto,
 }
-
-/// Smallest keepalive interval accepted (Fed-BioMed refuses closer pings).
-pub(super) const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Settings shared by the controller and all its links.
 #[derive(Debug, Clone)]
@@ -239,9 +237,10 @@ impl ControllerConfig {
         Ok(())
     }
 
-    /// The keepalive interval actually used: never below `MIN_KEEPALIVE_INTERVAL`.
+    /// The keepalive interval actually used: never below `ChannelOptions::MIN_KEEPALIVE_INTERVAL`.
     pub fn effective_keepalive(&self) -> Duration {
-        self.keepalive_interval.max(MIN_KEEPALIVE_INTERVAL)
+        self.keepalive_interval
+            .max(crate::tls::ChannelOptions::MIN_KEEPALIVE_INTERVAL)
     }
 }
 

@@ -4,45 +4,53 @@
 //! It starts one [`ResearcherLink`] per endpoint under an
 //! [`actix::Supervisor`], keeps the map researcher id -> endpoint (learnt from
 //! each server certificate and from tasks), and answers the node service's
-//! messages: [`Send`], [`Broadcast`], [`SendFeedback`], [`IsConnected`],
+//! messages: [`SendReply`], [`Broadcast`], [`SendFeedback`], [`IsConnected`],
 //! [`Status`], [`AddResearcher`], [`RemoveResearcher`] and [`Shutdown`].
 //! Tasks go to the handler as [`TaskReceived`] messages.
 //!
+//! A handler answers through the [`Replier`] each task carries, so it
+//! needs no address of the controller; the controller is built with
+//! [`Controller::builder`]:
 //! ```no_run
 //! use actix::prelude::*;
-//! use fedroute::node::{Controller, ControllerConfig, ResearcherEndpoint, Send, TaskReceived};
+//! use fedroute::node::{Controller, ResearcherEndpoint, TaskReceived};
+//! use fedroute::wire::{Envelope, PingReply};
 //!
-//! struct Echo(Option<Addr<Controller>>);
-//! impl Actor for Echo { type Context = Context<Self>; }
-//! impl Handler<TaskReceived> for Echo {
-//!     type Result = ();
-//!     fn handle(&mut self, task: TaskReceived, _: &mut Context<Self>) {
-//!         // Answer with the request itself (a real node builds a reply).
-//!         if let Some(controller) = &self.0 {
-//!             controller.do_send(Send(task.message));
-//!         }
+//! struct Pong;
+//! impl Actor for Pong { type Context = Context<Self>; }
+//! impl Handler<TaskReceived> for Pong {
+//!     type Result = ResponseFuture<()>;
+//!     fn handle(&mut self, task: TaskReceived, _: &mut Context<Self>) -> Self::Result {
+//!         Box::pin(async move {
+//!             if task.message.class() != "PingRequest" { return }
+//!             let pong = PingReply::answer(&task.message, "NODE_1", "node one");
+//!             if let Err(e) = task.reply.send(Envelope::from_typed(&pong).unwrap()).await {
+//!                 log::warn!("the reply was not queued: {e}");
+//!             }
+//!         })
 //!     }
 //! }
 //!
 //! # fn main() {
 //! actix::System::new().block_on(async {
-//!     let handler = Echo(None).start();
-//!     let controller = Controller::new(
-//!         "NODE_1".into(),
-//!         "node one".into(),
-//!         vec![ResearcherEndpoint::trust_on_first_use("127.0.0.1", 50051)],
-//!         handler.recipient(),
-//!         None,
-//!         ControllerConfig::default(),
-//!     )
-//!     .start();
+//!     let controller = Controller::builder("NODE_1")
+//!         .name("node one")
+//!         .researcher(ResearcherEndpoint::trust_on_first_use("127.0.0.1", 50051))
+//!         .start(Pong.start().recipient());
 //!     let connected = controller.send(fedroute::node::IsConnected).await;
 //!     println!("connected: {connected:?}");
 //! });
 //! # }
 //! ```
+//!
+//! The handler runs on the arbiter it was started on; the controller and its
+//! links run on theirs. CPU-bound work (training) must not run inside a
+//! handler on the controller's arbiter, or every link stalls while it runs:
+//! start the handler on an arbiter of its own (`Arbiter::new` +
+//! `Actor::start_in_arbiter`) or move the work to
+//! `tokio::task::spawn_blocking` / an `actix::SyncArbiter` and reply when it
+//! is done (see `examples/embedded_node.rs`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,12 +60,12 @@ use futures::future::join_all;
 use super::config::ControllerConfig;
 use super::error::NodeError;
 use super::link::{
-    endpoint_key, Close, Drain, Intake, LinkShared, ResearcherEndpoint, ResearcherLink,
+    endpoint_key, Close, Drain, Intake, LinkShared, LinkWiring, ResearcherEndpoint, ResearcherLink,
 };
 use super::outbox::Outgoing;
 use super::status::LinkStatus;
 use crate::proto;
-use crate::wire::{Envelope, Feedback, FeedbackMessage, Log, PROTOCOL_VERSION};
+use crate::wire::{Envelope, FeedbackMessage, Log};
 
 /// Mailbox bound of the controller (log forwarding uses `try_send` against it).
 pub(super) const CONTROLLER_MAILBOX_CAPACITY: usize = 1024;
@@ -73,10 +81,139 @@ pub struct TaskReceived {
     pub researcher_id: String,
     /// The message.
     pub message: Envelope,
+    /// The way back: [`Replier::send`] queues a reply (as [`SendReply`]).
+    pub reply: Replier,
+}
+
+/// A handle a handler replies with, carried by every [`TaskReceived`]: it
+/// reaches the controller that delivered the task (weakly: holding it does
+/// not keep a stopped controller alive).
+#[derive(Clone)]
+pub struct Replier {
+    controller: actix::WeakRecipient<SendReply>,
+}
+
+impl std::fmt::Debug for Replier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replier").finish_non_exhaustive()
+    }
+}
+
+impl Replier {
+    pub(super) fn new(controller: actix::WeakRecipient<SendReply>) -> Replier {
+        Replier { controller }
+    }
+
+    /// Queues `reply` for the researcher its `researcher_id` names, as
+    /// [`SendReply`] does, in the order of the calls, and resolves when it is queued (delivery follows
+    /// the guarantees of the module docs). [`NodeError::ShutDown`] when the
+    /// controller is shut down or gone. The future holds no borrow: spawn it
+    /// or return it from a handler (`ResponseFuture<()>`).
+    pub fn send(
+        &self,
+        reply: Envelope,
+    ) -> impl std::future::Future<Output = Result<(), NodeError>> + 'static {
+        // Queued now, not when first polled: replies keep the calls' order.
+        let request = self
+            .controller
+            .upgrade()
+            .map(|controller| controller.send(SendReply(reply)));
+        async move {
+            match request {
+                Some(request) => request.await.map_err(|_| NodeError::ShutDown)?,
+                None => Err(NodeError::ShutDown),
+            }
+        }
+    }
+}
+
+/// Replaces the handler tasks go to, for every link. A link whose handler
+/// stopped (or panicked) holds back its tasks until this gives a new one:
+/// it polls no further task, and delivers the one it was holding, if any,
+/// to the new handler. (Tasks already in a handler's mailbox when it stops
+/// are lost with it: the transport never hands one to a closed mailbox.)
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SetHandler(pub Recipient<TaskReceived>);
+
+/// The handler tasks go to, shared by a controller and its links, so that
+/// [`SetHandler`] reaches links in the middle of a poll.
+pub(super) struct HandlerSlot {
+    handler: std::sync::Mutex<Recipient<TaskReceived>>,
+    changed: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for HandlerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerSlot").finish_non_exhaustive()
+    }
+}
+
+impl HandlerSlot {
+    fn new(handler: Recipient<TaskReceived>) -> Arc<HandlerSlot> {
+        Arc::new(HandlerSlot {
+            handler: std::sync::Mutex::new(handler),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn set(&self, handler: Recipient<TaskReceived>) {
+        *self.handler.lock().unwrap_or_else(|p| p.into_inner()) = handler;
+        self.changed.notify_waiters();
+    }
+
+    /// The current handler, if its mailbox is open.
+    pub(super) fn open(&self) -> Option<Recipient<TaskReceived>> {
+        let handler = self.handler.lock().unwrap_or_else(|p| p.into_inner());
+        handler.connected().then(|| handler.clone())
+    }
+
+    /// Resolves with a handler whose mailbox is open, waiting for
+    /// [`SetHandler`] as long as it takes.
+    pub(super) async fn wait_open(&self) -> Recipient<TaskReceived> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(handler) = self.open() {
+                return handler;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// A link went up or down, told to the recipient given to
+/// [`ControllerBuilder::on_link_change`] (one message per change, not per
+/// retry).
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "()")]
+#[non_exhaustive]
+pub enum LinkChange {
+    /// The link has a verified connection (and polls).
+    Up {
+        /// `host:port`.
+        endpoint: String,
+        /// The researcher id, once known.
+        researcher_id: Option<String>,
+        /// False the first time, true after an outage.
+        reconnected: bool,
+    },
+    /// The link lost its connection (it reconnects by itself unless
+    /// `for_good`).
+    Down {
+        /// `host:port`.
+        endpoint: String,
+        /// Why.
+        reason: String,
+        /// The link stopped for good (see [`LinkState::Failed`](super::LinkState)).
+        for_good: bool,
+    },
 }
 
 /// Why the controller finished (sent to the on-finish recipient).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FinishReason {
     /// [`Shutdown`] completed.
     Shutdown,
@@ -90,7 +227,7 @@ pub enum FinishReason {
 pub struct Finished {
     /// Why.
     pub reason: FinishReason,
-    /// Messages that could not be sent (see [`ShutdownReport`]).
+    /// Messages not known to be delivered ([`ShutdownReport::undelivered`]).
     pub unsent: usize,
 }
 
@@ -112,12 +249,14 @@ pub enum LinkEvent {
         /// Why.
         reason: String,
     },
+    /// The link went up or down (forwarded as a [`LinkChange`]).
+    Changed(LinkChange),
 }
 
 /// Send a message to the researcher named by its `researcher_id`, by `ReplyTask`.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<(), NodeError>")]
-pub struct Send(pub Envelope);
+pub struct SendReply(pub Envelope);
 
 /// Send a message to every researcher; answers, per link (`host:port`),
 /// whether it was queued.
@@ -149,6 +288,14 @@ pub struct ForwardLog {
 
 /// True when every link has a live, verified connection with an open poll
 /// (false when there are no links).
+///
+/// Fed-BioMed's `GrpcController.is_connected()` answers another question: it
+/// is true while the client tasks (poll and send loops) of every researcher
+/// are still running, whether or not they reach their researcher, and true
+/// for no researchers at all (`all([])`); it raises when the controller was
+/// not started. A node that is waiting for a researcher to come back is
+/// "connected" for Fed-BioMed and not for fedroute; [`Status`] gives each
+/// link's state when the difference matters.
 #[derive(Message, Debug)]
 #[rtype(result = "bool")]
 pub struct IsConnected;
@@ -163,9 +310,10 @@ pub struct Status;
 #[rtype(result = "Result<(), NodeError>")]
 pub struct AddResearcher(pub ResearcherEndpoint);
 
-/// Remove a researcher at run time; answers with the messages still queued for it.
+/// Remove a researcher at run time; answers with what was still queued for
+/// it (see [`ShutdownReport`]).
 #[derive(Message, Debug)]
-#[rtype(result = "Result<Vec<Envelope>, NodeError>")]
+#[rtype(result = "Result<ShutdownReport, NodeError>")]
 pub struct RemoveResearcher {
     /// Host as given in its endpoint.
     pub host: String,
@@ -174,7 +322,7 @@ pub struct RemoveResearcher {
 }
 
 /// Stop polling, send what is queued within `deadline`, report what could not
-/// be sent, then refuse further work (`Send` answers [`NodeError::ShutDown`]).
+/// be sent, then refuse further work (`SendReply` answers [`NodeError::ShutDown`]).
 #[derive(Message, Debug)]
 #[rtype(result = "ShutdownReport")]
 pub struct Shutdown {
@@ -182,13 +330,29 @@ pub struct Shutdown {
     pub deadline: Duration,
 }
 
-/// What [`Shutdown`] could not send.
+/// What [`Shutdown`] (or [`RemoveResearcher`]) could not deliver, in queue
+/// order per link, split by what the researcher may already have.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct ShutdownReport {
-    /// Messages still queued at the deadline, in queue order per link.
+    /// Messages never written to the researcher: sending them again by
+    /// other means cannot duplicate them.
     pub unsent: Vec<Envelope>,
-    /// Feedback messages (logs, scalars) still queued at the deadline.
+    /// Messages written to an RPC whose acknowledgement never came: the
+    /// researcher may have received them (sending them again may duplicate
+    /// them; a fedroute or Fed-BioMed researcher keeps the first copy of a
+    /// request id).
+    pub unacknowledged: Vec<Envelope>,
+    /// Feedback messages (logs, scalars) still queued, written or not.
     pub unsent_feedback: usize,
+}
+
+impl ShutdownReport {
+    /// Every message not known to be delivered (unsent, unacknowledged and
+    /// feedback).
+    pub fn undelivered(&self) -> usize {
+        self.unsent.len() + self.unacknowledged.len() + self.unsent_feedback
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,16 +369,18 @@ struct LinkEntry {
     shared: Arc<LinkShared>,
 }
 
-/// The node's controller actor (see the module docs).
+/// The node's controller actor (see the module docs). It runs until
+/// [`Shutdown`] (or the end of its `System`), whether or not anyone keeps
+/// its address.
 pub struct Controller {
     node_id: String,
     node_name: String,
     config: Arc<ControllerConfig>,
-    handler: Recipient<TaskReceived>,
+    handler: Arc<HandlerSlot>,
     on_finish: Option<Recipient<Finished>>,
+    on_link_change: Option<Recipient<LinkChange>>,
     pending: Vec<ResearcherEndpoint>,
     links: Vec<LinkEntry>,
-    routes: HashMap<String, String>,
     state: RunState,
     finished_told: bool,
     /// The receive budget and decoder every link shares.
@@ -230,30 +396,93 @@ impl std::fmt::Debug for Controller {
     }
 }
 
-impl Controller {
-    /// A controller for node `node_id` (`node_name` for humans) dialling
-    /// `endpoints`; tasks go to `handler`; `on_finish` is told when the
-    /// controller is done. Start it with [`Actor::start`].
-    pub fn new(
-        node_id: String,
-        node_name: String,
-        endpoints: Vec<ResearcherEndpoint>,
-        handler: Recipient<TaskReceived>,
-        on_finish: Option<Recipient<Finished>>,
-        config: ControllerConfig,
-    ) -> Controller {
+/// Builds a [`Controller`]: `Controller::builder(node_id)`, then the
+/// researchers, optional recipients and configuration, then
+/// [`build`](ControllerBuilder::build) or [`start`](ControllerBuilder::start)
+/// with the handler that receives the tasks.
+#[derive(Debug)]
+#[must_use = "a builder does nothing until built or started"]
+pub struct ControllerBuilder {
+    node_id: String,
+    node_name: Option<String>,
+    endpoints: Vec<ResearcherEndpoint>,
+    on_finish: Option<Recipient<Finished>>,
+    on_link_change: Option<Recipient<LinkChange>>,
+    config: ControllerConfig,
+}
+
+impl ControllerBuilder {
+    /// The node's name for humans (default: its id).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.node_name = Some(name.into());
+        self
+    }
+
+    /// Adds a researcher to dial (more can be added at run time with
+    /// [`AddResearcher`]).
+    pub fn researcher(mut self, endpoint: ResearcherEndpoint) -> Self {
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    /// Adds researchers to dial.
+    pub fn researchers(mut self, endpoints: impl IntoIterator<Item = ResearcherEndpoint>) -> Self {
+        self.endpoints.extend(endpoints);
+        self
+    }
+
+    /// Told once, with [`Finished`], when the controller is done.
+    pub fn on_finish(mut self, recipient: impl Into<Option<Recipient<Finished>>>) -> Self {
+        self.on_finish = recipient.into();
+        self
+    }
+
+    /// Told every [`LinkChange`]: a link up, down, or failed for good.
+    pub fn on_link_change(mut self, recipient: impl Into<Option<Recipient<LinkChange>>>) -> Self {
+        self.on_link_change = recipient.into();
+        self
+    }
+
+    /// The configuration (default [`ControllerConfig::default`]).
+    pub fn config(mut self, config: ControllerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The controller, delivering tasks to `handler`; start it with
+    /// [`Actor::start`] (or on an arbiter of its own).
+    pub fn build(self, handler: Recipient<TaskReceived>) -> Controller {
         Controller {
-            node_id,
-            node_name,
-            intake: Intake::new(&config),
-            config: Arc::new(config),
-            handler,
-            on_finish,
-            pending: endpoints,
+            node_name: self.node_name.unwrap_or_else(|| self.node_id.clone()),
+            node_id: self.node_id,
+            intake: Intake::new(&self.config),
+            config: Arc::new(self.config),
+            handler: HandlerSlot::new(handler),
+            on_finish: self.on_finish,
+            on_link_change: self.on_link_change,
+            pending: self.endpoints,
             links: Vec::new(),
-            routes: HashMap::new(),
             state: RunState::Running,
             finished_told: false,
+        }
+    }
+
+    /// Builds the controller and starts it on the current arbiter.
+    pub fn start(self, handler: Recipient<TaskReceived>) -> Addr<Controller> {
+        self.build(handler).start()
+    }
+}
+
+impl Controller {
+    /// A builder for the controller of node `node_id`.
+    pub fn builder(node_id: impl Into<String>) -> ControllerBuilder {
+        ControllerBuilder {
+            node_id: node_id.into(),
+            node_name: None,
+            endpoints: Vec::new(),
+            on_finish: None,
+            on_link_change: None,
+            config: ControllerConfig::default(),
         }
     }
 
@@ -281,8 +510,11 @@ impl Controller {
             endpoint.clone(),
             self.node_id.clone(),
             Arc::clone(&self.config),
-            self.handler.clone(),
-            ctx.address().downgrade().recipient(),
+            LinkWiring {
+                handler: Arc::clone(&self.handler),
+                events: ctx.address().downgrade().recipient(),
+                replier: Replier::new(ctx.address().downgrade().recipient()),
+            },
             Arc::clone(&shared),
             self.intake.clone(),
         );
@@ -305,18 +537,21 @@ impl Controller {
         }
     }
 
+    /// The link of `researcher_id`: each link's status is the one record of
+    /// its researcher's id (from its certificate or its first task). When
+    /// two endpoints lead to the same researcher, a connected link wins.
     fn route(&self, researcher_id: &str) -> Result<&LinkEntry, NodeError> {
-        let by_map = self
-            .routes
-            .get(researcher_id)
-            .and_then(|key| self.links.iter().find(|l| &l.key == key));
-        by_map
-            .or_else(|| {
-                // A link may know its id before its event reached us.
-                self.links
-                    .iter()
-                    .find(|l| l.shared.researcher_id().as_deref() == Some(researcher_id))
-            })
+        let mut matching = self
+            .links
+            .iter()
+            .filter(|l| l.shared.researcher_id().as_deref() == Some(researcher_id));
+        let first = matching.next();
+        let connected = first
+            .into_iter()
+            .chain(matching)
+            .find(|l| l.shared.status().state == super::LinkState::Connected);
+        connected
+            .or(first)
             .ok_or_else(|| NodeError::UnknownResearcher {
                 researcher_id: researcher_id.to_string(),
             })
@@ -335,11 +570,7 @@ impl Controller {
 
     fn feedback_log(&self, record: ForwardLog) -> Outgoing {
         let log = Log::fedbiomed(&self.node_id, &record.target, &record.level, &record.msg);
-        let feedback = FeedbackMessage {
-            protocol_version: PROTOCOL_VERSION.to_owned(),
-            researcher_id: record.researcher_id,
-            feedback: Feedback::Log(log),
-        };
+        let feedback = FeedbackMessage::with_log(record.researcher_id, log);
         Outgoing::Feedback(proto::FeedbackMessage::from(feedback))
     }
 
@@ -364,11 +595,17 @@ impl Controller {
 /// A link and whether an item was queued for it.
 type Queued<'a> = (&'a LinkEntry, Result<(), NodeError>);
 
-/// Turns unsent queue items back into envelopes for a report.
-fn unsent_report(items: Vec<Outgoing>, report: &mut ShutdownReport) {
-    for item in items {
+/// Turns what was left in a link's queue (written but unacknowledged, never
+/// written) back into envelopes for a report.
+fn unsent_report((attempted, never): (Vec<Outgoing>, Vec<Outgoing>), report: &mut ShutdownReport) {
+    let items = attempted
+        .into_iter()
+        .map(|i| (true, i))
+        .chain(never.into_iter().map(|i| (false, i)));
+    for (written, item) in items {
         match item {
             Outgoing::Message(payload) => match Envelope::decode(payload.to_bytes()) {
+                Ok(envelope) if written => report.unacknowledged.push(envelope),
                 Ok(envelope) => report.unsent.push(envelope),
                 // Cannot happen for bytes we encoded; say so if it does.
                 Err(e) => log::error!("an unsent message could not be decoded for the report: {e}"),
@@ -389,12 +626,23 @@ impl Actor for Controller {
             }
         }
     }
+
+    /// Its last address dropped is no reason for a node to stop serving: a
+    /// handler answers through each task's [`Replier`] and needs none. Only
+    /// [`Shutdown`] (or the end of its `System`) stops the controller.
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        if self.state == RunState::Running {
+            Running::Continue
+        } else {
+            Running::Stop
+        }
+    }
 }
 
-impl Handler<Send> for Controller {
+impl Handler<SendReply> for Controller {
     type Result = Result<(), NodeError>;
 
-    fn handle(&mut self, msg: Send, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: SendReply, _: &mut Context<Self>) -> Self::Result {
         self.running()?;
         let envelope = msg.0;
         let Some(id) = envelope.researcher_id() else {
@@ -506,19 +754,36 @@ impl Handler<LinkEvent> for Controller {
                     "node {}: {endpoint} is researcher {researcher_id}",
                     self.node_id
                 );
-                if let Some(other) = self.routes.get(&researcher_id) {
-                    if other != &endpoint {
-                        log::warn!(
-                            "node {}: researcher {researcher_id} is reachable at {other} and {endpoint}; \
-                             replies go to {endpoint}",
-                            self.node_id
-                        );
-                    }
+                let others: Vec<&str> = self
+                    .links
+                    .iter()
+                    .filter(|l| l.key != endpoint)
+                    .filter(|l| l.shared.researcher_id().as_deref() == Some(researcher_id.as_str()))
+                    .map(|l| l.key.as_str())
+                    .collect();
+                if !others.is_empty() {
+                    log::warn!(
+                        "node {}: researcher {researcher_id} is reachable at {} and {endpoint}; \
+                         replies go to a connected one",
+                        self.node_id,
+                        others.join(", ")
+                    );
                 }
-                self.routes.insert(researcher_id, endpoint);
+            }
+            LinkEvent::Changed(change) => {
+                if let Some(r) = &self.on_link_change {
+                    r.do_send(change);
+                }
             }
             LinkEvent::Failed { endpoint, reason } => {
                 log::error!("node {}: link to {endpoint} failed: {reason}", self.node_id);
+                if let Some(r) = &self.on_link_change {
+                    r.do_send(LinkChange::Down {
+                        endpoint: endpoint.clone(),
+                        reason: reason.clone(),
+                        for_good: true,
+                    });
+                }
                 let all_failed = !self.links.is_empty()
                     && self.links.iter().all(|l| l.shared.status().is_terminal());
                 if all_failed && self.state == RunState::Running {
@@ -526,6 +791,15 @@ impl Handler<LinkEvent> for Controller {
                 }
             }
         }
+    }
+}
+
+impl Handler<SetHandler> for Controller {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetHandler, _: &mut Context<Self>) {
+        log::info!("node {}: task handler replaced", self.node_id);
+        self.handler.set(msg.0);
     }
 }
 
@@ -539,7 +813,7 @@ impl Handler<AddResearcher> for Controller {
 }
 
 impl Handler<RemoveResearcher> for Controller {
-    type Result = ResponseActFuture<Self, Result<Vec<Envelope>, NodeError>>;
+    type Result = ResponseActFuture<Self, Result<ShutdownReport, NodeError>>;
 
     fn handle(&mut self, msg: RemoveResearcher, _: &mut Context<Self>) -> Self::Result {
         let key = endpoint_key(&msg.host, msg.port);
@@ -549,7 +823,6 @@ impl Handler<RemoveResearcher> for Controller {
             })));
         };
         let entry = self.links.remove(pos);
-        self.routes.retain(|_, k| k != &key);
         log::info!(
             "node {}: researcher link to {} removed",
             self.node_id,
@@ -559,7 +832,7 @@ impl Handler<RemoveResearcher> for Controller {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, entry.addr.send(Close)).await;
             let mut report = ShutdownReport::default();
             unsent_report(entry.shared.outbox().take_all(), &mut report);
-            Ok(report.unsent)
+            Ok(report)
         };
         Box::pin(fut.into_actor(self))
     }
@@ -593,8 +866,8 @@ impl Handler<Shutdown> for Controller {
                 )
                 .await;
                 let _ = tokio::time::timeout(SHUTDOWN_GRACE, addr.send(Close)).await;
-                let unsent = shared.outbox().take_all();
-                unsent
+                let left = shared.outbox().take_all();
+                left
             });
             join_all(drains).await
         };
@@ -604,13 +877,16 @@ impl Handler<Shutdown> for Controller {
                 unsent_report(items, &mut report);
             }
             act.links.clear();
-            act.routes.clear();
             act.state = RunState::Stopped;
-            let count = report.unsent.len() + report.unsent_feedback;
+            let count = report.undelivered();
             if count > 0 {
                 log::warn!(
-                    "node {}: {count} message(s) could not be sent before the deadline",
-                    act.node_id
+                    "node {}: {count} message(s) not delivered before the deadline \
+                     ({} never sent, {} sent but not acknowledged, {} feedback)",
+                    act.node_id,
+                    report.unsent.len(),
+                    report.unacknowledged.len(),
+                    report.unsent_feedback
                 );
             }
             act.finished_told = false;

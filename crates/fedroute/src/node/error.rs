@@ -12,14 +12,15 @@ const STATUS_CHARS: usize = 300;
 /// Everything that can go wrong on the node side. Variants read as sentences
 /// and carry the values that explain them.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeError {
-    /// `Send` was given a message without a `researcher_id` field.
+    /// `SendReply` was given a message without a `researcher_id` field.
     #[error("the {class} message has no researcher_id, so it cannot be routed")]
     MissingResearcherId {
         /// The message class.
         class: String,
     },
-    /// `Send` named a researcher no link has identified.
+    /// `SendReply` named a researcher no link has identified.
     #[error("no researcher link knows the researcher id {researcher_id}")]
     UnknownResearcher {
         /// The id found in the message.
@@ -99,12 +100,6 @@ pub enum NodeError {
         endpoint: String,
         /// The message class.
         class: String,
-    },
-    /// The handler actor is gone; tasks could only be lost, so the link stops.
-    #[error("the task handler of the link to {endpoint} is gone")]
-    HandlerGone {
-        /// `host:port`.
-        endpoint: String,
     },
     /// TLS or channel set-up failed.
     #[error("could not connect to {endpoint}: {source}")]
@@ -192,13 +187,10 @@ pub enum NodeError {
 }
 
 impl NodeError {
-    /// True for errors after which the link must never reconnect (security,
-    /// handler gone).
+    /// True for errors after which the link must never reconnect (a
+    /// researcher id that changed: a security error).
     pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            NodeError::ResearcherIdChanged { .. } | NodeError::HandlerGone { .. }
-        )
+        matches!(self, NodeError::ResearcherIdChanged { .. })
     }
 
     /// True when the researcher answered a send with an error status that is

@@ -13,7 +13,7 @@
 //!    futures, calls [`Supervised::restarting`] (which resets the connection
 //!    state) and `started` again. The outgoing queue and the counters live in
 //!    [`LinkShared`], so they survive.
-//! 4. Failed for good (a researcher id change, the handler gone) or closed: the
+//! 4. Failed for good (a researcher id change) or closed: the
 //!    link stays idle until the controller drops it.
 //!
 //! The controller talks to a link through [`LinkShared`] for the hot path
@@ -34,7 +34,7 @@ use tonic::transport::Channel;
 
 use super::backoff::Backoff;
 use super::config::ControllerConfig;
-use super::controller::{LinkEvent, TaskReceived};
+use super::controller::{HandlerSlot, LinkChange, LinkEvent, Replier};
 use super::dedup::RecentIds;
 use super::error::NodeError;
 use super::listener::{PollEnd, Poller, TaskAssembler};
@@ -283,8 +283,10 @@ pub(crate) struct ResearcherLink {
     key: String,
     node_id: String,
     config: Arc<ControllerConfig>,
-    handler: Recipient<TaskReceived>,
+    handler: Arc<HandlerSlot>,
     events: WeakRecipient<LinkEvent>,
+    /// What each task carries for the handler to reply with.
+    replier: Replier,
     shared: Arc<LinkShared>,
     backoff: Backoff,
     pinned: Option<CertificateDer<'static>>,
@@ -317,6 +319,18 @@ pub(crate) struct ResearcherLink {
     knocked: bool,
     /// A connection was made since the last restart.
     connected: bool,
+    /// The last [`LinkChange`] told was `Up`.
+    up: bool,
+}
+
+/// How a link reaches its controller and the node's handler.
+pub(super) struct LinkWiring {
+    /// Where tasks go.
+    pub(super) handler: Arc<HandlerSlot>,
+    /// The controller, told what the link learns and when it changes.
+    pub(super) events: WeakRecipient<LinkEvent>,
+    /// What each task carries for the handler to reply with.
+    pub(super) replier: Replier,
 }
 
 impl std::fmt::Debug for ResearcherLink {
@@ -335,11 +349,15 @@ impl ResearcherLink {
         endpoint: ResearcherEndpoint,
         node_id: String,
         config: Arc<ControllerConfig>,
-        handler: Recipient<TaskReceived>,
-        events: WeakRecipient<LinkEvent>,
+        wiring: LinkWiring,
         shared: Arc<LinkShared>,
         intake: Intake,
     ) -> ResearcherLink {
+        let LinkWiring {
+            handler,
+            events,
+            replier,
+        } = wiring;
         ResearcherLink {
             log: Arc::new(PeerLog::new(config.peer_log_rate)),
             wait_for_room: None,
@@ -358,8 +376,10 @@ impl ResearcherLink {
             config,
             handler,
             events,
+            replier,
             shared,
             pinned: None,
+            up: false,
             attempted: false,
             ever_connected: false,
             draining: false,
@@ -484,6 +504,15 @@ impl ResearcherLink {
         } else {
             log::info!("{}: connected", self.key);
         }
+        self.up = true;
+        notify(
+            &self.events,
+            LinkEvent::Changed(LinkChange::Up {
+                endpoint: self.key.clone(),
+                researcher_id: self.shared.researcher_id(),
+                reconnected: self.ever_connected,
+            }),
+        );
         self.ever_connected = true;
         let (client, last_data) = Progress::client(d.channel);
         let client = client
@@ -506,8 +535,9 @@ impl ResearcherLink {
             endpoint: self.key.clone(),
             node_id: self.node_id.clone(),
             shared: Arc::clone(&self.shared),
-            handler: self.handler.clone(),
+            handler: Arc::clone(&self.handler),
             events: self.events.clone(),
+            replier: self.replier.clone(),
             assembler: TaskAssembler::new(
                 self.key.clone(),
                 self.config.max_message_bytes,
@@ -620,6 +650,16 @@ impl ResearcherLink {
             status.state = LinkState::BackingOff;
             status.last_error = Some(e.to_string());
         }
+        if std::mem::take(&mut self.up) {
+            notify(
+                &self.events,
+                LinkEvent::Changed(LinkChange::Down {
+                    endpoint: self.key.clone(),
+                    reason: e.to_string(),
+                    for_good: false,
+                }),
+            );
+        }
         ctx.stop();
     }
 
@@ -628,6 +668,7 @@ impl ResearcherLink {
         log::error!("{}: {e}; the link stops for good", self.key);
         let reason = e.to_string();
         self.terminal = true;
+        self.up = false;
         {
             let mut status = self.shared.status();
             status.polling = false;

@@ -58,7 +58,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::Code;
 
-use super::controller::{LinkEvent, TaskReceived};
+use super::controller::{HandlerSlot, LinkEvent, Replier, TaskReceived};
 use super::dedup::RecentIds;
 use super::error::NodeError;
 use super::link::LinkShared;
@@ -280,7 +280,7 @@ pub(super) enum PollEnd {
     Unimplemented,
     /// The connection or the call failed: reconnect.
     Lost(NodeError),
-    /// Stop for good (security error, handler gone).
+    /// Stop for good (a security error).
     Fatal(NodeError),
 }
 
@@ -294,10 +294,12 @@ pub(super) struct Poller {
     pub node_id: String,
     /// Link state shared with the actor (status counters).
     pub shared: Arc<LinkShared>,
-    /// Where tasks go.
-    pub handler: Recipient<TaskReceived>,
+    /// Where tasks go (replaceable by `SetHandler`).
+    pub handler: Arc<HandlerSlot>,
     /// The controller, told when a researcher id is learnt from a task.
     pub events: actix::WeakRecipient<LinkEvent>,
+    /// What each task carries for the handler to reply with.
+    pub replier: Replier,
     /// Frame checks.
     pub assembler: TaskAssembler,
     /// Deadline of one poll call.
@@ -540,79 +542,86 @@ impl Poller {
         }
     }
 
+    /// The handler, once its mailbox is open: while it is closed (the
+    /// handler stopped or panicked) this waits for `SetHandler`, saying so in
+    /// the status and once in the log, so that no task is polled for, or
+    /// handed, to a closed mailbox.
+    async fn open_handler(&self) -> Recipient<TaskReceived> {
+        if let Some(handler) = self.handler.open() {
+            return handler;
+        }
+        log::warn!(
+            "{}: the task handler is gone; tasks are held back until SetHandler gives a new one",
+            self.endpoint
+        );
+        self.shared.status().waiting_for_handler = true;
+        let handler = self.handler.wait_open().await;
+        self.shared.status().waiting_for_handler = false;
+        log::info!("{}: a new task handler; delivering again", self.endpoint);
+        handler
+    }
+
     /// Hands the task to the handler. A small task goes straight into the
     /// handler's mailbox; when that is full, this link waits for room (its
     /// next tasks wait behind, the other links' do not). A large one waits
     /// until the handler has handled it, so that at most one large task per
-    /// link is held outside the receive budget.
+    /// link is held outside the receive budget. A closed mailbox gives the
+    /// task back, and it waits here for a new handler.
     async fn deliver(&self, message: Envelope, len: usize) -> Result<(), PollEnd> {
         let researcher_id = self
             .assembler
             .researcher_id()
             .unwrap_or_default()
             .to_string();
-        let task = TaskReceived {
+        let request_id = message.request_id().map(crate::wire::echo);
+        let mut task = TaskReceived {
             researcher_id,
             message,
+            reply: self.replier.clone(),
         };
-        let gone = || {
-            PollEnd::Fatal(NodeError::HandlerGone {
-                endpoint: self.endpoint.clone(),
-            })
+        let lost_with_handler = || {
+            log::error!(
+                "{}: the task handler stopped before handling task {}; it is lost with the \
+                 handler's mailbox",
+                self.endpoint,
+                request_id.as_deref().unwrap_or("(no request id)")
+            );
+            Ok(())
         };
-        if len >= crate::wire::OFF_LOOP_MIN_BYTES {
-            return self.handler.send(task).await.map_err(|_| gone());
-        }
-        match self.handler.try_send(task) {
-            Ok(()) => Ok(()),
-            Err(SendError::Full(task)) => self.handler.send(task).await.map_err(|_| gone()),
-            Err(SendError::Closed(_)) => Err(gone()),
+        loop {
+            let handler = self.open_handler().await;
+            if len >= crate::wire::OFF_LOOP_MIN_BYTES {
+                return match handler.send(task).await {
+                    Ok(()) => Ok(()),
+                    Err(_) => lost_with_handler(),
+                };
+            }
+            match handler.try_send(task) {
+                Ok(()) => return Ok(()),
+                Err(SendError::Full(full)) => {
+                    return match handler.send(full).await {
+                        Ok(()) => Ok(()),
+                        Err(_) => lost_with_handler(),
+                    }
+                }
+                Err(SendError::Closed(back)) => task = back,
+            }
         }
     }
 
-    /// Fed-BioMed's long poll: one task per `GetTaskUnary` call, forever.
-    pub(super) async fn run_unary(mut self) -> PollEnd {
-        loop {
+    /// Opens one poll of `mode`: Fed-BioMed's long poll (one task per
+    /// `GetTaskUnary` call) or fedroute's streaming poll (one `GetTask` call,
+    /// one credit per task, `credits` asked ahead). `Ok(None)` when the
+    /// researcher ended it at once with DEADLINE_EXCEEDED (poll again).
+    async fn open_poll(&mut self, mode: PollMode) -> Result<Option<OpenPoll>, PollEnd> {
+        let opened = if mode == PollMode::Unary {
             let mut request = tonic::Request::new(self.request());
             request.set_timeout(self.poll_deadline);
-            let opened = Instant::now();
-            let until = opened + self.poll_deadline + deadline_grace(self.poll_deadline);
-            let mut frames = 0usize;
-            let mut stream = match self.client.get_task_unary(request).await {
-                Ok(response) => response.into_inner(),
-                Err(status) if status.code() == Code::DeadlineExceeded => {
-                    if let Err(end) = self.check_empty(opened, 0) {
-                        return end;
-                    }
-                    continue;
-                }
-                Err(status) => return self.lost(rpc_of(PollMode::Unary), status),
-            };
-            self.poll_opened(PollMode::Unary);
-            // The stream ends after one task's frames.
-            loop {
-                let frame = match self.next_frame(&mut stream, until, PollMode::Unary).await {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => break,
-                    Err(end) => return end,
-                };
-                frames += 1;
-                if let Err(end) = self.on_frame(frame).await {
-                    return end;
-                }
-            }
-            if let Some(e) = self.assembler.abandon() {
-                self.bad_task(e);
-            }
-            if let Err(end) = self.check_empty(opened, frames) {
-                return end;
-            }
-        }
-    }
-
-    /// fedroute's streaming poll: one `GetTask` call, one credit per task.
-    pub(super) async fn run_streaming(mut self) -> PollEnd {
-        loop {
+            self.client.get_task_unary(request).await.map(|r| OpenPoll {
+                stream: r.into_inner(),
+                credits: None,
+            })
+        } else {
             let credits = self.credits.max(1) as usize;
             let (tx, rx) = mpsc::channel::<TaskRequest>(credits + 1);
             for _ in 0..credits {
@@ -621,44 +630,79 @@ impl Poller {
             }
             let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
             request.set_timeout(self.poll_deadline);
+            self.client.get_task(request).await.map(|r| OpenPoll {
+                stream: r.into_inner(),
+                credits: Some(tx),
+            })
+        };
+        match opened {
+            Ok(poll) => {
+                self.poll_opened(mode);
+                Ok(Some(poll))
+            }
+            Err(status) if status.code() == Code::Unimplemented && mode == PollMode::Streaming => {
+                Err(PollEnd::Unimplemented)
+            }
+            Err(status) if status.code() == Code::DeadlineExceeded => Ok(None),
+            Err(status) => Err(self.lost(rpc_of(mode), status)),
+        }
+    }
+
+    /// The mode's "ask for more" after a frame that ended `ended` tasks: in
+    /// streaming mode each gives its credit back (the channel holds at most
+    /// `credits` + 1, so this never waits long); a unary poll asks for
+    /// nothing (its stream ends after one task). False when the call is over.
+    async fn ask_for_more(
+        &self,
+        credits: Option<&mpsc::Sender<TaskRequest>>,
+        ended: usize,
+    ) -> bool {
+        let Some(credits) = credits else {
+            return true;
+        };
+        for _ in 0..ended {
+            if credits.send(self.request()).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Polls forever in `mode` (Unary or Streaming), until the connection is
+    /// lost or a fatal error.
+    async fn poll_loop(mut self, mode: PollMode) -> PollEnd {
+        loop {
+            self.open_handler().await;
             let opened = Instant::now();
             let until = opened + self.poll_deadline + deadline_grace(self.poll_deadline);
             let mut frames = 0usize;
-            let mut stream = match self.client.get_task(request).await {
-                Ok(response) => response.into_inner(),
-                Err(status) if status.code() == Code::Unimplemented => {
-                    return PollEnd::Unimplemented
-                }
-                Err(status) if status.code() == Code::DeadlineExceeded => {
+            let poll = match self.open_poll(mode).await {
+                Ok(Some(poll)) => poll,
+                Ok(None) => {
                     if let Err(end) = self.check_empty(opened, 0) {
                         return end;
                     }
                     continue;
                 }
-                Err(status) => return self.lost(rpc_of(PollMode::Streaming), status),
+                Err(end) => return end,
             };
-            self.poll_opened(PollMode::Streaming);
-            'poll: loop {
-                let frame = match self
-                    .next_frame(&mut stream, until, PollMode::Streaming)
-                    .await
-                {
+            let OpenPoll {
+                mut stream,
+                credits,
+            } = poll;
+            loop {
+                let frame = match self.next_frame(&mut stream, until, mode).await {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
                     Err(end) => return end,
                 };
+                frames += 1;
                 let ended = match self.on_frame(frame).await {
                     Ok(ended) => ended,
                     Err(end) => return end,
                 };
-                frames += 1;
-                // Each task ended consumed one credit: give it back. The
-                // channel holds at most `credits` + 1, so this never waits
-                // long.
-                for _ in 0..ended {
-                    if tx.send(self.request()).await.is_err() {
-                        break 'poll;
-                    }
+                if !self.ask_for_more(credits.as_ref(), ended).await {
+                    break;
                 }
             }
             if let Some(e) = self.assembler.abandon() {
@@ -670,13 +714,23 @@ impl Poller {
         }
     }
 
-    /// Runs the loop of `mode` (`Auto` tries streaming first).
+    /// Runs the poll loop of `mode` (`Auto` tries streaming first; the link
+    /// falls back to unary on UNIMPLEMENTED).
     pub(super) async fn run(self, mode: PollMode) -> PollEnd {
-        match mode {
-            PollMode::Unary => self.run_unary().await,
-            PollMode::Streaming | PollMode::Auto => self.run_streaming().await,
-        }
+        let mode = if mode == PollMode::Unary {
+            PollMode::Unary
+        } else {
+            PollMode::Streaming
+        };
+        self.poll_loop(mode).await
     }
+}
+
+/// An open poll: the frames it brings, and in streaming mode the channel its
+/// credits go on.
+struct OpenPoll {
+    stream: tonic::Streaming<TaskResponse>,
+    credits: Option<mpsc::Sender<TaskRequest>>,
 }
 
 #[cfg(test)]

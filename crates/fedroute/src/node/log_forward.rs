@@ -2,7 +2,8 @@
 //! Fed-BioMed's node logger does.
 //!
 //! [`install`] puts a [`LogForwarder`] in place of the process logger: every
-//! record still goes to env_logger (filtered as usual by `RUST_LOG`), and
+//! record still goes to env_logger (filtered as usual by `RUST_LOG`; with
+//! [`install_with`], to any other [`log::Log`] the application uses), and
 //! records at the forwarding level and up are also handed to the controller
 //! ([`ForwardLog`]), which queues them as feedback: to the researcher named by
 //! the record's `researcher_id` key-value
@@ -92,9 +93,10 @@ pub fn forwarded(record: &Record<'_>, level: LevelFilter) -> Option<ForwardLog> 
 
 type Sink = Arc<Mutex<Option<Recipient<ForwardLog>>>>;
 
-/// The process logger: env_logger plus forwarding (see the module docs).
+/// The process logger: the application's own logger plus forwarding (see
+/// the module docs).
 pub struct LogForwarder {
-    inner: env_logger::Logger,
+    inner: Box<dyn Log>,
     level: LevelFilter,
     sink: Sink,
     dropped: Arc<AtomicU64>,
@@ -141,8 +143,9 @@ impl LogForwardHandle {
 }
 
 impl LogForwarder {
-    /// A forwarder over `inner` forwarding records at `level` and up.
-    pub fn new(inner: env_logger::Logger, level: LevelFilter) -> (LogForwarder, LogForwardHandle) {
+    /// A forwarder over `inner` (which keeps its own filter) forwarding
+    /// records at `level` and up.
+    pub fn new(inner: impl Log + 'static, level: LevelFilter) -> (LogForwarder, LogForwardHandle) {
         let sink = Sink::default();
         let dropped = Arc::new(AtomicU64::new(0));
         let handle = LogForwardHandle {
@@ -151,7 +154,7 @@ impl LogForwarder {
         };
         (
             LogForwarder {
-                inner,
+                inner: Box::new(inner),
                 level,
                 sink,
                 dropped,
@@ -179,7 +182,7 @@ impl Log for LogForwarder {
     }
 
     fn log(&self, record: &Record<'_>) {
-        if self.inner.matches(record) {
+        if self.inner.enabled(record.metadata()) {
             self.inner.log(record);
         }
         if FORWARDING.with(|f| f.replace(true)) {
@@ -202,10 +205,21 @@ pub fn install(
     level: LevelFilter,
 ) -> Result<LogForwardHandle, log::SetLoggerError> {
     let inner = builder.build();
-    let max = inner.filter().max(level);
+    let inner_max = inner.filter();
+    install_with(inner, inner_max, level)
+}
+
+/// Installs a [`LogForwarder`] over `inner` (any logger; it sees records up
+/// to `inner_max`, its own filter still applying) as the process logger,
+/// forwarding records at `level` and up once a controller is attached.
+pub fn install_with(
+    inner: impl Log + 'static,
+    inner_max: LevelFilter,
+    level: LevelFilter,
+) -> Result<LogForwardHandle, log::SetLoggerError> {
     let (forwarder, handle) = LogForwarder::new(inner, level);
     log::set_boxed_logger(Box::new(forwarder))?;
-    log::set_max_level(max);
+    log::set_max_level(inner_max.max(level));
     Ok(handle)
 }
 

@@ -38,6 +38,10 @@
 //!   `max_rejections` attempts, so it cannot block the queue.
 //! - Security: a researcher id that changes for an endpoint (in the
 //!   certificate or in a task) stops that link for good; `Status` says why.
+//! - A handler that stops (or panics): the links poll no further task and
+//!   keep the one they hold until [`SetHandler`] gives a new handler (see
+//!   [`LinkStatus::waiting_for_handler`]); tasks already in the stopped
+//!   handler's mailbox are lost with it, each logged as an error.
 mod backoff;
 mod config;
 mod controller;
@@ -54,8 +58,9 @@ mod status;
 
 pub use config::{ControllerConfig, ReplyStreamMode};
 pub use controller::{
-    AddResearcher, Broadcast, Controller, FinishReason, Finished, ForwardLog, IsConnected,
-    RemoveResearcher, Send, SendFeedback, Shutdown, ShutdownReport, Status, TaskReceived,
+    AddResearcher, Broadcast, Controller, ControllerBuilder, FinishReason, Finished, ForwardLog,
+    IsConnected, LinkChange, RemoveResearcher, Replier, SendFeedback, SendReply, SetHandler,
+    Shutdown, ShutdownReport, Status, TaskReceived,
 };
 pub use error::NodeError;
 pub use link::ResearcherEndpoint;

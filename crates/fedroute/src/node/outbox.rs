@@ -59,6 +59,9 @@ pub(crate) struct Outbox<T> {
     /// Items for which `mark` holds, counted as they come and go.
     marked: usize,
     mark: fn(&T) -> bool,
+    /// The first `attempted` items were written to an RPC at least once: the
+    /// researcher may have them although it did not acknowledge them.
+    attempted: usize,
 }
 
 impl<T: Clone> Outbox<T> {
@@ -74,6 +77,7 @@ impl<T: Clone> Outbox<T> {
             size,
             marked: 0,
             mark: |_| false,
+            attempted: 0,
         }
     }
 
@@ -145,9 +149,15 @@ impl<T: Clone> Outbox<T> {
         self.items.get(index).cloned()
     }
 
+    /// Notes that the first `n` items are being written to an RPC.
+    pub(crate) fn mark_attempted(&mut self, n: usize) {
+        self.attempted = self.attempted.max(n.min(self.items.len()));
+    }
+
     /// Removes the first `n` items (they were acknowledged).
     pub(crate) fn pop(&mut self, n: usize) {
         let n = n.min(self.items.len());
+        self.attempted = self.attempted.saturating_sub(n);
         let (size, mark) = (self.size, self.mark);
         let (mut removed, mut unmarked) = (0, 0);
         for item in self.items.drain(..n) {
@@ -158,11 +168,15 @@ impl<T: Clone> Outbox<T> {
         self.marked = self.marked.saturating_sub(unmarked);
     }
 
-    /// Removes and returns everything (shutdown, link removed).
-    pub(crate) fn take_all(&mut self) -> Vec<T> {
+    /// Removes and returns everything (shutdown, link removed): the items
+    /// written to an RPC but not acknowledged, then those never written.
+    pub(crate) fn take_all(&mut self) -> (Vec<T>, Vec<T>) {
         self.bytes = 0;
         self.marked = 0;
-        self.items.drain(..).collect()
+        let mut never = std::mem::take(&mut self.items);
+        let attempted = never.drain(..self.attempted.min(never.len())).collect();
+        self.attempted = 0;
+        (attempted, never.into())
     }
 
     /// Number of queued items, including a batch being sent.
@@ -184,6 +198,21 @@ impl<T: Clone> Outbox<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn items_written_but_not_acknowledged_are_told_apart() {
+        let mut q = Outbox::new(8, usize::MAX, one);
+        for i in 0..4u32 {
+            q.push(i).unwrap();
+        }
+        q.mark_attempted(3);
+        q.pop(1); // 0 acknowledged
+        q.mark_attempted(1); // a retry of 1 does not forget that 2 was written
+        assert_eq!(q.take_all(), (vec![1, 2], vec![3]));
+        q.push(9).unwrap();
+        q.mark_attempted(5); // more than is queued
+        assert_eq!(q.take_all(), (vec![9], vec![]));
+    }
 
     fn all(_: &u32, _: &u32) -> bool {
         true
@@ -235,7 +264,7 @@ mod tests {
         assert!(q.push(2).is_ok());
         assert!(q.push(3).is_ok());
         assert_eq!(q.push(4), Err(4));
-        assert_eq!(q.take_all(), vec![1, 2, 3]);
+        assert_eq!(q.take_all(), (vec![], vec![1, 2, 3]));
         assert!(q.is_empty());
     }
 

@@ -160,6 +160,7 @@ impl Pump {
                 Outgoing::len,
                 same_batch,
             );
+            self.shared.outbox().mark_attempted(batch.len());
             let sent =
                 send_batch(&mut self.client, &self.endpoint, &batch, self.send_timeout).await;
             match sent {
@@ -223,6 +224,7 @@ impl Pump {
             };
             match next {
                 Some(Outgoing::Message(bytes)) => {
+                    self.shared.outbox().mark_attempted(written + 1);
                     let mut complete = true;
                     for f in wire::chunks(bytes.clone()) {
                         let frame = TaskResult {

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 /// Where a link stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LinkState {
     /// Dialling: fetching or checking the certificate, opening the channel.
     Connecting,
@@ -13,7 +14,7 @@ pub enum LinkState {
     Connected,
     /// The last attempt failed; waiting before the next one.
     BackingOff,
-    /// Stopped for good; the reason says why (a security error, the handler gone).
+    /// Stopped for good; the reason says why (a security error: the researcher id changed).
     Failed(String),
     /// Closed on request (shutdown or `RemoveResearcher`).
     Closed,
@@ -33,6 +34,7 @@ impl fmt::Display for LinkState {
 
 /// How the link polls for tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PollMode {
     /// Try the streaming `GetTask` first, fall back to `GetTaskUnary` when the
     /// researcher answers UNIMPLEMENTED (Fed-BioMed researchers).
@@ -92,6 +94,10 @@ pub struct LinkStatus {
     pub last_poll: Option<SystemTime>,
     /// The last connection or send error, if any.
     pub last_error: Option<String>,
+    /// True while the link holds back tasks because the handler's mailbox
+    /// is closed (it stopped or panicked): it polls again, and delivers the
+    /// task it holds, once [`SetHandler`](super::SetHandler) gives a new one.
+    pub waiting_for_handler: bool,
 }
 
 impl LinkStatus {
@@ -115,6 +121,7 @@ impl LinkStatus {
             queue_depth: 0,
             last_poll: None,
             last_error: None,
+            waiting_for_handler: false,
         }
     }
 

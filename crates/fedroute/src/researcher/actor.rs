@@ -27,7 +27,7 @@ use crate::log_limit::PeerLog;
 use crate::wire::{echo, Envelope};
 
 /// How long `Shutdown` waits for the gRPC server to finish its calls.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The class name of node-to-node messages the researcher relays.
 const OVERLAY_CLASS: &str = "OverlayMessage";
@@ -82,7 +82,7 @@ pub struct PendingCount;
 
 /// Stop accepting calls, end open polls, fail waiting requests and report
 /// queued tasks as undelivered. Resolves when the server has stopped (or
-/// after [`SHUTDOWN_GRACE`]).
+/// after 5 s, `SHUTDOWN_GRACE`).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;

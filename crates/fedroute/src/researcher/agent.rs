@@ -68,7 +68,7 @@ use super::error::ResearcherError;
 use super::events::ResearcherEvent;
 use super::queue::{QueueRefusal, QueuedTask, TaskQueue};
 use super::status::{later, NodeStatus, StatusChange, StatusTracker};
-use crate::log_limit::{held_back, LogRate, PeerLog};
+use crate::log_limit::{LogRate, PeerLog};
 use crate::wire::Payload;
 
 /// Who learns about a task that could not be delivered.
@@ -543,7 +543,11 @@ impl NodeAgent {
             act.status_timer = None;
             if act.status.check(Instant::now()) == Some(StatusChange::Disconnected) {
                 if let Some(n) = act.settings.lifecycle.allow("nodes", "node disconnected") {
-                    log::info!("node {} is DISCONNECTED{}", act.node_id, held_back(n));
+                    log::info!(
+                        "node {} is DISCONNECTED{}",
+                        act.node_id,
+                        PeerLog::held_back(n)
+                    );
                 }
                 act.emit(ResearcherEvent::NodeDisconnected {
                     node_id: act.node_id.clone(),
@@ -644,7 +648,7 @@ impl Handler<OpenPoll> for NodeAgent {
             == Some(StatusChange::Connected)
         {
             if let Some(n) = self.settings.lifecycle.allow("nodes", "node connected") {
-                log::info!("node {} connected{}", self.node_id, held_back(n));
+                log::info!("node {} connected{}", self.node_id, PeerLog::held_back(n));
             }
             self.emit(ResearcherEvent::NodeConnected {
                 node_id: self.node_id.clone(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 /// An error of the researcher layer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ResearcherError {
     /// The node never polled this researcher (or was forgotten), so nothing
     /// can be queued for it.

@@ -8,6 +8,7 @@ use crate::wire::{Envelope, FeedbackMessage};
 /// An event for the researcher-side handler.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
+#[non_exhaustive]
 pub enum ResearcherEvent {
     /// The node polled for the first time, or again after being
     /// DISCONNECTED.

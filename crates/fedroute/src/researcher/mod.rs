@@ -40,9 +40,7 @@ mod service;
 mod status;
 mod table;
 
-pub use actor::{
-    Broadcast, Nodes, PendingCount, Request, Researcher, SendToNode, Shutdown, SHUTDOWN_GRACE,
-};
+pub use actor::{Broadcast, Nodes, PendingCount, Request, Researcher, SendToNode, Shutdown};
 pub use agent::NodeInfo;
 pub use config::ResearcherConfig;
 pub use error::ResearcherError;

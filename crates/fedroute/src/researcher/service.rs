@@ -40,7 +40,7 @@ use super::agent::{Credit, CreditEnded, InFlight, NodeAgent, PollClosed, PollIte
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
 use super::metered::{meter_of, StreamMeter};
-use crate::log_limit::{held_back, PeerLog};
+use crate::log_limit::PeerLog;
 use crate::proto::researcher_service_server::ResearcherService;
 use crate::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
 use crate::wire::{
@@ -550,7 +550,11 @@ impl ResearcherService for ResearcherGrpc {
             let node = feedback.node_id();
             if let Some(n) = self.inner.peer_log.allow(node, "feedback") {
                 let text = format!("{feedback:?}");
-                log::info!("feedback from node {node}: {}{}", echo(&text), held_back(n));
+                log::info!(
+                    "feedback from node {node}: {}{}",
+                    echo(&text),
+                    PeerLog::held_back(n)
+                );
             }
         }
         self.inner.emit(ResearcherEvent::Feedback(feedback)).await;

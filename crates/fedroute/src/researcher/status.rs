@@ -18,6 +18,7 @@ pub(super) fn later(at: Instant, d: Duration) -> Instant {
 
 /// A node's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum NodeStatus {
     /// A poll is open: a task can be delivered now.
     Active,

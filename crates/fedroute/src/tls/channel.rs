@@ -26,10 +26,6 @@ use super::dial::{dial, peer_leaf, server_name};
 use super::verify::LeafSlot;
 use super::{error_chain, TlsError};
 
-/// The smallest HTTP/2 keepalive interval fedroute accepts: Fed-BioMed's
-/// Python server refuses pings closer than about 1.8 s apart.
-pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
-
 /// Options of a channel opened by [`connect_channel`]. Chainable setters;
 /// the defaults are documented on each field.
 #[derive(Clone, Debug)]
@@ -37,7 +33,7 @@ pub struct ChannelOptions {
     /// Limit for TCP connect + TLS handshake + HTTP/2 handshake, for the first
     /// connection and every reconnect. Default 10 s.
     pub connect_timeout: Duration,
-    /// HTTP/2 keepalive ping interval; at least [`MIN_KEEPALIVE_INTERVAL`].
+    /// HTTP/2 keepalive ping interval; at least [`ChannelOptions::MIN_KEEPALIVE_INTERVAL`].
     /// Default 60 s (as Fed-BioMed nodes).
     pub keepalive_interval: Duration,
     /// How long to wait for a keepalive ping's answer before the connection
@@ -68,6 +64,10 @@ impl Default for ChannelOptions {
 }
 
 impl ChannelOptions {
+    /// The smallest HTTP/2 keepalive interval fedroute accepts: Fed-BioMed's
+    /// Python server refuses pings closer than about 1.8 s apart.
+    pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+
     /// Sets [`ChannelOptions::connect_timeout`].
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
@@ -102,10 +102,10 @@ impl ChannelOptions {
 
     /// Checks the options (keepalive interval not below the minimum).
     pub fn validate(&self) -> Result<(), TlsError> {
-        if self.keepalive_interval < MIN_KEEPALIVE_INTERVAL {
+        if self.keepalive_interval < Self::MIN_KEEPALIVE_INTERVAL {
             return Err(TlsError::KeepaliveTooShort {
                 interval: self.keepalive_interval,
-                minimum: MIN_KEEPALIVE_INTERVAL,
+                minimum: Self::MIN_KEEPALIVE_INTERVAL,
             });
         }
         Ok(())

@@ -19,6 +19,7 @@ use super::{crypto_provider, TlsError, ALPN_H2};
 
 /// How a node decides to trust a researcher's certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TrustPolicy {
     /// Fetch the server certificate on first contact and pin it (what
     /// Fed-BioMed does); the researcher id comes from its subject O=.
@@ -131,18 +132,9 @@ fn finish_client_config(
 /// use): a TLS handshake with an accept-anything verifier, bounded by
 /// `timeout`. The certificate is returned once the server has proven it
 /// holds its key (the handshake signature verifies), even if the handshake
-/// then fails because the server wants a client certificate.
+/// then fails because the server wants a client certificate. `client` is
+/// the node identity to present to servers that require mutual TLS.
 pub async fn fetch_server_certificate(
-    host: &str,
-    port: u16,
-    timeout: Duration,
-) -> Result<CertificateDer<'static>, TlsError> {
-    fetch_server_certificate_with(host, port, timeout, None).await
-}
-
-/// [`fetch_server_certificate`] presenting a node identity, for servers that
-/// require mutual TLS.
-pub async fn fetch_server_certificate_with(
     host: &str,
     port: u16,
     timeout: Duration,
@@ -217,7 +209,7 @@ pub async fn trusted_client_config(
 ) -> Result<TrustedServer, TlsError> {
     match policy {
         TrustPolicy::TrustOnFirstUse => {
-            let cert = fetch_server_certificate_with(host, port, timeout, client).await?;
+            let cert = fetch_server_certificate(host, port, timeout, client).await?;
             Ok(pinned_server(cert, client)?)
         }
         TrustPolicy::PinnedCertificate(path) => {

@@ -7,6 +7,7 @@ use std::time::Duration;
 /// certificates and TLS connections. Each variant reads as a sentence and
 /// carries the values (file, host, port) that explain it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// A TLS configuration was asked for an endpoint whose policy is
     /// [`TrustPolicy::Plaintext`](super::TrustPolicy::Plaintext); dial it with

@@ -29,7 +29,7 @@
 //! # A node's connection, step by step
 //! 1. [`trusted_client_config`] applies the endpoint's [`TrustPolicy`]:
 //!    trust on first use fetches the certificate
-//!    ([`fetch_server_certificate_with`]) and pins it, reading the researcher
+//!    ([`fetch_server_certificate`]) and pins it, reading the researcher
 //!    id from O=; a pinned file is loaded; a CA bundle gives a WebPki verifier.
 //! 2. [`connect_channel_with_peer`] opens the channel and returns the
 //!    certificate seen (the researcher id with a CA bundle). When a pinned
@@ -66,13 +66,10 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 
 pub(crate) use channel::connect_plaintext_channel;
-pub use channel::{
-    connect_channel, connect_channel_with_peer, ChannelOptions, ConnectedChannel,
-    MIN_KEEPALIVE_INTERVAL,
-};
+pub use channel::{connect_channel, connect_channel_with_peer, ChannelOptions, ConnectedChannel};
 pub use client::{
-    ca_client_config, fetch_server_certificate, fetch_server_certificate_with,
-    pinned_client_config, trusted_client_config, TrustPolicy, TrustedServer,
+    ca_client_config, fetch_server_certificate, pinned_client_config, trusted_client_config,
+    TrustPolicy, TrustedServer,
 };
 pub(crate) use error::error_chain;
 pub use error::TlsError;

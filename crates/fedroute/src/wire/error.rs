@@ -4,6 +4,7 @@
 /// Everything that can go wrong while decoding, encoding, checking, chunking or
 /// reassembling a Fed-BioMed payload.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     // ---- msgpack ------------------------------------------------------------
     /// The input ends inside a msgpack value.
@@ -153,73 +154,15 @@ pub enum WireError {
     },
 
     // ---- frames ------------------------------------------------------------
-    /// A frame announces zero or a negative number of frames.
-    #[error("frame {iteration} claims a message of {size} frames; size must be at least 1")]
-    SizeNotPositive {
-        /// The `size` received.
-        size: i32,
-        /// The `iteration` received.
-        iteration: i32,
-    },
-    /// A frame's iteration is outside 1..=size.
-    #[error("frame iteration {iteration} is outside 1..={size}")]
-    IterationOutOfRange {
+    /// A frame that does not fit the message being reassembled.
+    #[error("frame {iteration} of {size}: {problem}")]
+    BadFrame {
         /// The `iteration` received.
         iteration: i32,
         /// The `size` received.
         size: i32,
-    },
-    /// A frame's `size` differs from the first frame's.
-    #[error(
-        "frame {iteration} claims {size} frames but the message started with {expected} frames"
-    )]
-    SizeChanged {
-        /// The `size` received.
-        size: i32,
-        /// The `size` of the message's first frame.
-        expected: i32,
-        /// The `iteration` received.
-        iteration: i32,
-    },
-    /// A frame that was already received arrived again.
-    #[error("frame {iteration} of {size} arrived twice (expected frame {expected})")]
-    RepeatedFrame {
-        /// The `iteration` received.
-        iteration: i32,
-        /// The message's frame count.
-        size: i32,
-        /// The iteration that was expected.
-        expected: i32,
-    },
-    /// A frame arrived after a later one, or the first frame of a message is not frame 1.
-    #[error("frame {iteration} of {size} arrived out of order (expected frame {expected})")]
-    FrameOutOfOrder {
-        /// The `iteration` received.
-        iteration: i32,
-        /// The message's frame count.
-        size: i32,
-        /// The iteration that was expected.
-        expected: i32,
-    },
-    /// One or more frames were skipped.
-    #[error("frame {iteration} of {size} arrived when frame {expected} was expected: frames are missing")]
-    FramesMissing {
-        /// The `iteration` received.
-        iteration: i32,
-        /// The message's frame count.
-        size: i32,
-        /// The iteration that was expected.
-        expected: i32,
-    },
-    /// A new message started before the previous one was complete.
-    #[error("a new message of {size} frames started while the previous message had only {received} of its {previous_size} frames")]
-    MessageIncomplete {
-        /// The new message's `size`.
-        size: i32,
-        /// Frames of the previous message received.
-        received: i32,
-        /// The previous message's frame count.
-        previous_size: i32,
+        /// What is wrong with it.
+        problem: FrameProblem,
     },
     /// The frame stream ended in the middle of a message.
     #[error("the stream ended after {received} of {size} frames of a message")]
@@ -324,6 +267,73 @@ impl WireError {
                 }
             }
             other => other,
+        }
+    }
+}
+
+/// What is wrong with a frame ([`WireError::BadFrame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameProblem {
+    /// `size` is zero or negative: a message has at least one frame.
+    SizeNotPositive,
+    /// `iteration` is outside 1..=size.
+    IterationOutOfRange,
+    /// `size` differs from that of the message's first frame.
+    SizeChanged {
+        /// The `size` of the message's first frame.
+        expected: i32,
+    },
+    /// A frame already received arrived again.
+    Repeated {
+        /// The iteration that was expected.
+        expected: i32,
+    },
+    /// A frame arrived after a later one, or a message did not start with
+    /// frame 1.
+    OutOfOrder {
+        /// The iteration that was expected.
+        expected: i32,
+    },
+    /// One or more frames were skipped.
+    Missing {
+        /// The iteration that was expected.
+        expected: i32,
+    },
+    /// A new message started before the previous one was complete.
+    PreviousIncomplete {
+        /// Frames of the previous message received.
+        received: i32,
+        /// The previous message's frame count.
+        previous_size: i32,
+    },
+}
+
+impl std::fmt::Display for FrameProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameProblem::SizeNotPositive => f.write_str("a message has at least one frame"),
+            FrameProblem::IterationOutOfRange => f.write_str("the iteration is outside 1..=size"),
+            FrameProblem::SizeChanged { expected } => {
+                write!(f, "the message started with {expected} frames")
+            }
+            FrameProblem::Repeated { expected } => {
+                write!(f, "arrived twice (frame {expected} was expected)")
+            }
+            FrameProblem::OutOfOrder { expected } => {
+                write!(f, "arrived out of order (frame {expected} was expected)")
+            }
+            FrameProblem::Missing { expected } => {
+                write!(f, "frames are missing (frame {expected} was expected)")
+            }
+            FrameProblem::PreviousIncomplete {
+                received,
+                previous_size,
+            } => write!(
+                f,
+                "a new message started while the previous one had only {received} of its \
+                 {previous_size} frames"
+            ),
         }
     }
 }

@@ -121,6 +121,7 @@ pub struct Scalar {
 
 /// What a feedback message carries.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Feedback {
     /// A log line.
     Log(Log),
@@ -140,21 +141,36 @@ pub struct FeedbackMessage {
 }
 
 impl FeedbackMessage {
-    /// A log feedback in our protocol version.
+    /// A log feedback in our protocol version, its `msg` in the JSON form
+    /// Fed-BioMed's researcher requires ([`Log::fedbiomed`], logger name
+    /// `fedroute`).
+    ///
+    /// ```
+    /// use fedroute::wire::{Feedback, FeedbackMessage};
+    ///
+    /// let m = FeedbackMessage::log(None, "NODE_1", "WARNING", "disk almost full");
+    /// let Feedback::Log(log) = &m.feedback else { unreachable!() };
+    /// assert_eq!(log.text(), "disk almost full");
+    /// assert!(log.msg.contains("\"level\":\"WARNING\""));
+    /// ```
     pub fn log(
         researcher_id: Option<String>,
-        node_id: impl Into<String>,
-        level: impl Into<String>,
-        msg: impl Into<String>,
+        node_id: &str,
+        level: &str,
+        message: &str,
     ) -> FeedbackMessage {
+        FeedbackMessage::with_log(
+            researcher_id,
+            Log::fedbiomed(node_id, "fedroute", level, message),
+        )
+    }
+
+    /// A log feedback carrying `log` as it is (its `msg` is sent unchanged).
+    pub fn with_log(researcher_id: Option<String>, log: Log) -> FeedbackMessage {
         FeedbackMessage {
             protocol_version: PROTOCOL_VERSION.to_owned(),
             researcher_id,
-            feedback: Feedback::Log(Log {
-                node_id: node_id.into(),
-                level: level.into(),
-                msg: msg.into(),
-            }),
+            feedback: Feedback::Log(log),
         }
     }
 

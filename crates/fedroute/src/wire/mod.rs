@@ -35,7 +35,7 @@ pub(crate) use budget::{Hold, ReceiveBudget, WaitPlace, DEFAULT_RECEIVE_BUDGET_B
 pub use chunk::{chunks, chunks_of, frame_count, Chunks, Frame, CHUNK_SIZE};
 pub use echo::{echo, shortened};
 pub use envelope::{Envelope, MESSAGE_MODULE, TYPE_MESSAGE_KEY};
-pub use error::WireError;
+pub use error::{FrameProblem, WireError};
 pub use feedback::{Feedback, FeedbackMessage, Log, Scalar};
 pub(crate) use ident::check_id;
 pub use ident::IdKind;
@@ -53,9 +53,7 @@ pub use pool::{BufferPool, DEFAULT_RECEIVE_BUFFER_BYTES};
 pub use reassemble::{Reassembler, DEFAULT_MAX_MESSAGE_BYTES};
 pub(crate) use serde_value::bin;
 pub use serde_value::{from_value, to_value};
-pub use value::{
-    decode_value, decode_value_with, encode_to_bytes, encode_value, encoded_len, Value,
-};
+pub use value::{decode_value, decode_value_with, encode_to_bytes, Value};
 pub use version::{check_version, VersionCompat, PROTOCOL_VERSION};
 
 /// gRPC message size limit for what fedroute sends (as Fed-BioMed); its

@@ -47,7 +47,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::budget::{Hold, ReceiveBudget};
-use super::error::WireError;
+use super::error::{FrameProblem, WireError};
 use super::pool::BufferPool;
 
 /// Default limit on a reassembled message (2 GiB).
@@ -289,18 +289,26 @@ impl Reassembler {
         bytes: Bytes,
     ) -> Result<Option<Bytes>, WireError> {
         if size < 1 {
-            return Err(WireError::SizeNotPositive { size, iteration });
+            return Err(WireError::BadFrame {
+                size,
+                iteration,
+                problem: FrameProblem::SizeNotPositive,
+            });
         }
         if iteration < 1 || iteration > size {
-            return Err(WireError::IterationOutOfRange { iteration, size });
+            return Err(WireError::BadFrame {
+                iteration,
+                size,
+                problem: FrameProblem::IterationOutOfRange,
+            });
         }
         let Some(cur) = self.current.as_mut() else {
             // First frame of a new message.
             if iteration != 1 {
-                return Err(WireError::FrameOutOfOrder {
+                return Err(WireError::BadFrame {
                     iteration,
                     size,
-                    expected: 1,
+                    problem: FrameProblem::OutOfOrder { expected: 1 },
                 });
             }
             if size == 1 {
@@ -313,42 +321,48 @@ impl Reassembler {
         let expected = cur.received + 1;
         if size != cur.size {
             if iteration == 1 {
-                return Err(WireError::MessageIncomplete {
+                return Err(WireError::BadFrame {
                     size,
-                    received: cur.received,
-                    previous_size: cur.size,
+                    iteration,
+                    problem: FrameProblem::PreviousIncomplete {
+                        received: cur.received,
+                        previous_size: cur.size,
+                    },
                 });
             }
-            return Err(WireError::SizeChanged {
+            return Err(WireError::BadFrame {
                 size,
-                expected: cur.size,
                 iteration,
+                problem: FrameProblem::SizeChanged { expected: cur.size },
             });
         }
         if iteration != expected {
             return Err(if iteration == cur.received {
-                WireError::RepeatedFrame {
+                WireError::BadFrame {
                     iteration,
                     size,
-                    expected,
+                    problem: FrameProblem::Repeated { expected },
                 }
             } else if iteration == 1 {
-                WireError::MessageIncomplete {
+                WireError::BadFrame {
                     size,
-                    received: cur.received,
-                    previous_size: cur.size,
+                    iteration,
+                    problem: FrameProblem::PreviousIncomplete {
+                        received: cur.received,
+                        previous_size: cur.size,
+                    },
                 }
             } else if iteration < expected {
-                WireError::FrameOutOfOrder {
+                WireError::BadFrame {
                     iteration,
                     size,
-                    expected,
+                    problem: FrameProblem::OutOfOrder { expected },
                 }
             } else {
-                WireError::FramesMissing {
+                WireError::BadFrame {
                     iteration,
                     size,
-                    expected,
+                    problem: FrameProblem::Missing { expected },
                 }
             });
         }
@@ -532,29 +546,50 @@ mod tests {
         let mut r = Reassembler::default();
         assert!(matches!(
             r.push(0, 1, b(b"x")),
-            Err(WireError::SizeNotPositive { size: 0, .. })
+            Err(WireError::BadFrame {
+                size: 0,
+                problem: FrameProblem::SizeNotPositive,
+                ..
+            })
         ));
         assert!(matches!(
             r.push(-3, 1, b(b"x")),
-            Err(WireError::SizeNotPositive { size: -3, .. })
+            Err(WireError::BadFrame {
+                size: -3,
+                problem: FrameProblem::SizeNotPositive,
+                ..
+            })
         ));
         assert!(matches!(
             r.push(2, 3, b(b"x")),
-            Err(WireError::IterationOutOfRange { .. })
+            Err(WireError::BadFrame {
+                problem: FrameProblem::IterationOutOfRange,
+                ..
+            })
         ));
         assert!(matches!(
             r.push(2, 0, b(b"x")),
-            Err(WireError::IterationOutOfRange { .. })
+            Err(WireError::BadFrame {
+                problem: FrameProblem::IterationOutOfRange,
+                ..
+            })
         ));
         assert!(matches!(
             r.push(2, 2, b(b"x")),
-            Err(WireError::FrameOutOfOrder { expected: 1, .. })
+            Err(WireError::BadFrame {
+                problem: FrameProblem::OutOfOrder { expected: 1 },
+                ..
+            })
         ));
 
         r.push(3, 1, b(b"x")).unwrap();
         assert!(matches!(
             r.push(3, 1, b(b"x")),
-            Err(WireError::RepeatedFrame { iteration: 1, .. })
+            Err(WireError::BadFrame {
+                iteration: 1,
+                problem: FrameProblem::Repeated { .. },
+                ..
+            })
         ));
         assert!(!r.in_progress());
 
@@ -562,9 +597,9 @@ mod tests {
         r.push(4, 2, b(b"x")).unwrap();
         assert!(matches!(
             r.push(4, 4, b(b"x")),
-            Err(WireError::FramesMissing {
+            Err(WireError::BadFrame {
                 iteration: 4,
-                expected: 3,
+                problem: FrameProblem::Missing { expected: 3 },
                 ..
             })
         ));
@@ -574,9 +609,9 @@ mod tests {
         r.push(4, 3, b(b"x")).unwrap();
         assert!(matches!(
             r.push(4, 2, b(b"x")),
-            Err(WireError::FrameOutOfOrder {
+            Err(WireError::BadFrame {
                 iteration: 2,
-                expected: 4,
+                problem: FrameProblem::OutOfOrder { expected: 4 },
                 ..
             })
         ));
@@ -584,9 +619,9 @@ mod tests {
         r.push(4, 1, b(b"x")).unwrap();
         assert!(matches!(
             r.push(5, 2, b(b"x")),
-            Err(WireError::SizeChanged {
+            Err(WireError::BadFrame {
                 size: 5,
-                expected: 4,
+                problem: FrameProblem::SizeChanged { expected: 4 },
                 ..
             })
         ));
@@ -594,9 +629,11 @@ mod tests {
         r.push(4, 1, b(b"x")).unwrap();
         assert!(matches!(
             r.push(2, 1, b(b"x")),
-            Err(WireError::MessageIncomplete {
-                received: 1,
-                previous_size: 4,
+            Err(WireError::BadFrame {
+                problem: FrameProblem::PreviousIncomplete {
+                    received: 1,
+                    previous_size: 4
+                },
                 ..
             })
         ));

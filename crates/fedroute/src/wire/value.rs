@@ -18,7 +18,9 @@ use super::limits::{DecodeLimits, TreeBudget, TREE_NODE_BYTES};
 /// A msgpack value.
 ///
 /// `Debug` shows `bin` and `ext` data as their length and first bytes, so
-/// logging a message never dumps a 100 MiB model.
+/// logging a message never dumps a 100 MiB model. Not `non_exhaustive`:
+/// these are msgpack's types, all of them, and matching on them whole is the
+/// point.
 #[derive(Clone, PartialEq)]
 pub enum Value {
     /// nil (Python `None`).
@@ -89,6 +91,12 @@ impl std::fmt::Debug for Value {
 }
 
 impl Value {
+    /// The number of bytes its msgpack encoding takes (what
+    /// [`encode_to_bytes`] writes), without encoding it.
+    pub fn encoded_len(&self) -> usize {
+        encoded_len(self)
+    }
+
     /// The msgpack type name, for error messages.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -501,7 +509,7 @@ impl Decoder<'_> {
 /// Appends `v` to `out` with the minimal encodings msgpack-python uses
 /// (non-negative integers as uint, fixstr/str8/str16/str32, bin8/16/32,
 /// fixext where the length allows).
-pub fn encode_value(v: &Value, out: &mut Vec<u8>) {
+pub(crate) fn encode_value(v: &Value, out: &mut Vec<u8>) {
     encode_into(v, out);
 }
 
@@ -594,8 +602,8 @@ pub(crate) fn map_header<B: BufMut>(n: usize, out: &mut B) {
     }
 }
 
-/// The number of bytes [`encode_value`] writes for `v`.
-pub fn encoded_len(v: &Value) -> usize {
+/// The number of bytes [`encode_to_bytes`] writes for `v`.
+pub(crate) fn encoded_len(v: &Value) -> usize {
     fn len_hdr(n: usize) -> usize {
         if n < 0x100 {
             2

@@ -13,6 +13,7 @@ pub const PROTOCOL_VERSION: &str = "7";
 
 /// How a compatible peer version relates to ours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum VersionCompat {
     /// The same version.
     Same,

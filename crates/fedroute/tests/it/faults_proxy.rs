@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 use faults_support::{Dir, Proxy};
-use fedroute::node::{Controller, ControllerConfig, ResearcherEndpoint, Send as NodeSend};
+use fedroute::node::{Controller, ControllerConfig, ResearcherEndpoint};
 use fedroute::researcher::{PendingCount, Request, ResearcherEvent, ResearcherHandle};
 use fedroute::wire::{Envelope, Value};
 use researcher_support::{blob_reply, blob_request, bounded, pattern, pong, Events};
@@ -21,14 +21,9 @@ use tokio::sync::mpsc;
 const NODE: &str = "NODE_cut";
 const MIB: usize = 1 << 20;
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct SetController(Addr<Controller>);
-
 /// The node's application: records every task (request id) and answers
 /// pings with a pong and blob requests with a blob of `reply_bytes` bytes.
 struct App {
-    controller: Option<Addr<Controller>>,
     seen: mpsc::UnboundedSender<String>,
 }
 
@@ -36,16 +31,13 @@ impl Actor for App {
     type Context = Context<Self>;
 }
 
-impl Handler<SetController> for App {
-    type Result = ();
-    fn handle(&mut self, msg: SetController, _: &mut Context<Self>) {
-        self.controller = Some(msg.0);
-    }
-}
-
 impl Handler<fedroute::node::TaskReceived> for App {
-    type Result = ();
-    fn handle(&mut self, task: fedroute::node::TaskReceived, _: &mut Context<Self>) {
+    type Result = ResponseFuture<()>;
+    fn handle(
+        &mut self,
+        task: fedroute::node::TaskReceived,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
         let m = &task.message;
         let _ = self
             .seen
@@ -57,9 +49,10 @@ impl Handler<fedroute::node::TaskReceived> for App {
                 blob_reply(m, NODE, pattern(n))
             }
         };
-        if let Some(c) = &self.controller {
-            c.do_send(NodeSend(reply));
-        }
+        let sent = task.reply.send(reply);
+        Box::pin(async move {
+            let _ = sent.await;
+        })
     }
 }
 
@@ -79,11 +72,7 @@ async fn setup_with(poll_mode: fedroute::node::PollMode) -> Setup {
     let (handle, mut events) = researcher_support::start(researcher_support::config()).await;
     let proxy = Proxy::start(handle.local_addr).await;
     let (seen_tx, seen) = mpsc::unbounded_channel();
-    let app = App {
-        controller: None,
-        seen: seen_tx,
-    }
-    .start();
+    let app = App { seen: seen_tx }.start();
     let config = ControllerConfig {
         poll_mode,
         backoff_first: Duration::from_millis(10),
@@ -91,19 +80,14 @@ async fn setup_with(poll_mode: fedroute::node::PollMode) -> Setup {
         connect_timeout: Duration::from_secs(5),
         ..ControllerConfig::default()
     };
-    let controller = Controller::new(
-        NODE.into(),
-        "cut node".into(),
-        vec![ResearcherEndpoint::trust_on_first_use(
+    let controller = Controller::builder(NODE)
+        .name("cut node")
+        .researchers(vec![ResearcherEndpoint::trust_on_first_use(
             "127.0.0.1",
             proxy.addr.port(),
-        )],
-        app.clone().recipient(),
-        None,
-        config,
-    )
-    .start();
-    app.do_send(SetController(controller.clone()));
+        )])
+        .config(config)
+        .start(app.recipient());
     events.connected(NODE).await;
     Setup {
         handle,

@@ -11,8 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use faults_support::Crashable;
 use fedroute::node::{
-    Controller, ControllerConfig, IsConnected, ResearcherEndpoint, Send as NodeSend, Shutdown,
-    Status,
+    Controller, ControllerConfig, IsConnected, ResearcherEndpoint, SendReply, Shutdown, Status,
 };
 use fedroute::researcher::{ResearcherConfig, ResearcherEvent};
 use fedroute::wire::{Envelope, Value};
@@ -47,15 +46,15 @@ fn fast() -> ControllerConfig {
 }
 
 fn node(id: &str, port: u16, config: ControllerConfig) -> Addr<Controller> {
-    Controller::new(
-        id.into(),
-        format!("{id} name"),
-        vec![ResearcherEndpoint::trust_on_first_use("127.0.0.1", port)],
-        Quiet.start().recipient(),
-        None,
-        config,
-    )
-    .start()
+    Controller::builder(id)
+        .name(format!("{id} name"))
+        .researchers(vec![ResearcherEndpoint::trust_on_first_use(
+            "127.0.0.1",
+            port,
+        )])
+        .config(config)
+        .build(Quiet.start().recipient())
+        .start()
 }
 
 /// An unsolicited reply from `node` numbered `seq`.
@@ -105,7 +104,7 @@ async fn replies_queued_during_a_researcher_crash_all_arrive_after_restart() {
     let per_node = 50;
     for (c, n) in nodes.iter().zip(names) {
         for i in 0..per_node {
-            within("Send", c.send(NodeSend(numbered(n, i))))
+            within("Send", c.send(SendReply(numbered(n, i))))
                 .await
                 .unwrap()
                 .expect("a reply is queued while the researcher is down");
@@ -134,7 +133,7 @@ async fn replies_queued_during_a_researcher_crash_all_arrive_after_restart() {
         )
         .await
         .unwrap();
-        assert!(report.unsent.is_empty());
+        assert_eq!(report.undelivered(), 0, "{report:?}");
     }
     // Nothing more arrives (no duplicates).
     while let Ok(ev) = r.events.try_recv() {
@@ -168,7 +167,7 @@ async fn a_reply_queued_during_an_outage_is_not_refused_after_the_restart() {
         r.connected(id).await;
         r.kill();
         wait_connected(&c, false).await;
-        within("Send", c.send(NodeSend(numbered(id, 0))))
+        within("Send", c.send(SendReply(numbered(id, 0))))
             .await
             .unwrap()
             .expect("a reply is queued while the researcher is down");
@@ -201,7 +200,7 @@ async fn shutdown_sends_queued_replies_or_reports_them_unsent() {
     let c = node("NODE_s1", port, fast());
     r.connected("NODE_s1").await;
     for i in 0..20 {
-        c.send(NodeSend(numbered("NODE_s1", i)))
+        c.send(SendReply(numbered("NODE_s1", i)))
             .await
             .unwrap()
             .unwrap();
@@ -214,7 +213,7 @@ async fn shutdown_sends_queued_replies_or_reports_them_unsent() {
     )
     .await
     .unwrap();
-    assert!(report.unsent.is_empty(), "unsent: {}", report.unsent.len());
+    assert_eq!(report.undelivered(), 0, "{report:?}");
     let got = r.unmatched(20).await;
     let seqs: Vec<u64> = got
         .iter()
@@ -228,7 +227,7 @@ async fn shutdown_sends_queued_replies_or_reports_them_unsent() {
     r.kill();
     wait_connected(&c, false).await;
     for i in 0..20 {
-        c.send(NodeSend(numbered("NODE_s2", i)))
+        c.send(SendReply(numbered("NODE_s2", i)))
             .await
             .unwrap()
             .unwrap();
@@ -242,8 +241,9 @@ async fn shutdown_sends_queued_replies_or_reports_them_unsent() {
     .await
     .unwrap();
     let unsent: Vec<u64> = report
-        .unsent
+        .unacknowledged
         .iter()
+        .chain(&report.unsent)
         .map(|e| e.get("seq").and_then(Value::as_u64).unwrap())
         .collect();
     assert_eq!(
@@ -289,7 +289,7 @@ async fn an_unreachable_researcher_is_retried_with_backoff_and_flat_memory() {
     let mut queued = 0;
     let start = tokio::time::Instant::now();
     while start.elapsed() < outage {
-        c.send(NodeSend(numbered("NODE_u", queued)))
+        c.send(SendReply(numbered("NODE_u", queued)))
             .await
             .unwrap()
             .unwrap();

@@ -211,10 +211,15 @@ fn hostile_replies(rng: &mut StdRng) -> Vec<Case> {
     trailing.push(0xc0);
     let no_class = {
         let mut v = vec![0x82];
-        wire::encode_value(&Value::Str("node_id".into()), &mut v);
-        wire::encode_value(&Value::Str(GOOD.into()), &mut v);
-        wire::encode_value(&Value::Str("__type_message__".into()), &mut v);
-        wire::encode_value(&Value::map([("module", Value::Str("x".into()))]), &mut v);
+        v.extend_from_slice(&wire::encode_to_bytes(&Value::Str("node_id".into())));
+        v.extend_from_slice(&wire::encode_to_bytes(&Value::Str(GOOD.into())));
+        v.extend_from_slice(&wire::encode_to_bytes(&Value::Str(
+            "__type_message__".into(),
+        )));
+        v.extend_from_slice(&wire::encode_to_bytes(&Value::map([(
+            "module",
+            Value::Str("x".into()),
+        )])));
         v
     };
     let fixed: Vec<(&str, Vec<u8>)> = vec![

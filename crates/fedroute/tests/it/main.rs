@@ -15,6 +15,7 @@ mod hostile_researcher;
 mod interop;
 mod node_backpressure;
 mod node_e2e;
+mod node_handler;
 mod node_log_forward;
 mod node_reconnect;
 mod node_request_reply;

@@ -4,7 +4,7 @@
 use crate::node_support;
 
 use actix::prelude::*;
-use fedroute::node::{Controller, Send, Status, TaskReceived};
+use fedroute::node::{Controller, SendReply, Status, TaskReceived};
 use node_support::*;
 use tokio::sync::{mpsc, oneshot};
 
@@ -42,15 +42,12 @@ async fn a_stuck_handler_does_not_block_sending_and_loses_nothing() {
         seen: seen_tx,
     }
     .start();
-    let controller = Controller::new(
-        "NODE_bp".into(),
-        "gate".into(),
-        vec![endpoint_of(&researcher)],
-        gate.recipient(),
-        None,
-        fast_config(),
-    )
-    .start();
+    let controller = Controller::builder("NODE_bp")
+        .name("gate")
+        .researchers(vec![endpoint_of(&researcher)])
+        .config(fast_config())
+        .build(gate.recipient())
+        .start();
     researcher.next_poll().await;
     // Far more tasks than the handler's mailbox (16) and the stream credits (16).
     for i in 0..60 {
@@ -62,7 +59,7 @@ async fn a_stuck_handler_does_not_block_sending_and_loses_nothing() {
     // The handler is stuck; replies still go out.
     for i in 0..5 {
         let reply = ping_reply(&ping_request(&id, &format!("r{i}")), "NODE_bp");
-        within("send", controller.send(Send(reply)))
+        within("send", controller.send(SendReply(reply)))
             .await
             .unwrap()
             .unwrap();
@@ -93,13 +90,13 @@ async fn a_refused_message_does_not_block_the_queue() {
     );
     researcher.next_poll().await;
     let poison = blob(&id, "bad", "Poison", bytes::Bytes::from_static(b"x"));
-    within("send", controller.send(Send(poison)))
+    within("send", controller.send(SendReply(poison)))
         .await
         .unwrap()
         .unwrap();
     for i in 0..3 {
         let reply = ping_reply(&ping_request(&id, &format!("ok{i}")), "NODE_p");
-        within("send", controller.send(Send(reply)))
+        within("send", controller.send(SendReply(reply)))
             .await
             .unwrap()
             .unwrap();
@@ -133,13 +130,15 @@ async fn a_full_queue_is_an_error_not_unbounded_memory() {
     researcher.stop();
     for i in 0..3 {
         let reply = ping_reply(&ping_request(&id, &format!("k{i}")), "NODE_q");
-        within("send", controller.send(Send(reply)))
+        within("send", controller.send(SendReply(reply)))
             .await
             .unwrap()
             .unwrap();
     }
     let reply = ping_reply(&ping_request(&id, "k3"), "NODE_q");
-    let r = within("send", controller.send(Send(reply))).await.unwrap();
+    let r = within("send", controller.send(SendReply(reply)))
+        .await
+        .unwrap();
     assert!(
         matches!(
             r,

@@ -8,7 +8,7 @@ use crate::node_support;
 use std::time::{Duration, Instant};
 
 use fedroute::node::{
-    Broadcast, ControllerConfig, IsConnected, LinkState, NodeError, PollMode, Send, Status,
+    Broadcast, ControllerConfig, IsConnected, LinkState, NodeError, PollMode, SendReply, Status,
 };
 use fedroute::wire::{Envelope, PingRequest};
 use node_support::real::RealResearcher;
@@ -87,7 +87,7 @@ async fn broadcast_reaches_three_real_researchers() {
     // Sending by id reaches exactly the named researcher.
     let target = researchers[1].id();
     let message = ping_reply(&ping_request(&target, "to-1"), "NODE_bc");
-    within("send", controller.send(Send(message)))
+    within("send", controller.send(SendReply(message)))
         .await
         .unwrap()
         .unwrap();
@@ -107,7 +107,7 @@ async fn send_to_an_unknown_researcher_is_an_error_real() {
         start_node("NODE_un", vec![researcher.endpoint()], fast_config(), false);
     researcher.connected("NODE_un").await;
     let message = ping_reply(&ping_request("RESEARCHER_nobody", "x"), "NODE_un");
-    let r = within("send", controller.send(Send(message)))
+    let r = within("send", controller.send(SendReply(message)))
         .await
         .unwrap();
     assert!(
@@ -204,7 +204,7 @@ async fn replies_survive_a_real_researcher_restart() {
     .await;
     for i in 0..10 {
         let reply = ping_reply(&ping_request(&id, &format!("q{i}")), "NODE_rs");
-        within("send", controller.send(Send(reply)))
+        within("send", controller.send(SendReply(reply)))
             .await
             .unwrap()
             .unwrap();
@@ -223,7 +223,7 @@ async fn replies_survive_a_real_researcher_restart() {
         assert_eq!(reply.request_id(), Some(format!("q{i}").as_str()));
     }
     let marker = ping_reply(&ping_request(&id, "marker"), "NODE_rs");
-    within("send", controller.send(Send(marker)))
+    within("send", controller.send(SendReply(marker)))
         .await
         .unwrap()
         .unwrap();

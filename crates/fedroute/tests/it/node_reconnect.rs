@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use fedroute::node::{
     Controller, ControllerConfig, FinishReason, Finished, IsConnected, LinkState, NodeError,
-    PollMode, ResearcherEndpoint, Send, Status,
+    PollMode, ResearcherEndpoint, SendReply, Status,
 };
 use node_support::*;
 use tokio::sync::mpsc;
@@ -35,22 +35,19 @@ fn start_node_with_finish(
     let (seen_tx, seen) = mpsc::unbounded_channel();
     let handler = PingHandler {
         node_id: "NODE_r".into(),
-        controller: None,
         seen: seen_tx,
         answer: false,
     }
     .start();
     let (fin_tx, fin) = mpsc::unbounded_channel();
     let finish = FinishRecorder(fin_tx).start();
-    let controller = Controller::new(
-        "NODE_r".into(),
-        "restart node".into(),
-        endpoints,
-        handler.recipient(),
-        Some(finish.recipient()),
-        config,
-    )
-    .start();
+    let controller = Controller::builder("NODE_r")
+        .name("restart node")
+        .researchers(endpoints)
+        .on_finish(finish.recipient())
+        .config(config)
+        .build(handler.recipient())
+        .start();
     (controller, seen, fin)
 }
 
@@ -75,7 +72,7 @@ async fn replies_survive_restart(mode: PollMode, outage: Duration) {
     // Replies queued while the researcher is down.
     for i in 0..10 {
         let reply = ping_reply(&ping_request(&id, &format!("q{i}")), "NODE_r");
-        within("send", controller.send(Send(reply)))
+        within("send", controller.send(SendReply(reply)))
             .await
             .unwrap()
             .unwrap();
@@ -98,7 +95,7 @@ async fn replies_survive_restart(mode: PollMode, outage: Duration) {
     }
     // Nothing was duplicated: the next reply is a fresh marker.
     let marker = ping_reply(&ping_request(&id, "marker"), "NODE_r");
-    within("send", controller.send(Send(marker)))
+    within("send", controller.send(SendReply(marker)))
         .await
         .unwrap()
         .unwrap();
@@ -169,7 +166,9 @@ async fn researcher_back_with_another_id_is_refused() {
     assert!(impostor.polls.try_recv().is_err());
     // Sends to the first researcher are refused, not silently queued.
     let reply = ping_reply(&ping_request(&first_id, "x"), "NODE_r");
-    let r = within("send", controller.send(Send(reply))).await.unwrap();
+    let r = within("send", controller.send(SendReply(reply)))
+        .await
+        .unwrap();
     assert!(matches!(r, Err(NodeError::LinkFailed { .. })), "{r:?}");
 }
 

@@ -5,7 +5,7 @@ use crate::node_support;
 use std::time::Duration;
 
 use fedroute::node::{
-    Broadcast, ControllerConfig, IsConnected, LinkState, NodeError, PollMode, Send, Status,
+    Broadcast, ControllerConfig, IsConnected, LinkState, NodeError, PollMode, SendReply, Status,
 };
 use node_support::*;
 
@@ -65,7 +65,7 @@ async fn send_to_an_unknown_researcher_is_an_error() {
     researcher.next_poll().await;
     let r = within(
         "send",
-        controller.send(Send(ping_reply(
+        controller.send(SendReply(ping_reply(
             &ping_request("RESEARCHER_nobody", "r1"),
             "NODE_u",
         ))),
@@ -79,7 +79,7 @@ async fn send_to_an_unknown_researcher_is_an_error() {
     // The known one works.
     let r = within(
         "send",
-        controller.send(Send(ping_reply(
+        controller.send(SendReply(ping_reply(
             &ping_request(&researcher.researcher_id, "r2"),
             "NODE_u",
         ))),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use fedroute::node::{
     AddResearcher, Controller, FinishReason, Finished, IsConnected, NodeError, RemoveResearcher,
-    Send, Shutdown, Status,
+    SendReply, Shutdown, Status,
 };
 use node_support::*;
 use tokio::sync::mpsc;
@@ -30,21 +30,18 @@ fn node_with_finish(
     let (seen_tx, _seen) = mpsc::unbounded_channel();
     let handler = PingHandler {
         node_id: "NODE_sd".into(),
-        controller: None,
         seen: seen_tx,
         answer: false,
     }
     .start();
     let (fin_tx, fin) = mpsc::unbounded_channel();
-    let controller = Controller::new(
-        "NODE_sd".into(),
-        "shutdown node".into(),
-        endpoints,
-        handler.recipient(),
-        Some(FinishRecorder(fin_tx).start().recipient()),
-        fast_config(),
-    )
-    .start();
+    let controller = Controller::builder("NODE_sd")
+        .name("shutdown node")
+        .researchers(endpoints)
+        .on_finish(FinishRecorder(fin_tx).start().recipient())
+        .config(fast_config())
+        .build(handler.recipient())
+        .start();
     (controller, fin)
 }
 
@@ -56,7 +53,7 @@ async fn shutdown_flushes_queued_replies() {
     researcher.next_poll().await;
     for i in 0..5 {
         let reply = ping_reply(&ping_request(&id, &format!("f{i}")), "NODE_sd");
-        within("send", controller.send(Send(reply)))
+        within("send", controller.send(SendReply(reply)))
             .await
             .unwrap()
             .unwrap();
@@ -81,7 +78,9 @@ async fn shutdown_flushes_queued_replies() {
     assert_eq!(finished.unsent, 0);
     // A shut-down controller refuses work with a typed error.
     let reply = ping_reply(&ping_request(&id, "late"), "NODE_sd");
-    let r = within("send", controller.send(Send(reply))).await.unwrap();
+    let r = within("send", controller.send(SendReply(reply)))
+        .await
+        .unwrap();
     assert!(matches!(r, Err(NodeError::ShutDown)), "{r:?}");
     assert!(!within("is connected", controller.send(IsConnected))
         .await
@@ -97,7 +96,7 @@ async fn shutdown_reports_what_could_not_be_sent() {
     researcher.stop();
     for i in 0..3 {
         let reply = ping_reply(&ping_request(&id, &format!("u{i}")), "NODE_sd");
-        within("send", controller.send(Send(reply)))
+        within("send", controller.send(SendReply(reply)))
             .await
             .unwrap()
             .unwrap();
@@ -110,14 +109,59 @@ async fn shutdown_reports_what_could_not_be_sent() {
     )
     .await
     .unwrap();
-    let ids: Vec<_> = report
-        .unsent
-        .iter()
-        .map(|e| e.request_id().unwrap().to_string())
-        .collect();
-    assert_eq!(ids, ["u0", "u1", "u2"]);
+    // Whether a send was tried on the dying connection is a race: the
+    // split may differ, the queue order and the total may not.
+    let mut left = ids(&report.unacknowledged);
+    left.extend(ids(&report.unsent));
+    assert_eq!(left, ["u0", "u1", "u2"]);
+    assert_eq!(report.undelivered(), 3);
     let finished = within("on-finish", fin.recv()).await.unwrap();
     assert_eq!(finished.unsent, 3);
+}
+
+fn ids(envelopes: &[fedroute::wire::Envelope]) -> Vec<String> {
+    envelopes
+        .iter()
+        .map(|e| e.request_id().unwrap().to_string())
+        .collect()
+}
+
+#[actix_rt::test]
+async fn shutdown_tells_replies_the_researcher_may_have_from_those_never_sent() {
+    let mut evil = fedroute_testkit::faults::EvilResearcher::start(false).await;
+    evil.hold_replies(true);
+    let config = fedroute::node::ControllerConfig {
+        poll_mode: fedroute::node::PollMode::Unary,
+        reply_stream: fedroute::node::ReplyStreamMode::PerBatch,
+        ..fast_config()
+    };
+    let endpoint =
+        fedroute::node::ResearcherEndpoint::trust_on_first_use("127.0.0.1", evil.addr.port());
+    let (controller, _seen) = start_node("NODE_ack", vec![endpoint], config, false);
+    within("a poll", evil.polls.recv()).await.unwrap();
+    let reply = |id: &str| ping_reply(&ping_request(&evil.researcher_id, id), "NODE_ack");
+    within("send a", controller.send(SendReply(reply("a"))))
+        .await
+        .unwrap()
+        .unwrap();
+    // The researcher read it (and will never acknowledge it) ...
+    let got = within("a read", evil.replies.recv()).await.unwrap();
+    assert_eq!(got.request_id(), Some("a"));
+    // ... so the send pump is busy: b is never written.
+    within("send b", controller.send(SendReply(reply("b"))))
+        .await
+        .unwrap()
+        .unwrap();
+    let report = within(
+        "shutdown",
+        controller.send(Shutdown {
+            deadline: Duration::from_millis(300),
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&report.unacknowledged), ["a"]);
+    assert_eq!(ids(&report.unsent), ["b"]);
 }
 
 #[actix_rt::test]
@@ -143,7 +187,7 @@ async fn researchers_are_added_and_removed_at_run_time() {
         "{dup:?}"
     );
     let reply = ping_reply(&ping_request(&second.researcher_id, "to-second"), "NODE_sd");
-    within("send", controller.send(Send(reply)))
+    within("send", controller.send(SendReply(reply)))
         .await
         .unwrap()
         .unwrap();
@@ -168,7 +212,7 @@ async fn researchers_are_added_and_removed_at_run_time() {
         }
     })
     .await;
-    let unsent = within(
+    let left = within(
         "remove",
         controller.send(RemoveResearcher {
             host: "127.0.0.1".into(),
@@ -178,7 +222,7 @@ async fn researchers_are_added_and_removed_at_run_time() {
     .await
     .unwrap()
     .unwrap();
-    assert!(unsent.is_empty());
+    assert_eq!(left.undelivered(), 0, "{left:?}");
     assert_eq!(
         within("status", controller.send(Status))
             .await
@@ -187,7 +231,9 @@ async fn researchers_are_added_and_removed_at_run_time() {
         1
     );
     let reply = ping_reply(&ping_request(&second.researcher_id, "gone"), "NODE_sd");
-    let r = within("send", controller.send(Send(reply))).await.unwrap();
+    let r = within("send", controller.send(SendReply(reply)))
+        .await
+        .unwrap();
     assert!(
         matches!(r, Err(NodeError::UnknownResearcher { .. })),
         "{r:?}"
@@ -218,7 +264,9 @@ async fn a_message_without_researcher_id_is_an_error() {
             .collect();
         reply = fedroute::wire::Envelope::from_value(fedroute::wire::Value::Map(kept)).unwrap();
     }
-    let r = within("send", controller.send(Send(reply))).await.unwrap();
+    let r = within("send", controller.send(SendReply(reply)))
+        .await
+        .unwrap();
     assert!(
         matches!(r, Err(NodeError::MissingResearcherId { .. })),
         "{r:?}"

@@ -91,7 +91,8 @@ async fn shutdown_does_not_hang_on_a_held_reply_stream() {
     until_node(&handle, "NODE_held", "registered", |_| true).await;
     let started = std::time::Instant::now();
     bounded("shutdown", handle.shutdown()).await.unwrap();
-    assert!(started.elapsed() < fedroute::researcher::SHUTDOWN_GRACE * 2);
+    // Within twice the 5 s grace the researcher gives calls still busy.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
     let ended = bounded("held stream", held).await.unwrap();
     assert!(ended.is_err(), "the held call was cut: {ended:?}");
 }

@@ -5,6 +5,8 @@
 //! tests/researcher_mtls.rs covers the same refusals with a raw client.
 
 use crate::faults_support;
+use fedroute_testkit::node::PingHandler;
+use tokio::sync::mpsc;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,45 +16,18 @@ use actix::prelude::*;
 use faults_support::{within, Crashable};
 use fedroute::node::{
     Controller, ControllerConfig, IsConnected, LinkState, LinkStatus, ResearcherEndpoint,
-    Send as NodeSend, Status, TaskReceived,
+    SendReply, Status,
 };
 use fedroute::researcher::{Request, ResearcherConfig, ResearcherEvent};
 use fedroute::tls::ClientIdentity;
 use fedroute::wire::{Envelope, PingReply, PingRequest, Value};
 use fedroute_testkit::ca::CertificateAuthority;
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct SetController(Addr<Controller>);
-
-/// Answers pings as `node_id`.
-struct PingApp {
-    node_id: String,
-    controller: Option<Addr<Controller>>,
-}
-impl Actor for PingApp {
-    type Context = Context<Self>;
-}
-impl Handler<SetController> for PingApp {
-    type Result = ();
-    fn handle(&mut self, m: SetController, _: &mut Context<Self>) {
-        self.controller = Some(m.0);
-    }
-}
-impl Handler<TaskReceived> for PingApp {
-    type Result = ();
-    fn handle(&mut self, t: TaskReceived, _: &mut Context<Self>) {
-        if let Some(c) = &self.controller {
-            let reply = PingReply::answer(&t.message, &self.node_id, "n");
-            c.do_send(NodeSend(Envelope::from_typed(&reply).unwrap()));
-        }
-    }
-}
-
 fn node(id: &str, port: u16, identity: Option<ClientIdentity>) -> Addr<Controller> {
-    let app = PingApp {
+    let app = PingHandler {
         node_id: id.into(),
-        controller: None,
+        seen: mpsc::unbounded_channel().0,
+        answer: true,
     }
     .start();
     let config = ControllerConfig {
@@ -62,17 +37,11 @@ fn node(id: &str, port: u16, identity: Option<ClientIdentity>) -> Addr<Controlle
         client_identity: identity,
         ..ControllerConfig::default()
     };
-    let c = Controller::new(
-        id.into(),
-        id.into(),
-        vec![ResearcherEndpoint::trust_on_first_use("127.0.0.1", port)],
-        app.clone().recipient(),
-        None,
-        config,
-    )
-    .start();
-    app.do_send(SetController(c.clone()));
-    c
+    Controller::builder(id)
+        .name(id)
+        .researcher(ResearcherEndpoint::trust_on_first_use("127.0.0.1", port))
+        .config(config)
+        .start(app.recipient())
 }
 
 async fn link(c: &Addr<Controller>) -> LinkStatus {
@@ -169,11 +138,11 @@ async fn with_mutual_tls_a_node_is_who_its_certificate_says() {
     // one after it arrives.
     let forged = unsolicited(&r.researcher_id, "NODE_bob", "forged");
     let genuine = unsolicited(&r.researcher_id, "NODE_alice", "genuine");
-    within("send", alice.send(NodeSend(forged)))
+    within("send", alice.send(SendReply(forged)))
         .await
         .unwrap()
         .unwrap();
-    within("send", alice.send(NodeSend(genuine)))
+    within("send", alice.send(SendReply(genuine)))
         .await
         .unwrap()
         .unwrap();
@@ -252,7 +221,7 @@ async fn a_researcher_back_with_another_id_is_refused_and_reported() {
     }
     let r = within(
         "send",
-        c.send(NodeSend(unsolicited("RESEARCHER_first", "NODE_n", "x"))),
+        c.send(SendReply(unsolicited("RESEARCHER_first", "NODE_n", "x"))),
     )
     .await
     .unwrap();

@@ -5,18 +5,18 @@
 //! announced with a warning.
 
 use crate::faults_support;
+use fedroute_testkit::node::PingHandler;
+use tokio::sync::mpsc;
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use actix::prelude::*;
 use faults_support::{within, Crashable};
-use fedroute::node::{
-    Controller, ControllerConfig, ResearcherEndpoint, Send as NodeSend, Status, TaskReceived,
-};
+use fedroute::node::{Controller, ControllerConfig, ResearcherEndpoint, Status};
 use fedroute::researcher::{Request, ResearcherConfig};
 use fedroute::tls::{self, ClientIdentity};
-use fedroute::wire::{Envelope, PingReply, PingRequest};
+use fedroute::wire::{Envelope, PingRequest};
 use fedroute_testkit::ca::CertificateAuthority;
 
 struct Capture(Mutex<Vec<String>>);
@@ -32,48 +32,26 @@ impl log::Log for Capture {
     fn flush(&self) {}
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct SetController(Addr<Controller>);
-
-struct PingApp(Option<Addr<Controller>>);
-impl Actor for PingApp {
-    type Context = Context<Self>;
-}
-impl Handler<SetController> for PingApp {
-    type Result = ();
-    fn handle(&mut self, m: SetController, _: &mut Context<Self>) {
-        self.0 = Some(m.0);
-    }
-}
-impl Handler<TaskReceived> for PingApp {
-    type Result = ();
-    fn handle(&mut self, t: TaskReceived, _: &mut Context<Self>) {
-        let reply = PingReply::answer(&t.message, "NODE_log", "n");
-        if let Some(c) = &self.0 {
-            c.do_send(NodeSend(Envelope::from_typed(&reply).unwrap()));
-        }
-    }
-}
-
 fn node(port: u16, identity: Option<ClientIdentity>) -> Addr<Controller> {
-    let app = PingApp(None).start();
-    let c = Controller::new(
-        "NODE_log".into(),
-        "n".into(),
-        vec![ResearcherEndpoint::trust_on_first_use("127.0.0.1", port)],
-        app.clone().recipient(),
-        None,
-        ControllerConfig {
+    let app = PingHandler {
+        node_id: "NODE_log".into(),
+        seen: mpsc::unbounded_channel().0,
+        answer: true,
+    }
+    .start();
+    Controller::builder("NODE_log")
+        .name("n")
+        .researchers(vec![ResearcherEndpoint::trust_on_first_use(
+            "127.0.0.1",
+            port,
+        )])
+        .config(ControllerConfig {
             backoff_first: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
             client_identity: identity,
             ..ControllerConfig::default()
-        },
-    )
-    .start();
-    app.do_send(SetController(c.clone()));
-    c
+        })
+        .start(app.recipient())
 }
 
 /// Base64 lines of the PEM body (the secret part of a key).

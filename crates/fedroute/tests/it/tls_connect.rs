@@ -7,7 +7,6 @@ use crate::tls_support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fedroute::tls::MIN_KEEPALIVE_INTERVAL;
 use fedroute::tls::{
     self, ca_client_config, connect_channel, connect_channel_with_peer, fetch_server_certificate,
     generate_researcher_identity, load_researcher_identity, pinned_client_config, researcher_id_of,
@@ -93,7 +92,7 @@ async fn trust_on_first_use_fetches_the_certificate_and_its_researcher_id() {
     let server = TestServer::start(&id, None).await;
     let fetched = within(
         "fetch",
-        fetch_server_certificate("127.0.0.1", server.port(), Duration::from_secs(5)),
+        fetch_server_certificate("127.0.0.1", server.port(), Duration::from_secs(5), None),
     )
     .await
     .expect("certificate fetched");
@@ -142,7 +141,7 @@ async fn fetch_from_a_silent_server_times_out() {
     });
     let err = within(
         "fetch",
-        fetch_server_certificate("127.0.0.1", port, Duration::from_millis(300)),
+        fetch_server_certificate("127.0.0.1", port, Duration::from_millis(300), None),
     )
     .await
     .expect_err("no handshake, no certificate");
@@ -171,7 +170,7 @@ async fn nothing_listening_is_a_connect_error() {
     drop(listener);
     let err = within(
         "fetch",
-        fetch_server_certificate("127.0.0.1", port, Duration::from_secs(5)),
+        fetch_server_certificate("127.0.0.1", port, Duration::from_secs(5), None),
     )
     .await
     .expect_err("nothing listens");
@@ -316,7 +315,7 @@ async fn mutual_tls_accepts_a_ca_signed_node_and_the_server_sees_its_id() {
     // Trust on first use against a mutual-TLS server, presenting the node identity.
     let fetched = within(
         "fetch",
-        tls::fetch_server_certificate_with(
+        tls::fetch_server_certificate(
             "127.0.0.1",
             server.port(),
             Duration::from_secs(5),
@@ -365,7 +364,7 @@ async fn fedbiomed_rsa_certificate_serves_and_is_pinned() {
     let server = TestServer::start(&id, None).await;
     let fetched = within(
         "fetch",
-        fetch_server_certificate("127.0.0.1", server.port(), Duration::from_secs(5)),
+        fetch_server_certificate("127.0.0.1", server.port(), Duration::from_secs(5), None),
     )
     .await
     .unwrap();
@@ -473,7 +472,7 @@ async fn a_peer_that_is_not_tls_is_a_handshake_error() {
         let (port, task) = answering_listener(reply).await;
         let err = within(
             "fetch",
-            fetch_server_certificate("127.0.0.1", port, LIMIT_FETCH),
+            fetch_server_certificate("127.0.0.1", port, LIMIT_FETCH, None),
         )
         .await
         .expect_err("no TLS, no certificate");
@@ -528,7 +527,7 @@ async fn ipv6_loopback_works_when_available() {
     let server = TestServer::start_on_host("::1", 0, &id, None).await;
     let fetched = within(
         "fetch",
-        fetch_server_certificate("::1", server.port(), LIMIT_FETCH),
+        fetch_server_certificate("::1", server.port(), LIMIT_FETCH, None),
     )
     .await
     .unwrap();
@@ -593,7 +592,7 @@ async fn fetch_returns_the_certificate_of_a_server_that_wants_a_client_certifica
         let (port, task) = raw_mutual_tls_server(&id, &ca, versions).await;
         let fetched = within(
             "fetch",
-            fetch_server_certificate("127.0.0.1", port, LIMIT_FETCH),
+            fetch_server_certificate("127.0.0.1", port, LIMIT_FETCH, None),
         )
         .await
         .unwrap_or_else(|e| panic!("{versions:?}: {e}"));
@@ -671,7 +670,7 @@ async fn a_server_without_the_pinned_certificates_key_is_refused() {
 
         let err = within(
             "fetch",
-            fetch_server_certificate("127.0.0.1", port, LIMIT_FETCH),
+            fetch_server_certificate("127.0.0.1", port, LIMIT_FETCH, None),
         )
         .await
         .expect_err("trust on first use must not record an unproven certificate");
@@ -745,7 +744,7 @@ async fn keepalive_detects_a_peer_that_vanished_during_a_long_poll() {
     let (proxy_port, proxy) = stalling_proxy(server.port(), stall_rx).await;
 
     let opts = opts()
-        .keepalive_interval(MIN_KEEPALIVE_INTERVAL)
+        .keepalive_interval(ChannelOptions::MIN_KEEPALIVE_INTERVAL)
         .keepalive_timeout(Duration::from_secs(1));
     let config = pinned_client_config(id.cert_der.clone(), None).unwrap();
     let channel = within(

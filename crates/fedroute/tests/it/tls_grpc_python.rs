@@ -166,7 +166,7 @@ async fn fedroute_pins_a_grpc_python_server_with_a_fedbiomed_certificate() {
 
     let fetched = within(
         "fetch",
-        fetch_server_certificate("127.0.0.1", port, Duration::from_secs(10)),
+        fetch_server_certificate("127.0.0.1", port, Duration::from_secs(10), None),
     )
     .await
     .expect("trust on first use against grpc-python");

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 use fedroute::wire::{
-    decode_value, encode_to_bytes, Envelope, PingRequest, Reassembler, TrainRequest, Value,
-    WireError, MAX_DEPTH,
+    decode_value, encode_to_bytes, Envelope, FrameProblem, PingRequest, Reassembler, TrainRequest,
+    Value, WireError, MAX_DEPTH,
 };
 
 fn fixture(name: &str) -> Bytes {
@@ -175,28 +175,34 @@ fn frame_violations_are_specific_errors() {
     let mut r = Reassembler::default();
     assert!(matches!(
         r.push(0, 1, x()),
-        Err(WireError::SizeNotPositive {
+        Err(WireError::BadFrame {
             size: 0,
-            iteration: 1
+            iteration: 1,
+            problem: FrameProblem::SizeNotPositive
         })
     ));
     assert!(matches!(
         r.push(-1, 1, x()),
-        Err(WireError::SizeNotPositive { size: -1, .. })
+        Err(WireError::BadFrame {
+            size: -1,
+            problem: FrameProblem::SizeNotPositive,
+            ..
+        })
     ));
     assert!(matches!(
         r.push(3, 2, x()),
-        Err(WireError::FrameOutOfOrder {
+        Err(WireError::BadFrame {
             iteration: 2,
-            expected: 1,
+            problem: FrameProblem::OutOfOrder { expected: 1 },
             ..
         })
     ));
     assert!(matches!(
         r.push(3, 4, x()),
-        Err(WireError::IterationOutOfRange {
+        Err(WireError::BadFrame {
             iteration: 4,
-            size: 3
+            size: 3,
+            problem: FrameProblem::IterationOutOfRange
         })
     ));
 
@@ -204,9 +210,9 @@ fn frame_violations_are_specific_errors() {
     r.push(3, 2, x()).unwrap();
     assert!(matches!(
         r.push(3, 2, x()),
-        Err(WireError::RepeatedFrame {
+        Err(WireError::BadFrame {
             iteration: 2,
-            expected: 3,
+            problem: FrameProblem::Repeated { expected: 3 },
             ..
         })
     ));
@@ -215,9 +221,9 @@ fn frame_violations_are_specific_errors() {
     r.push(5, 1, x()).unwrap();
     assert!(matches!(
         r.push(5, 3, x()),
-        Err(WireError::FramesMissing {
+        Err(WireError::BadFrame {
             iteration: 3,
-            expected: 2,
+            problem: FrameProblem::Missing { expected: 2 },
             ..
         })
     ));
@@ -227,9 +233,9 @@ fn frame_violations_are_specific_errors() {
     r.push(5, 3, x()).unwrap();
     assert!(matches!(
         r.push(5, 2, x()),
-        Err(WireError::FrameOutOfOrder {
+        Err(WireError::BadFrame {
             iteration: 2,
-            expected: 4,
+            problem: FrameProblem::OutOfOrder { expected: 4 },
             ..
         })
     ));
@@ -237,10 +243,10 @@ fn frame_violations_are_specific_errors() {
     r.push(3, 1, x()).unwrap();
     assert!(matches!(
         r.push(4, 2, x()),
-        Err(WireError::SizeChanged {
+        Err(WireError::BadFrame {
             size: 4,
-            expected: 3,
-            iteration: 2
+            iteration: 2,
+            problem: FrameProblem::SizeChanged { expected: 3 }
         })
     ));
 
@@ -248,9 +254,11 @@ fn frame_violations_are_specific_errors() {
     r.push(3, 2, x()).unwrap();
     assert!(matches!(
         r.push(1, 1, x()),
-        Err(WireError::MessageIncomplete {
-            received: 2,
-            previous_size: 3,
+        Err(WireError::BadFrame {
+            problem: FrameProblem::PreviousIncomplete {
+                received: 2,
+                previous_size: 3
+            },
             ..
         })
     ));
@@ -295,14 +303,14 @@ fn oversize_messages_are_refused_before_allocation() {
 
 #[test]
 fn errors_read_as_sentences_with_the_values() {
-    let e = WireError::FramesMissing {
+    let e = WireError::BadFrame {
         iteration: 5,
         size: 9,
-        expected: 3,
+        problem: FrameProblem::Missing { expected: 3 },
     };
     assert_eq!(
         e.to_string(),
-        "frame 5 of 9 arrived when frame 3 was expected: frames are missing"
+        "frame 5 of 9: frames are missing (frame 3 was expected)"
     );
     let e = WireError::IncompatibleVersion {
         theirs: "8".into(),

@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use fedroute::wire::{
-    chunks_of, decode_value, encode_payload, encode_to_bytes, encoded_len, Envelope, Reassembler,
-    Value, SHARED_MIN_BYTES,
+    chunks_of, decode_value, encode_payload, encode_to_bytes, Envelope, Reassembler, Value,
+    SHARED_MIN_BYTES,
 };
 use proptest::prelude::*;
 
@@ -91,7 +91,7 @@ proptest! {
     #[test]
     fn any_value_round_trips(v in tree()) {
         let bytes = encode_to_bytes(&v);
-        prop_assert_eq!(bytes.len(), encoded_len(&v));
+        prop_assert_eq!(bytes.len(), v.encoded_len());
         let back = decode_value(&bytes).unwrap();
         prop_assert_eq!(&back, &v);
         prop_assert_eq!(encode_to_bytes(&back), bytes);

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use fedroute::proto;
 use fedroute::wire::{
     ApprovalReply, ApprovalRequest, Envelope, ErrorMessage, FeedbackMessage, ListReply,
-    ListRequest, NdArray, OverlayMessage, PingReply, PingRequest, Scalar, SearchReply,
+    ListRequest, Log, NdArray, OverlayMessage, PingReply, PingRequest, Scalar, SearchReply,
     SearchRequest, TrainReply, TrainRequest, Typed, Value, PROTOCOL_VERSION,
 };
 use prost::Message as _;
@@ -267,7 +267,14 @@ fn feedbacks() -> Vec<(&'static str, FeedbackMessage)> {
     vec![
         (
             "log",
-            FeedbackMessage::log(Some(s(RESEARCHER_ID)), NODE_ID, "INFO", log_msg),
+            FeedbackMessage::with_log(
+                Some(s(RESEARCHER_ID)),
+                Log {
+                    node_id: s(NODE_ID),
+                    level: s("INFO"),
+                    msg: log_msg,
+                },
+            ),
         ),
         (
             "scalar",

@@ -19,9 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use actix::prelude::*;
-use fedroute::node::{
-    log_forward, Controller, ControllerConfig, ResearcherEndpoint, Send as SendReply, TaskReceived,
-};
+use fedroute::node::{log_forward, Controller, ControllerConfig, ResearcherEndpoint, TaskReceived};
 use fedroute::wire::{Envelope, ErrorMessage, ListReply, PingReply, SearchReply, Typed, Value};
 
 const NODE: &str = "NODE_fedroute_lib";
@@ -51,23 +49,11 @@ fn tags_of(d: &Value) -> Vec<String> {
 
 /// The reference handler: Ping, Search, List answered; anything else an ErrorMessage.
 struct RefNode {
-    controller: Option<Addr<Controller>>,
     datasets: Vec<Value>,
 }
 
 impl Actor for RefNode {
     type Context = Context<Self>;
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct SetController(Addr<Controller>);
-
-impl Handler<SetController> for RefNode {
-    type Result = ();
-    fn handle(&mut self, msg: SetController, _: &mut Self::Context) {
-        self.controller = Some(msg.0);
-    }
 }
 
 fn envelope<T: Typed>(t: &T) -> Envelope {
@@ -112,16 +98,15 @@ impl Handler<TaskReceived> for RefNode {
         };
         log::info!(target: "interop_node", researcher_id = task.researcher_id.as_str();
             "handled {} {}", m.class(), m.request_id().unwrap_or(""));
-        if let Some(c) = self.controller.clone() {
-            ctx.spawn(
-                async move {
-                    if let Err(e) = c.send(SendReply(reply)).await {
-                        log::error!(target: "interop_node", "reply not queued: {e}");
-                    }
+        let sent = task.reply.send(reply);
+        ctx.spawn(
+            async move {
+                if let Err(e) = sent.await {
+                    log::error!(target: "interop_node", "reply not queued: {e}");
                 }
-                .into_actor(self),
-            );
-        }
+            }
+            .into_actor(self),
+        );
     }
 }
 
@@ -161,20 +146,17 @@ async fn fedroute_node_library_serves_fedbiomed_researcher() {
         .expect("start fbm_researcher.py");
 
     let handler = RefNode {
-        controller: None,
         datasets: vec![dataset("cohort", &["#a", "#b"]), dataset("other", &["#c"])],
     }
     .start();
-    let controller = Controller::new(
-        NODE.into(),
-        "fedroute-lib".into(),
-        vec![ResearcherEndpoint::trust_on_first_use("127.0.0.1", port)],
-        handler.clone().recipient(),
-        None,
-        ControllerConfig::default(),
-    )
-    .start();
-    handler.do_send(SetController(controller.clone()));
+    let controller = Controller::builder(NODE)
+        .name("fedroute-lib")
+        .researchers(vec![ResearcherEndpoint::trust_on_first_use(
+            "127.0.0.1",
+            port,
+        )])
+        .config(ControllerConfig::default())
+        .start(handler.recipient());
     forwarding.attach(controller.clone().recipient());
 
     // The researcher process drives the scenario and exits with its verdict.
