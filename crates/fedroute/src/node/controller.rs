@@ -321,6 +321,17 @@ pub struct RemoveResearcher {
     pub port: u16,
 }
 
+impl RemoveResearcher {
+    /// Removes the researcher that [`AddResearcher`]`(endpoint)` (or the
+    /// builder) added.
+    pub fn endpoint(endpoint: &ResearcherEndpoint) -> RemoveResearcher {
+        RemoveResearcher {
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+        }
+    }
+}
+
 /// Stop polling, send what is queued within `deadline`, report what could not
 /// be sent, then refuse further work (`SendReply` answers [`NodeError::ShutDown`]).
 #[derive(Message, Debug)]

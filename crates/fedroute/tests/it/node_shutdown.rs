@@ -214,10 +214,7 @@ async fn researchers_are_added_and_removed_at_run_time() {
     .await;
     let left = within(
         "remove",
-        controller.send(RemoveResearcher {
-            host: "127.0.0.1".into(),
-            port: second.port(),
-        }),
+        controller.send(RemoveResearcher::endpoint(&endpoint_of(&second))),
     )
     .await
     .unwrap()
