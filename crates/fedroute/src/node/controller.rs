@@ -90,7 +90,8 @@ pub struct TaskReceived {
 /// not keep a stopped controller alive).
 #[derive(Clone)]
 pub struct Replier {
-    controller: actix::WeakRecipient<SendReply>,
+    // An `Arc`: a task's copy costs a count, not an allocation.
+    controller: Arc<actix::WeakRecipient<SendReply>>,
 }
 
 impl std::fmt::Debug for Replier {
@@ -101,7 +102,9 @@ impl std::fmt::Debug for Replier {
 
 impl Replier {
     pub(super) fn new(controller: actix::WeakRecipient<SendReply>) -> Replier {
-        Replier { controller }
+        Replier {
+            controller: Arc::new(controller),
+        }
     }
 
     /// Queues `reply` for the researcher its `researcher_id` names, as
@@ -141,6 +144,9 @@ pub struct SetHandler(pub Recipient<TaskReceived>);
 pub(super) struct HandlerSlot {
     handler: std::sync::Mutex<Recipient<TaskReceived>>,
     changed: tokio::sync::Notify,
+    /// Bumped by every [`SetHandler`], so that links can keep a copy of the
+    /// handler and check it with one atomic load per task.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for HandlerSlot {
@@ -154,29 +160,39 @@ impl HandlerSlot {
         Arc::new(HandlerSlot {
             handler: std::sync::Mutex::new(handler),
             changed: tokio::sync::Notify::new(),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     fn set(&self, handler: Recipient<TaskReceived>) {
         *self.handler.lock().unwrap_or_else(|p| p.into_inner()) = handler;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         self.changed.notify_waiters();
     }
 
-    /// The current handler, if its mailbox is open.
-    pub(super) fn open(&self) -> Option<Recipient<TaskReceived>> {
+    /// The number of [`SetHandler`]s so far.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The current handler and its generation, if its mailbox is open.
+    pub(super) fn open(&self) -> Option<(u64, Recipient<TaskReceived>)> {
         let handler = self.handler.lock().unwrap_or_else(|p| p.into_inner());
-        handler.connected().then(|| handler.clone())
+        handler
+            .connected()
+            .then(|| (self.generation(), handler.clone()))
     }
 
     /// Resolves with a handler whose mailbox is open, waiting for
     /// [`SetHandler`] as long as it takes.
-    pub(super) async fn wait_open(&self) -> Recipient<TaskReceived> {
+    pub(super) async fn wait_open(&self) -> (u64, Recipient<TaskReceived>) {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(handler) = self.open() {
-                return handler;
+            if let Some(open) = self.open() {
+                return open;
             }
             changed.await;
         }
@@ -552,20 +568,20 @@ impl Controller {
     /// its researcher's id (from its certificate or its first task). When
     /// two endpoints lead to the same researcher, a connected link wins.
     fn route(&self, researcher_id: &str) -> Result<&LinkEntry, NodeError> {
-        let mut matching = self
-            .links
-            .iter()
-            .filter(|l| l.shared.researcher_id().as_deref() == Some(researcher_id));
-        let first = matching.next();
-        let connected = first
-            .into_iter()
-            .chain(matching)
-            .find(|l| l.shared.status().state == super::LinkState::Connected);
-        connected
-            .or(first)
-            .ok_or_else(|| NodeError::UnknownResearcher {
-                researcher_id: researcher_id.to_string(),
-            })
+        let mut first = None;
+        for link in &self.links {
+            let status = link.shared.status();
+            if status.researcher_id.as_deref() != Some(researcher_id) {
+                continue;
+            }
+            if status.state == super::LinkState::Connected {
+                return Ok(link);
+            }
+            first.get_or_insert(link);
+        }
+        first.ok_or_else(|| NodeError::UnknownResearcher {
+            researcher_id: researcher_id.to_string(),
+        })
     }
 
     fn tell_finished(&mut self, reason: FinishReason, unsent: usize) {

@@ -296,6 +296,8 @@ pub(super) struct Poller {
     pub shared: Arc<LinkShared>,
     /// Where tasks go (replaceable by `SetHandler`).
     pub handler: Arc<HandlerSlot>,
+    /// The handler last used, with its generation.
+    pub handler_copy: Option<(u64, Recipient<TaskReceived>)>,
     /// The controller, told when a researcher id is learnt from a task.
     pub events: actix::WeakRecipient<LinkEvent>,
     /// What each task carries for the handler to reply with.
@@ -545,19 +547,30 @@ impl Poller {
     /// The handler, once its mailbox is open: while it is closed (the
     /// handler stopped or panicked) this waits for `SetHandler`, saying so in
     /// the status and once in the log, so that no task is polled for, or
-    /// handed, to a closed mailbox.
-    async fn open_handler(&self) -> Recipient<TaskReceived> {
-        if let Some(handler) = self.handler.open() {
-            return handler;
+    /// handed, to a closed mailbox. The copy kept costs one atomic load per
+    /// task while the handler lives and is not replaced.
+    async fn open_handler(&mut self) -> Recipient<TaskReceived> {
+        if let Some((generation, handler)) = &self.handler_copy {
+            if *generation == self.handler.generation() && handler.connected() {
+                return handler.clone();
+            }
         }
-        log::warn!(
-            "{}: the task handler is gone; tasks are held back until SetHandler gives a new one",
-            self.endpoint
-        );
-        self.shared.status().waiting_for_handler = true;
-        let handler = self.handler.wait_open().await;
-        self.shared.status().waiting_for_handler = false;
-        log::info!("{}: a new task handler; delivering again", self.endpoint);
+        let open = match self.handler.open() {
+            Some(open) => open,
+            None => {
+                log::warn!(
+                    "{}: the task handler is gone; tasks are held back until SetHandler gives a new one",
+                    self.endpoint
+                );
+                self.shared.status().waiting_for_handler = true;
+                let open = self.handler.wait_open().await;
+                self.shared.status().waiting_for_handler = false;
+                log::info!("{}: a new task handler; delivering again", self.endpoint);
+                open
+            }
+        };
+        let handler = open.1.clone();
+        self.handler_copy = Some(open);
         handler
     }
 
@@ -567,45 +580,40 @@ impl Poller {
     /// until the handler has handled it, so that at most one large task per
     /// link is held outside the receive budget. A closed mailbox gives the
     /// task back, and it waits here for a new handler.
-    async fn deliver(&self, message: Envelope, len: usize) -> Result<(), PollEnd> {
+    async fn deliver(&mut self, message: Envelope, len: usize) -> Result<(), PollEnd> {
         let researcher_id = self
             .assembler
             .researcher_id()
             .unwrap_or_default()
             .to_string();
-        let request_id = message.request_id().map(crate::wire::echo);
         let mut task = TaskReceived {
             researcher_id,
             message,
             reply: self.replier.clone(),
         };
-        let lost_with_handler = || {
-            log::error!(
-                "{}: the task handler stopped before handling task {}; it is lost with the \
-                 handler's mailbox",
-                self.endpoint,
-                request_id.as_deref().unwrap_or("(no request id)")
-            );
-            Ok(())
-        };
         loop {
             let handler = self.open_handler().await;
-            if len >= crate::wire::OFF_LOOP_MIN_BYTES {
-                return match handler.send(task).await {
-                    Ok(()) => Ok(()),
-                    Err(_) => lost_with_handler(),
-                };
-            }
-            match handler.try_send(task) {
-                Ok(()) => return Ok(()),
-                Err(SendError::Full(full)) => {
-                    return match handler.send(full).await {
-                        Ok(()) => Ok(()),
-                        Err(_) => lost_with_handler(),
+            if len < crate::wire::OFF_LOOP_MIN_BYTES {
+                match handler.try_send(task) {
+                    Ok(()) => return Ok(()),
+                    Err(SendError::Closed(back)) => {
+                        task = back;
+                        continue;
                     }
+                    Err(SendError::Full(full)) => task = full,
                 }
-                Err(SendError::Closed(back)) => task = back,
             }
+            // A large task, or a full mailbox: wait until it is handled.
+            let request_id = task.message.request_id().map(crate::wire::echo);
+            if handler.send(task).await.is_err() {
+                log::error!(
+                    "{}: the task handler stopped before handling task {}; it is lost with the \
+                     handler's mailbox",
+                    self.endpoint,
+                    request_id.as_deref().unwrap_or("(no request id)")
+                );
+            }
+            return Ok(());
         }
     }
 

@@ -218,13 +218,18 @@ impl Pump {
         let mut tx = Some(tx);
         while let Some(sender) = &tx {
             let next = if written < self.stream_messages && Instant::now() < closes_at {
-                self.shared.outbox().get(written)
+                let mut outbox = self.shared.outbox();
+                let next = outbox.get(written);
+                if matches!(next, Some(Outgoing::Message(_))) {
+                    // About to be written (feedback ends the call instead).
+                    outbox.mark_attempted(written + 1);
+                }
+                next
             } else {
                 None
             };
             match next {
                 Some(Outgoing::Message(bytes)) => {
-                    self.shared.outbox().mark_attempted(written + 1);
                     let mut complete = true;
                     for f in wire::chunks(bytes.clone()) {
                         let frame = TaskResult {
