@@ -2,8 +2,9 @@
 //! researchers (the Rust form of Fed-BioMed's `GrpcController`).
 //!
 //! It starts one [`ResearcherLink`] per endpoint under an
-//! [`actix::Supervisor`], keeps the map researcher id -> endpoint (learnt from
-//! each server certificate and from tasks), and answers the node service's
+//! [`actix::Supervisor`], finds a researcher's link by the id each link's
+//! status records (learnt from its server certificate or its first task),
+//! and answers the node service's
 //! messages: [`SendReply`], [`Broadcast`], [`SendFeedback`], [`IsConnected`],
 //! [`Status`], [`AddResearcher`], [`RemoveResearcher`] and [`Shutdown`].
 //! Tasks go to the handler as [`TaskReceived`] messages.
@@ -108,15 +109,18 @@ impl Replier {
     }
 
     /// Queues `reply` for the researcher its `researcher_id` names, as
-    /// [`SendReply`] does, in the order of the calls, and resolves when it is queued (delivery follows
-    /// the guarantees of the module docs). [`NodeError::ShutDown`] when the
-    /// controller is shut down or gone. The future holds no borrow: spawn it
-    /// or return it from a handler (`ResponseFuture<()>`).
+    /// [`SendReply`] does, and resolves when it is queued (delivery follows
+    /// the guarantees of the module docs); [`NodeError::ShutDown`] when the
+    /// controller is shut down or gone. The message enters the controller's
+    /// mailbox at the call (while the mailbox has room), so replies keep the
+    /// order of the calls. The future holds no borrow: spawn it or return it
+    /// from a handler (`ResponseFuture<()>`).
     pub fn send(
         &self,
         reply: Envelope,
     ) -> impl std::future::Future<Output = Result<(), NodeError>> + 'static {
-        // Queued now, not when first polled: replies keep the calls' order.
+        // `Recipient::send` enqueues at once when the mailbox has room, not
+        // when first polled: replies keep the calls' order.
         let request = self
             .controller
             .upgrade()
