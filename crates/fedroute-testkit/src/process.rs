@@ -83,7 +83,7 @@ const ALONE_VAR: &str = "FEDROUTE_TEST_ALONE";
 /// rustls' default crypto provider), which the other tests of the same
 /// binary would share: runs `test` (its full path, `module::name`) again in
 /// a child process of this test binary, alone, and fails when it fails
-/// there (bounded by [`PROCESS_BOUND`]).
+/// there (bounded by [`PROCESS_BOUND`]). Such children run one at a time.
 ///
 /// Returns `true` in the parent, which should then return at once, and
 /// `false` in the child, which runs the test's body:
@@ -96,6 +96,10 @@ pub fn rerun_alone(test: &str) -> bool {
     if std::env::var(ALONE_VAR).is_ok_and(|t| t == test) {
         return false;
     }
+    // One such child at a time: two of them would measure each other's load
+    // (as when each test file was its own binary, run one after the other).
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let exe = std::env::current_exe().expect("the test binary's path");
     let child = Command::new(exe)
         .args([
