@@ -180,12 +180,16 @@ impl HandlerSlot {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// The current handler and its generation, open or not.
+    pub(super) fn current(&self) -> (u64, Recipient<TaskReceived>) {
+        let handler = self.handler.lock().unwrap_or_else(|p| p.into_inner());
+        (self.generation(), handler.clone())
+    }
+
     /// The current handler and its generation, if its mailbox is open.
     pub(super) fn open(&self) -> Option<(u64, Recipient<TaskReceived>)> {
-        let handler = self.handler.lock().unwrap_or_else(|p| p.into_inner());
-        handler
-            .connected()
-            .then(|| (self.generation(), handler.clone()))
+        let current = self.current();
+        current.1.connected().then_some(current)
     }
 
     /// Resolves with a handler whose mailbox is open, waiting for

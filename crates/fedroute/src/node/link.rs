@@ -536,7 +536,7 @@ impl ResearcherLink {
             node_id: self.node_id.clone(),
             shared: Arc::clone(&self.shared),
             handler: Arc::clone(&self.handler),
-            handler_copy: None,
+            handler_copy: self.handler.current(),
             events: self.events.clone(),
             replier: self.replier.clone(),
             assembler: TaskAssembler::new(

@@ -297,7 +297,7 @@ pub(super) struct Poller {
     /// Where tasks go (replaceable by `SetHandler`).
     pub handler: Arc<HandlerSlot>,
     /// The handler last used, with its generation.
-    pub handler_copy: Option<(u64, Recipient<TaskReceived>)>,
+    pub handler_copy: (u64, Recipient<TaskReceived>),
     /// The controller, told when a researcher id is learnt from a task.
     pub events: actix::WeakRecipient<LinkEvent>,
     /// What each task carries for the handler to reply with.
@@ -548,14 +548,14 @@ impl Poller {
     /// handler stopped or panicked) this waits for `SetHandler`, saying so in
     /// the status and once in the log, so that no task is polled for, or
     /// handed, to a closed mailbox. The copy kept costs one atomic load per
-    /// task while the handler lives and is not replaced.
-    async fn open_handler(&mut self) -> Recipient<TaskReceived> {
-        if let Some((generation, handler)) = &self.handler_copy {
-            if *generation == self.handler.generation() && handler.connected() {
-                return handler.clone();
-            }
+    /// task while the handler lives and is not replaced; the handler to use
+    /// is then `self.handler_copy.1`.
+    async fn open_handler(&mut self) {
+        let (generation, handler) = &self.handler_copy;
+        if *generation == self.handler.generation() && handler.connected() {
+            return;
         }
-        let open = match self.handler.open() {
+        self.handler_copy = match self.handler.open() {
             Some(open) => open,
             None => {
                 log::warn!(
@@ -569,9 +569,6 @@ impl Poller {
                 open
             }
         };
-        let handler = open.1.clone();
-        self.handler_copy = Some(open);
-        handler
     }
 
     /// Hands the task to the handler. A small task goes straight into the
@@ -592,7 +589,8 @@ impl Poller {
             reply: self.replier.clone(),
         };
         loop {
-            let handler = self.open_handler().await;
+            self.open_handler().await;
+            let handler = &self.handler_copy.1;
             if len < crate::wire::OFF_LOOP_MIN_BYTES {
                 match handler.try_send(task) {
                     Ok(()) => return Ok(()),
