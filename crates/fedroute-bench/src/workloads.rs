@@ -172,15 +172,6 @@ impl BenchRow {
     }
 }
 
-/// The mode's name (as its `Display`), for row labels and node ids.
-fn mode_name(mode: PollMode) -> &'static str {
-    match mode {
-        PollMode::Unary => "unary",
-        PollMode::Streaming => "streaming",
-        _ => "auto",
-    }
-}
-
 /// All workloads of `plan`.
 pub(crate) async fn all(plan: Plan) -> Result<Output, BenchError> {
     let mut rows = Vec::new();
@@ -199,11 +190,7 @@ pub(crate) async fn all(plan: Plan) -> Result<Output, BenchError> {
     for mode in [PollMode::Unary, PollMode::Streaming] {
         if plan.wants(1) || plan.wants(2) || plan.wants(3) {
             let r = one_mode(&plan, mode, &blob, &wire, &mut rows, &mut notes).await;
-            failed(
-                &mut notes,
-                &format!("workloads 1-3 ({})", mode_name(mode)),
-                r,
-            );
+            failed(&mut notes, &format!("workloads 1-3 ({})", mode.as_str()), r);
         }
     }
     if plan.wants(3) && super::child::can_spawn() {
@@ -248,7 +235,7 @@ async fn one_mode(
     notes: &mut Vec<String>,
 ) -> Result<(), BenchError> {
     let mut researcher = BenchResearcher::start_buffers(plan.receive_buffer_bytes).await?;
-    let node_id = format!("NODE_bench_{}", mode_name(mode));
+    let node_id = format!("NODE_bench_{}", mode.as_str());
     let node = BenchNodeHandle::start_tracked(
         node_id.clone(),
         researcher.endpoint(),
@@ -357,7 +344,7 @@ async fn sequential_ping(
     }
     let r = row(
         "1 sequential ping",
-        mode_name(mode),
+        mode.as_str(),
         "round trips/s",
         "1/s",
         runs,
@@ -413,7 +400,7 @@ async fn in_flight(
         rows.push(
             row(
                 &format!("2 in flight K={k}"),
-                mode_name(mode),
+                mode.as_str(),
                 "requests/s",
                 "1/s",
                 runs,
@@ -454,7 +441,7 @@ async fn transfer(
             };
             let mut r = row(
                 "3 transfer",
-                mode_name(mode),
+                mode.as_str(),
                 &format!("{mib} MiB {what} MB/s"),
                 "MB/s",
                 runs,
@@ -755,7 +742,7 @@ async fn fan_out(plan: &Plan, notes: &mut Vec<String>) -> Result<Vec<BenchRow>, 
 async fn outages(plan: &Plan, blob: &Bytes, rows: &mut Vec<BenchRow>) -> Result<(), BenchError> {
     for mode in [PollMode::Unary, PollMode::Streaming] {
         let files = super::rig::IdentityFiles::generate()?;
-        let node_id = format!("NODE_reconnect_{}", mode_name(mode));
+        let node_id = format!("NODE_reconnect_{}", mode.as_str());
         let mut researcher = ResearcherChild::spawn(0, &files, &node_id).await?;
         let port = researcher.port;
         let endpoint = ResearcherEndpoint {
@@ -783,7 +770,7 @@ async fn outages(plan: &Plan, blob: &Bytes, rows: &mut Vec<BenchRow>) -> Result<
             rows.push(
                 row(
                     &workload,
-                    mode_name(mode),
+                    mode.as_str(),
                     "listening -> first poll",
                     "ms",
                     polled,
@@ -794,7 +781,7 @@ async fn outages(plan: &Plan, blob: &Bytes, rows: &mut Vec<BenchRow>) -> Result<
             rows.push(
                 row(
                     &workload,
-                    mode_name(mode),
+                    mode.as_str(),
                     "listening -> first answered ping",
                     "ms",
                     answered,
@@ -815,7 +802,7 @@ async fn outages(plan: &Plan, blob: &Bytes, rows: &mut Vec<BenchRow>) -> Result<
 async fn reconnect(plan: &Plan, blob: &Bytes, rows: &mut Vec<BenchRow>) -> Result<(), BenchError> {
     for mode in [PollMode::Unary, PollMode::Streaming] {
         let mut researcher = BenchResearcher::start().await?;
-        let node_id = format!("NODE_reconnect_{}", mode_name(mode));
+        let node_id = format!("NODE_reconnect_{}", mode.as_str());
         let node =
             BenchNodeHandle::start(node_id.clone(), researcher.endpoint(), mode, blob.clone())
                 .await?;
@@ -855,7 +842,7 @@ async fn reconnect(plan: &Plan, blob: &Bytes, rows: &mut Vec<BenchRow>) -> Resul
         rows.push(
             row(
                 "5 reconnect",
-                mode_name(mode),
+                mode.as_str(),
                 "listening -> next poll",
                 "ms",
                 runs,

@@ -45,13 +45,20 @@ pub enum PollMode {
     Unary,
 }
 
+impl PollMode {
+    /// The mode's name: `auto`, `streaming` or `unary` (its `Display`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PollMode::Auto => "auto",
+            PollMode::Streaming => "streaming",
+            PollMode::Unary => "unary",
+        }
+    }
+}
+
 impl fmt::Display for PollMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PollMode::Auto => f.write_str("auto"),
-            PollMode::Streaming => f.write_str("streaming"),
-            PollMode::Unary => f.write_str("unary"),
-        }
+        f.write_str(self.as_str())
     }
 }
 
