@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use fedroute::node::{
     AddResearcher, Controller, FinishReason, Finished, IsConnected, NodeError, RemoveResearcher,
-    SendReply, Shutdown, Status,
+    SendReply, Shutdown, ShutdownReport, Status,
 };
 use node_support::*;
 use tokio::sync::mpsc;
@@ -45,28 +45,33 @@ fn node_with_finish(
     (controller, fin)
 }
 
+/// Queues `n` ping replies to researcher `id`, request ids `prefix0`...
+async fn queue_replies(controller: &Addr<Controller>, id: &str, prefix: &str, n: usize) {
+    for i in 0..n {
+        let reply = ping_reply(&ping_request(id, &format!("{prefix}{i}")), "NODE_sd");
+        within("send", controller.send(SendReply(reply)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Shuts `controller` down with `deadline` and returns its report.
+async fn shutdown(controller: &Addr<Controller>, deadline: Duration) -> ShutdownReport {
+    within("shutdown", controller.send(Shutdown { deadline }))
+        .await
+        .unwrap()
+}
+
 #[actix_rt::test]
 async fn shutdown_flushes_queued_replies() {
     let mut researcher = MiniResearcher::start(0, None, true);
     let id = researcher.researcher_id.clone();
     let (controller, mut fin) = node_with_finish(vec![endpoint_of(&researcher)]);
     researcher.next_poll().await;
-    for i in 0..5 {
-        let reply = ping_reply(&ping_request(&id, &format!("f{i}")), "NODE_sd");
-        within("send", controller.send(SendReply(reply)))
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    let report = within(
-        "shutdown",
-        controller.send(Shutdown {
-            deadline: Duration::from_secs(5),
-        }),
-    )
-    .await
-    .unwrap();
-    assert!(report.unsent.is_empty(), "{:?}", report.unsent);
+    queue_replies(&controller, &id, "f", 5).await;
+    let report = shutdown(&controller, Duration::from_secs(5)).await;
+    assert_eq!(report.undelivered(), 0, "{report:?}");
     for i in 0..5 {
         assert_eq!(
             researcher.next_reply().await.request_id(),
@@ -94,21 +99,8 @@ async fn shutdown_reports_what_could_not_be_sent() {
     let (controller, mut fin) = node_with_finish(vec![endpoint_of(&researcher)]);
     researcher.next_poll().await;
     researcher.stop();
-    for i in 0..3 {
-        let reply = ping_reply(&ping_request(&id, &format!("u{i}")), "NODE_sd");
-        within("send", controller.send(SendReply(reply)))
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    let report = within(
-        "shutdown",
-        controller.send(Shutdown {
-            deadline: Duration::from_millis(300),
-        }),
-    )
-    .await
-    .unwrap();
+    queue_replies(&controller, &id, "u", 3).await;
+    let report = shutdown(&controller, Duration::from_millis(300)).await;
     // Whether a send was tried on the dying connection is a race: the
     // split may differ, the queue order and the total may not.
     let mut left = ids(&report.unacknowledged);
@@ -152,14 +144,7 @@ async fn shutdown_tells_replies_the_researcher_may_have_from_those_never_sent() 
         .await
         .unwrap()
         .unwrap();
-    let report = within(
-        "shutdown",
-        controller.send(Shutdown {
-            deadline: Duration::from_millis(300),
-        }),
-    )
-    .await
-    .unwrap();
+    let report = shutdown(&controller, Duration::from_millis(300)).await;
     assert_eq!(ids(&report.unacknowledged), ["a"]);
     assert_eq!(ids(&report.unsent), ["b"]);
 }
