@@ -33,6 +33,7 @@ mod error;
 mod events;
 mod incoming;
 mod metered;
+mod node_tasks;
 mod pending;
 mod queue;
 mod server;
@@ -41,9 +42,9 @@ mod status;
 mod table;
 
 pub use actor::{Broadcast, Nodes, PendingCount, Request, Researcher, SendToNode, Shutdown};
-pub use agent::NodeInfo;
 pub use config::ResearcherConfig;
 pub use error::ResearcherError;
 pub use events::ResearcherEvent;
+pub use node_tasks::NodeInfo;
 pub use server::{start, ResearcherHandle};
 pub use status::NodeStatus;
