@@ -1,4 +1,4 @@
-//! Reconnect backoff: how long a [`ResearcherLink`](super::link::ResearcherLink)
+//! Reconnect backoff: how long a researcher link
 //! waits before dialling again.
 //!
 //! Fed-BioMed nodes wait a fixed 2 s after any failure. fedroute retries the

@@ -21,36 +21,38 @@
 //! mailbox round trip) and through messages ([`Drain`], [`Close`]) for
 //! control.
 
-use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
 use actix::WeakRecipient;
 use rustls_pki_types::CertificateDer;
-use tokio::sync::Notify;
 use tonic::transport::Channel;
 
 use super::backoff::Backoff;
 use super::config::ControllerConfig;
-use super::controller::{HandlerSlot, LinkChange, LinkEvent, Replier};
 use super::dedup::RecentIds;
+use super::endpoint::ResearcherEndpoint;
 use super::error::NodeError;
+use super::handler::HandlerSlot;
+use super::life::{Attempt, LinkLife};
 use super::listener::{PollEnd, Poller, TaskAssembler};
-use super::outbox::{Outbox, Outgoing};
+use super::messages::{notify, LinkChange, LinkEvent, Replier};
 use super::probe::{self, ProbeSchedule};
 use super::progress::{LastData, LinkClient, Progress};
+use super::shared::LinkShared;
 
-/// Longest wait for one knock's TCP connection.
-const PROBE_KNOCK_TIMEOUT: Duration = Duration::from_secs(1);
 use super::sender::Pump;
-use super::status::{LinkState, LinkStatus, PollMode};
+use super::status::{LinkState, PollMode};
 use crate::log_limit::PeerLog;
-use crate::tls::{self, ChannelOptions, TrustPolicy};
+use crate::tls::{self, ChannelOptions};
 use crate::wire::{
     check_id, echo, BufferPool, IdKind, MessageDecoder, ReceiveBudget, GRPC_MAX_MESSAGE_BYTES,
 };
+
+/// Longest wait for one knock's TCP connection.
+const PROBE_KNOCK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What all the links of a controller share to receive tasks: one receive
 /// budget and one decoder (with its bound on large decodes at once).
@@ -72,204 +74,6 @@ impl Intake {
     }
 }
 
-/// Where a researcher listens and how to trust it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResearcherEndpoint {
-    /// Host name or IP address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// How its certificate is trusted.
-    pub trust: TrustPolicy,
-}
-
-impl ResearcherEndpoint {
-    /// An endpoint trusted on first use (as Fed-BioMed nodes do).
-    pub fn trust_on_first_use(host: impl Into<String>, port: u16) -> ResearcherEndpoint {
-        ResearcherEndpoint {
-            host: host.into(),
-            port,
-            trust: TrustPolicy::TrustOnFirstUse,
-        }
-    }
-
-    /// `host:port` (IPv6 addresses in brackets), the key of the link.
-    pub fn key(&self) -> String {
-        endpoint_key(&self.host, self.port)
-    }
-}
-
-impl fmt::Display for ResearcherEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.key())
-    }
-}
-
-/// `host:port` with IPv6 addresses in brackets.
-pub(super) fn endpoint_key(host: &str, port: u16) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-/// Locks a mutex even if a panicking thread poisoned it (the data are plain
-/// counters and a queue, always left consistent).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// State of a link shared between its actor, its futures and the controller.
-/// Lives as long as the link, across supervisor restarts.
-#[derive(Debug)]
-pub(super) struct LinkShared {
-    endpoint: String,
-    outbox: Mutex<Outbox<Outgoing>>,
-    status: Mutex<LinkStatus>,
-    /// Woken when something is queued.
-    pub(crate) wake: Notify,
-    /// Woken when the pump found the queue empty, or the link failed.
-    pub(crate) drained: Notify,
-    /// A poll opened since the last (re)connection (resets the backoff;
-    /// in streaming mode, replies wait for it, see [`LinkShared::poll_settled`]).
-    pub(crate) polled: AtomicBool,
-    /// Woken when a poll opened, the poll mode fell back to unary, or the
-    /// link started draining.
-    pub(crate) poll_news: Notify,
-    /// The link is draining or closed: no poll will open any more.
-    pub(crate) draining: AtomicBool,
-    /// Consecutive rejections of the queue's first message.
-    pub(crate) rejections: AtomicU32,
-    /// Send one message per RPC until a send succeeds (after a rejection).
-    pub(crate) isolate: AtomicBool,
-    /// Most feedback items queued at once.
-    max_feedback: usize,
-}
-
-impl LinkShared {
-    /// Fresh state for `endpoint`, with the queue bounds of `config`.
-    pub(super) fn new(endpoint: String, config: &ControllerConfig) -> LinkShared {
-        let (queue_capacity, queue_max_bytes, poll_mode) = (
-            config.queue_capacity,
-            config.queue_max_bytes,
-            config.poll_mode,
-        );
-        LinkShared {
-            outbox: Mutex::new(
-                Outbox::new(queue_capacity, queue_max_bytes, Outgoing::len)
-                    .with_mark(Outgoing::is_feedback),
-            ),
-            status: Mutex::new(LinkStatus::new(endpoint.clone(), poll_mode)),
-            endpoint,
-            wake: Notify::new(),
-            drained: Notify::new(),
-            polled: AtomicBool::new(false),
-            poll_news: Notify::new(),
-            draining: AtomicBool::new(false),
-            rejections: AtomicU32::new(0),
-            isolate: AtomicBool::new(false),
-            max_feedback: config.max_queued_feedback,
-        }
-    }
-
-    /// Resolves once replies may go on this connection: at once in unary
-    /// poll mode; in streaming mode once the researcher has accepted this
-    /// connection's poll. A restarted fedroute researcher knows a node only
-    /// from its poll and refuses its replies before that (NOT_FOUND, then a
-    /// back-off of tens of milliseconds); it accepts the poll before
-    /// answering it, so a reply sent after the answer is never refused for
-    /// that. (In unary mode the answer may only come with a task, so replies
-    /// do not wait.)
-    pub(crate) async fn poll_settled(&self) {
-        loop {
-            let news = self.poll_news.notified();
-            tokio::pin!(news);
-            news.as_mut().enable();
-            if self.polled.load(Ordering::Relaxed)
-                || self.draining.load(Ordering::Relaxed)
-                || self.status().poll_mode == PollMode::Unary
-            {
-                return;
-            }
-            news.await;
-        }
-    }
-
-    /// Marks the link as draining (no more polls) and wakes a pump waiting
-    /// in [`LinkShared::poll_settled`].
-    fn stop_polling(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-        self.poll_news.notify_waiters();
-    }
-
-    /// The outgoing queue (short lock, never held across an await).
-    pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox<Outgoing>> {
-        lock(&self.outbox)
-    }
-
-    /// The status (short lock, never held across an await).
-    pub(crate) fn status(&self) -> MutexGuard<'_, LinkStatus> {
-        lock(&self.status)
-    }
-
-    /// A snapshot of the status with the current queue depth.
-    pub(super) fn snapshot(&self) -> LinkStatus {
-        let depth = self.outbox().len();
-        let mut s = self.status().clone();
-        s.queue_depth = depth;
-        s
-    }
-
-    /// The researcher id of this link, once known.
-    pub(super) fn researcher_id(&self) -> Option<String> {
-        self.status().researcher_id.clone()
-    }
-
-    /// Queues `item` for sending: an error if the link is closed or failed for
-    /// good, or if the queue is full.
-    pub(super) fn enqueue(&self, item: Outgoing) -> Result<(), NodeError> {
-        {
-            let status = self.status();
-            match &status.state {
-                LinkState::Failed(reason) => {
-                    return Err(NodeError::LinkFailed {
-                        endpoint: self.endpoint.clone(),
-                        reason: reason.clone(),
-                    })
-                }
-                LinkState::Closed => {
-                    return Err(NodeError::LinkClosed {
-                        endpoint: self.endpoint.clone(),
-                    })
-                }
-                _ => {}
-            }
-        }
-        let mut outbox = self.outbox();
-        if item.is_feedback() && outbox.marked() >= self.max_feedback {
-            return Err(NodeError::FeedbackQueueFull {
-                endpoint: self.endpoint.clone(),
-                limit: self.max_feedback,
-            });
-        }
-        let (capacity, max_bytes) = (outbox.capacity(), outbox.max_bytes());
-        outbox.push(item).map_err(|_| NodeError::QueueFull {
-            endpoint: self.endpoint.clone(),
-            capacity,
-            max_bytes,
-        })?;
-        drop(outbox);
-        self.wake.notify_one();
-        Ok(())
-    }
-
-    /// True when nothing waits to be sent or the link will never send again.
-    fn done_sending(&self) -> bool {
-        self.outbox().is_empty() || self.status().is_terminal()
-    }
-}
-
 /// The result of a successful dial.
 struct Dialled {
     channel: Channel,
@@ -288,13 +92,10 @@ pub(crate) struct ResearcherLink {
     /// What each task carries for the handler to reply with.
     replier: Replier,
     shared: Arc<LinkShared>,
-    backoff: Backoff,
+    /// Where the link stands between dials.
+    life: LinkLife,
     pinned: Option<CertificateDer<'static>>,
     mode: PollMode,
-    attempted: bool,
-    ever_connected: bool,
-    draining: bool,
-    terminal: bool,
     client: Option<LinkClient>,
     /// When data last arrived on the current channel.
     last_data: Option<LastData>,
@@ -310,17 +111,6 @@ pub(crate) struct ResearcherLink {
     log: Arc<PeerLog>,
     /// Bytes a refused task needed, to wait for before reconnecting.
     wait_for_room: Option<usize>,
-    /// When the link went down (knocks are fast during the first part of
-    /// an outage).
-    down_since: Option<std::time::Instant>,
-    /// The last attempt failed after TCP connected: back off first.
-    needs_backoff: bool,
-    /// The current attempt knocked first (so TCP was accepted).
-    knocked: bool,
-    /// A connection was made since the last restart.
-    connected: bool,
-    /// The last [`LinkChange`] told was `Up`.
-    up: bool,
 }
 
 /// How a link reaches its controller and the node's handler.
@@ -361,13 +151,12 @@ impl ResearcherLink {
         ResearcherLink {
             log: Arc::new(PeerLog::new(config.peer_log_rate)),
             wait_for_room: None,
-            down_since: None,
-            needs_backoff: false,
-            knocked: false,
-            connected: false,
             intake,
             key: endpoint.key(),
-            backoff: Backoff::new(config.backoff_first, config.backoff_max),
+            life: LinkLife::new(
+                Backoff::new(config.backoff_first, config.backoff_max),
+                !config.probe_interval.is_zero(),
+            ),
             mode: config.poll_mode,
             recent: Arc::new(Mutex::new(RecentIds::new(config.dedup_window))),
             buffers: BufferPool::new(config.receive_buffer_bytes),
@@ -379,11 +168,6 @@ impl ResearcherLink {
             replier,
             shared,
             pinned: None,
-            up: false,
-            attempted: false,
-            ever_connected: false,
-            draining: false,
-            terminal: false,
             client: None,
             last_data: None,
             poll: None,
@@ -391,27 +175,19 @@ impl ResearcherLink {
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        let first = !self.attempted;
-        self.attempted = true;
-        // The back-off applies to attempts that failed after the researcher
-        // accepted the connection; a port that refuses is knocked on (see
-        // `super::probe`).
-        let delay = if !first && self.needs_backoff {
-            self.backoff.next_delay()
-        } else {
-            Duration::ZERO
-        };
-        let probe_every = self.config.probe_interval;
-        let schedule = (!first && !probe_every.is_zero()).then(|| {
-            let since = *self.down_since.get_or_insert_with(std::time::Instant::now);
+        let Attempt {
+            first,
+            delay,
+            knock_since,
+        } = self.life.next_attempt(std::time::Instant::now());
+        let schedule = knock_since.map(|since| {
             ProbeSchedule::new(
                 since,
-                probe_every,
+                self.config.probe_interval,
                 self.config.probe_fast_for,
                 self.config.backoff_max,
             )
         });
-        self.knocked = schedule.is_some();
         self.shared.status().state = if first {
             LinkState::Connecting
         } else {
@@ -466,14 +242,11 @@ impl ResearcherLink {
             Ok(d) => d,
             Err(e) if e.is_fatal() => return self.fail(e, ctx),
             Err(e) => {
-                // The port accepted the knock, so this failed past TCP: back
-                // off before the next try.
-                self.needs_backoff = self.knocked;
+                self.life.dial_failed();
                 return self.lost(e, ctx);
             }
         };
-        self.down_since = None;
-        self.connected = true;
+        let reconnected = self.life.connected();
         if let Some(id) = &d.researcher_id {
             let mut status = self.shared.status();
             if status.researcher_id.as_deref() != Some(id.as_str()) {
@@ -493,27 +266,25 @@ impl ResearcherLink {
         }
         {
             let mut status = self.shared.status();
-            if self.ever_connected {
+            if reconnected {
                 status.reconnects += 1;
             }
             status.state = LinkState::Connected;
             status.last_error = None;
         }
-        if self.ever_connected {
+        if reconnected {
             log::info!("{}: reconnected", self.key);
         } else {
             log::info!("{}: connected", self.key);
         }
-        self.up = true;
         notify(
             &self.events,
             LinkEvent::Changed(LinkChange::Up {
                 endpoint: self.key.clone(),
                 researcher_id: self.shared.researcher_id(),
-                reconnected: self.ever_connected,
+                reconnected,
             }),
         );
-        self.ever_connected = true;
         let (client, last_data) = Progress::client(d.channel);
         let client = client
             .max_decoding_message_size(self.config.max_frame_bytes)
@@ -521,7 +292,7 @@ impl ResearcherLink {
         self.client = Some(client);
         self.last_data = Some(last_data);
         self.start_pump(ctx);
-        if !self.draining {
+        if !self.life.is_draining() {
             self.start_poll(ctx);
         }
     }
@@ -577,7 +348,7 @@ impl ResearcherLink {
                 self.mode = PollMode::Unary;
                 self.shared.status().poll_mode = PollMode::Unary;
                 self.shared.poll_news.notify_waiters();
-                if !self.draining {
+                if !self.life.is_draining() {
                     self.start_poll(ctx);
                 }
             }
@@ -620,10 +391,9 @@ impl ResearcherLink {
     /// tearing the link down here would also cut the poll stream and lose
     /// a task the researcher had just written into it.
     fn send_rejected(&mut self, e: NodeError, ctx: &mut Context<Self>) {
-        if self.terminal {
+        let Some(delay) = self.life.send_refused() else {
             return;
-        }
-        let delay = self.backoff.next_delay();
+        };
         self.log.warn(&self.key, "send refused", || {
             format!("{}: {e}; sending again in {delay:?}", self.key)
         });
@@ -633,10 +403,9 @@ impl ResearcherLink {
 
     /// The connection is gone: let the supervisor restart the link.
     fn lost(&mut self, e: NodeError, ctx: &mut Context<Self>) {
-        if self.terminal {
+        let Some(was_up) = self.life.lost(std::time::Instant::now()) else {
             return;
-        }
-        self.down_since.get_or_insert_with(std::time::Instant::now);
+        };
         if let NodeError::ReceiveBudget { source, .. } = &e {
             if let crate::wire::WireError::BudgetExhausted { claimed, limit, .. } = **source {
                 self.wait_for_room = Some(claimed.min(limit));
@@ -651,7 +420,7 @@ impl ResearcherLink {
             status.state = LinkState::BackingOff;
             status.last_error = Some(e.to_string());
         }
-        if std::mem::take(&mut self.up) {
+        if was_up {
             notify(
                 &self.events,
                 LinkEvent::Changed(LinkChange::Down {
@@ -668,8 +437,7 @@ impl ResearcherLink {
     fn fail(&mut self, e: NodeError, ctx: &mut Context<Self>) {
         log::error!("{}: {e}; the link stops for good", self.key);
         let reason = e.to_string();
-        self.terminal = true;
-        self.up = false;
+        self.life.fail();
         {
             let mut status = self.shared.status();
             status.polling = false;
@@ -684,15 +452,8 @@ impl ResearcherLink {
                 reason,
             },
         );
-        // The supervisor restarts the (now idle) actor; `started` sees `terminal`.
+        // The supervisor restarts the (now idle) actor; `started` sees it is over.
         ctx.stop();
-    }
-}
-
-/// Tells the controller, if it still exists.
-pub(crate) fn notify(events: &WeakRecipient<LinkEvent>, event: LinkEvent) {
-    if let Some(r) = events.upgrade() {
-        r.do_send(event);
     }
 }
 
@@ -784,7 +545,7 @@ impl Actor for ResearcherLink {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.terminal {
+        if self.life.is_over() {
             return;
         }
         let window = self
@@ -803,15 +564,8 @@ impl Supervised for ResearcherLink {
         self.last_data = None;
         self.poll = None;
         self.shared.status().polling = false;
-        if self.shared.polled.swap(false, Ordering::Relaxed) {
-            self.backoff.reset();
-            self.needs_backoff = false;
-        } else if self.connected {
-            // Connected but never polled (polls ended at once, a refusal):
-            // the researcher accepts connections and fails them.
-            self.needs_backoff = true;
-        }
-        self.connected = false;
+        let polled = self.shared.polled.swap(false, Ordering::Relaxed);
+        self.life.restarting(polled);
     }
 }
 
@@ -828,7 +582,7 @@ impl Handler<Drain> for ResearcherLink {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) -> Self::Result {
-        self.draining = true;
+        self.life.drain();
         self.shared.stop_polling();
         if let Some(handle) = self.poll.take() {
             ctx.cancel_future(handle);
@@ -864,8 +618,7 @@ impl Handler<Close> for ResearcherLink {
     type Result = ();
 
     fn handle(&mut self, _: Close, ctx: &mut Context<Self>) -> Self::Result {
-        self.terminal = true;
-        self.draining = true;
+        self.life.close();
         self.shared.stop_polling();
         self.client = None;
         self.poll = None;

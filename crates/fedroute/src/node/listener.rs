@@ -58,11 +58,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::Code;
 
-use super::controller::{HandlerSlot, LinkEvent, Replier, TaskReceived};
 use super::dedup::RecentIds;
 use super::error::NodeError;
-use super::link::LinkShared;
+use super::handler::HandlerSlot;
+use super::messages::{notify, LinkEvent, Replier, TaskReceived};
 use super::progress::{LastData, LinkClient};
+use super::shared::LinkShared;
 use super::status::PollMode;
 use crate::log_limit::PeerLog;
 use crate::proto::{TaskRequest, TaskResponse};
@@ -494,7 +495,7 @@ impl Poller {
                     endpoint: self.endpoint.clone(),
                     researcher_id: id.to_string(),
                 };
-                super::link::notify(&self.events, event);
+                notify(&self.events, event);
             }
         }
         self.shared.status().record_received(len);

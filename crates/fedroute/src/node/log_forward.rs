@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use actix::Recipient;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use super::controller::ForwardLog;
+use super::messages::ForwardLog;
 
 /// Targets (prefixes) that are never forwarded: the transport itself.
 pub(crate) const TRANSPORT_TARGETS: &[&str] = &[

@@ -46,22 +46,28 @@ mod backoff;
 mod config;
 mod controller;
 mod dedup;
+mod endpoint;
 mod error;
+mod handler;
+mod life;
 mod link;
 mod listener;
 pub mod log_forward;
+mod messages;
 mod outbox;
 mod probe;
 mod progress;
 mod sender;
+mod shared;
 mod status;
 
 pub use config::{ControllerConfig, ReplyStreamMode};
-pub use controller::{
-    AddResearcher, Broadcast, Controller, ControllerBuilder, FinishReason, Finished, ForwardLog,
-    IsConnected, LinkChange, RemoveResearcher, Replier, SendFeedback, SendReply, SetHandler,
-    Shutdown, ShutdownReport, Status, TaskReceived,
-};
+pub use controller::{Controller, ControllerBuilder};
+pub use endpoint::ResearcherEndpoint;
 pub use error::NodeError;
-pub use link::ResearcherEndpoint;
+pub use messages::{
+    AddResearcher, Broadcast, FinishReason, Finished, ForwardLog, IsConnected, LinkChange,
+    RemoveResearcher, Replier, SendFeedback, SendReply, SetHandler, Shutdown, ShutdownReport,
+    Status, TaskReceived,
+};
 pub use status::{LinkState, LinkStatus, PollMode};

@@ -21,9 +21,9 @@ use super::config::ReplyStreamMode;
 use super::status::PollMode;
 
 use super::error::NodeError;
-use super::link::LinkShared;
 use super::outbox::Outgoing;
 use super::progress::LinkClient;
+use super::shared::LinkShared;
 use crate::proto::TaskResult;
 use crate::wire;
 

@@ -1,5 +1,5 @@
 //! What the controller reports about each researcher link
-//! ([`Status`](super::controller::Status)).
+//! ([`Status`](super::Status)).
 
 use std::fmt;
 use std::time::SystemTime;

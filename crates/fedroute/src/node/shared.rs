@@ -1,0 +1,170 @@
+//! [`LinkShared`]: the state of one link that its actor, its poll and send
+//! futures and the controller all read: the outgoing queue, the status, and
+//! the wake-ups between them. Queueing a reply is a push under a short lock
+//! plus a wake-up, with no mailbox round trip.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use super::config::ControllerConfig;
+use super::error::NodeError;
+use super::outbox::{Outbox, Outgoing};
+use super::status::{LinkState, LinkStatus, PollMode};
+
+/// Locks a mutex even if a panicking thread poisoned it (the data are plain
+/// counters and a queue, always left consistent).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// State of a link shared between its actor, its futures and the controller.
+/// Lives as long as the link, across supervisor restarts.
+#[derive(Debug)]
+pub(super) struct LinkShared {
+    endpoint: String,
+    outbox: Mutex<Outbox<Outgoing>>,
+    status: Mutex<LinkStatus>,
+    /// Woken when something is queued.
+    pub(crate) wake: Notify,
+    /// Woken when the pump found the queue empty, or the link failed.
+    pub(crate) drained: Notify,
+    /// A poll opened since the last (re)connection (resets the backoff;
+    /// in streaming mode, replies wait for it, see [`LinkShared::poll_settled`]).
+    pub(crate) polled: AtomicBool,
+    /// Woken when a poll opened, the poll mode fell back to unary, or the
+    /// link started draining.
+    pub(crate) poll_news: Notify,
+    /// The link is draining or closed: no poll will open any more.
+    pub(crate) draining: AtomicBool,
+    /// Consecutive rejections of the queue's first message.
+    pub(crate) rejections: AtomicU32,
+    /// Send one message per RPC until a send succeeds (after a rejection).
+    pub(crate) isolate: AtomicBool,
+    /// Most feedback items queued at once.
+    max_feedback: usize,
+}
+
+impl LinkShared {
+    /// Fresh state for `endpoint`, with the queue bounds of `config`.
+    pub(super) fn new(endpoint: String, config: &ControllerConfig) -> LinkShared {
+        let (queue_capacity, queue_max_bytes, poll_mode) = (
+            config.queue_capacity,
+            config.queue_max_bytes,
+            config.poll_mode,
+        );
+        LinkShared {
+            outbox: Mutex::new(
+                Outbox::new(queue_capacity, queue_max_bytes, Outgoing::len)
+                    .with_mark(Outgoing::is_feedback),
+            ),
+            status: Mutex::new(LinkStatus::new(endpoint.clone(), poll_mode)),
+            endpoint,
+            wake: Notify::new(),
+            drained: Notify::new(),
+            polled: AtomicBool::new(false),
+            poll_news: Notify::new(),
+            draining: AtomicBool::new(false),
+            rejections: AtomicU32::new(0),
+            isolate: AtomicBool::new(false),
+            max_feedback: config.max_queued_feedback,
+        }
+    }
+
+    /// Resolves once replies may go on this connection: at once in unary
+    /// poll mode; in streaming mode once the researcher has accepted this
+    /// connection's poll. A restarted fedroute researcher knows a node only
+    /// from its poll and refuses its replies before that (NOT_FOUND, then a
+    /// back-off of tens of milliseconds); it accepts the poll before
+    /// answering it, so a reply sent after the answer is never refused for
+    /// that. (In unary mode the answer may only come with a task, so replies
+    /// do not wait.)
+    pub(crate) async fn poll_settled(&self) {
+        loop {
+            let news = self.poll_news.notified();
+            tokio::pin!(news);
+            news.as_mut().enable();
+            if self.polled.load(Ordering::Relaxed)
+                || self.draining.load(Ordering::Relaxed)
+                || self.status().poll_mode == PollMode::Unary
+            {
+                return;
+            }
+            news.await;
+        }
+    }
+
+    /// Marks the link as draining (no more polls) and wakes a pump waiting
+    /// in [`LinkShared::poll_settled`].
+    pub(super) fn stop_polling(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.poll_news.notify_waiters();
+    }
+
+    /// The outgoing queue (short lock, never held across an await).
+    pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox<Outgoing>> {
+        lock(&self.outbox)
+    }
+
+    /// The status (short lock, never held across an await).
+    pub(crate) fn status(&self) -> MutexGuard<'_, LinkStatus> {
+        lock(&self.status)
+    }
+
+    /// A snapshot of the status with the current queue depth.
+    pub(super) fn snapshot(&self) -> LinkStatus {
+        let depth = self.outbox().len();
+        let mut s = self.status().clone();
+        s.queue_depth = depth;
+        s
+    }
+
+    /// The researcher id of this link, once known.
+    pub(super) fn researcher_id(&self) -> Option<String> {
+        self.status().researcher_id.clone()
+    }
+
+    /// Queues `item` for sending: an error if the link is closed or failed for
+    /// good, or if the queue is full.
+    pub(super) fn enqueue(&self, item: Outgoing) -> Result<(), NodeError> {
+        {
+            let status = self.status();
+            match &status.state {
+                LinkState::Failed(reason) => {
+                    return Err(NodeError::LinkFailed {
+                        endpoint: self.endpoint.clone(),
+                        reason: reason.clone(),
+                    })
+                }
+                LinkState::Closed => {
+                    return Err(NodeError::LinkClosed {
+                        endpoint: self.endpoint.clone(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        let mut outbox = self.outbox();
+        if item.is_feedback() && outbox.marked() >= self.max_feedback {
+            return Err(NodeError::FeedbackQueueFull {
+                endpoint: self.endpoint.clone(),
+                limit: self.max_feedback,
+            });
+        }
+        let (capacity, max_bytes) = (outbox.capacity(), outbox.max_bytes());
+        outbox.push(item).map_err(|_| NodeError::QueueFull {
+            endpoint: self.endpoint.clone(),
+            capacity,
+            max_bytes,
+        })?;
+        drop(outbox);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// True when nothing waits to be sent or the link will never send again.
+    pub(super) fn done_sending(&self) -> bool {
+        self.outbox().is_empty() || self.status().is_terminal()
+    }
+}
