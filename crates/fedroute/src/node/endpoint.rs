@@ -3,7 +3,9 @@
 
 use std::fmt;
 
+use super::error::NodeError;
 use crate::tls::TrustPolicy;
+use crate::wire::echo;
 
 /// Where a researcher listens and how to trust it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,5 +46,48 @@ pub(super) fn endpoint_key(host: &str, port: u16) -> String {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
+    }
+}
+
+/// The one researcher-id check: a link knows one researcher id per
+/// endpoint (learnt from its certificate or its first task), and an id
+/// `found` later in `seen_in` (a certificate, a task) that differs from the
+/// `known` one is refused for good, whatever it was found in.
+pub(super) fn check_same_researcher(
+    endpoint: &str,
+    known: Option<&str>,
+    found: &str,
+    seen_in: &'static str,
+) -> Result<(), NodeError> {
+    match known {
+        Some(expected) if expected != found => Err(NodeError::ResearcherIdChanged {
+            endpoint: endpoint.to_owned(),
+            expected: expected.to_owned(),
+            found: echo(found),
+            seen_in,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_differing_from_the_known_one_is_refused_for_good() {
+        assert!(check_same_researcher("h:1", None, "R1", "task").is_ok());
+        assert!(check_same_researcher("h:1", Some("R1"), "R1", "task").is_ok());
+        let e = check_same_researcher("h:1", Some("R1"), "R2", "task").unwrap_err();
+        assert!(e.is_fatal(), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("R1") && text.contains("R2") && text.contains("task"), "{text}");
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed_in_keys() {
+        assert_eq!(endpoint_key("::1", 50051), "[::1]:50051");
+        assert_eq!(endpoint_key("[::1]", 50051), "[::1]:50051");
+        assert_eq!(endpoint_key("localhost", 1), "localhost:1");
     }
 }

@@ -33,7 +33,7 @@ use tonic::transport::Channel;
 use super::backoff::Backoff;
 use super::config::ControllerConfig;
 use super::dedup::RecentIds;
-use super::endpoint::ResearcherEndpoint;
+use super::endpoint::{check_same_researcher, ResearcherEndpoint};
 use super::error::NodeError;
 use super::handler::HandlerSlot;
 use super::life::{Attempt, LinkLife};
@@ -48,7 +48,7 @@ use super::status::{LinkState, PollMode};
 use crate::log_limit::PeerLog;
 use crate::tls::{self, ChannelOptions};
 use crate::wire::{
-    check_id, echo, BufferPool, IdKind, MessageDecoder, ReceiveBudget, GRPC_MAX_MESSAGE_BYTES,
+    check_id, BufferPool, IdKind, MessageDecoder, ReceiveBudget, GRPC_MAX_MESSAGE_BYTES,
 };
 
 /// Longest wait for one knock's TCP connection.
@@ -469,12 +469,6 @@ async fn dial(
         endpoint: key.to_string(),
         source: Box::new(e),
     };
-    let changed = |expected: &str, found: &str| NodeError::ResearcherIdChanged {
-        endpoint: key.to_string(),
-        expected: expected.to_string(),
-        found: echo(found),
-        seen_in: "server certificate",
-    };
     let opts = ChannelOptions::default()
         .connect_timeout(config.connect_timeout)
         .keepalive_interval(config.effective_keepalive())
@@ -499,10 +493,8 @@ async fn dial(
     )
     .await
     .map_err(tls_error)?;
-    if let (Some(expected), Some(found)) = (&known, &trusted.researcher_id) {
-        if expected != found {
-            return Err(changed(expected, found));
-        }
+    if let Some(found) = &trusted.researcher_id {
+        check_same_researcher(key, known.as_deref(), found, "server certificate")?;
     }
     if let (Some(old), Some(new), Some(id)) =
         (&pinned, &trusted.certificate, &trusted.researcher_id)
@@ -529,10 +521,8 @@ async fn dial(
             reason: e.to_string(),
         })?;
     }
-    if let (Some(expected), Some(found)) = (&known, &researcher_id) {
-        if expected != found {
-            return Err(changed(expected, found));
-        }
+    if let Some(found) = &researcher_id {
+        check_same_researcher(key, known.as_deref(), found, "server certificate")?;
     }
     Ok(Dialled {
         channel: connected.channel,

@@ -59,6 +59,7 @@ use tokio::time::Instant;
 use tonic::Code;
 
 use super::dedup::RecentIds;
+use super::endpoint::check_same_researcher;
 use super::error::NodeError;
 use super::handler::HandlerSlot;
 use super::messages::{notify, LinkEvent, Replier, TaskReceived};
@@ -204,17 +205,9 @@ impl TaskAssembler {
             });
         };
         check_id(IdKind::Researcher, found).map_err(|e| self.bad(e))?;
-        match &self.researcher_id {
-            Some(expected) if expected != found => {
-                return Err(NodeError::ResearcherIdChanged {
-                    endpoint: self.endpoint.clone(),
-                    expected: expected.clone(),
-                    found: echo(found),
-                    seen_in: "task",
-                })
-            }
-            Some(_) => {}
-            None => self.researcher_id = Some(found.to_string()),
+        check_same_researcher(&self.endpoint, self.researcher_id.as_deref(), found, "task")?;
+        if self.researcher_id.is_none() {
+            self.researcher_id = Some(found.to_string());
         }
         Ok(envelope)
     }
