@@ -2,8 +2,16 @@
 //! `ResearcherLink`s (see `DESIGN.md`).
 //!
 //! # Layout
-//! - `controller`: the `Controller` actor and the messages the node service sends it.
-//! - `link`: `ResearcherLink`, one supervised actor per researcher, and its shared state.
+//! - `controller`: the `Controller` actor.
+//! - `messages`: what applications send the controller, what it tells them,
+//!   and what links tell it.
+//! - `handler`: the handler slot shared by the controller and its links.
+//! - `endpoint`: `ResearcherEndpoint` and the one researcher-id check.
+//! - `link`: `ResearcherLink`, one supervised actor per researcher.
+//! - `life`: a link's reconnect state (attempts, back-off, knocks, up/down),
+//!   a plain struct.
+//! - `shared`: the state a link shares with its futures and the controller
+//!   (outgoing queue, status, wake-ups).
 //! - `listener`: the poll loop (unary and streaming) and the task checks (`TaskAssembler`).
 //! - `sender`: the send pump (`ReplyTask` in chunks, `Feedback`).
 //! - `progress`: the link's channel, noting when response data arrives.

@@ -17,7 +17,11 @@
 //! - `awaiting` - a node's tasks written out and not yet answered, requeued
 //!   when their connection is gone (plain struct).
 //! - `table` - the agents by node id, forgetting idle ones (plain struct).
-//! - `agent` - the `NodeAgent` actor: queue, status and polls of a node.
+//! - `node_tasks` - `NodeTasks`: everything decided about one node's tasks
+//!   (queue, awaiting set, status, polls and their credit, timers) as a
+//!   plain struct driven by events and `now`, returning effects.
+//! - `agent` - the `NodeAgent` actor: the shell around `NodeTasks`
+//!   (channels, in-flight guards, one timer).
 //! - `actor` - the [`Researcher`] actor and its messages.
 //! - `service` - the tonic service and the poll response stream.
 //! - `incoming` - the accept loop and idle-closing connections.
