@@ -7,12 +7,12 @@
 use bytes::{Bytes, BytesMut};
 
 use super::echo::echo;
+use super::encode::{encode_to_buf, encode_to_bytes};
 use super::error::WireError;
 use super::limits::DecodeLimits;
-use super::message::Typed;
+use super::message::{Fields, Typed};
 use super::payload::{encode_payload, Payload};
-use super::serde_value::{from_value, to_value};
-use super::value::{decode_value_with, encode_to_buf, encode_to_bytes, Value};
+use super::value::{decode_value_with, Value};
 use super::version::check_version;
 
 /// The key naming a message's class.
@@ -90,7 +90,7 @@ impl Envelope {
     }
 
     /// Like [`Envelope::to_bytes`], but a fresh encoding goes into `buf`,
-    /// reusing its allocation when possible (see `super::value::encode_to_buf`).
+    /// reusing its allocation when possible (see `super::encode::encode_to_buf`).
     pub fn to_bytes_in(&self, buf: &mut BytesMut) -> Bytes {
         match &self.raw {
             Some(raw) => raw.clone(),
@@ -182,15 +182,13 @@ impl Envelope {
         Ok(())
     }
 
-    /// Builds the envelope of a typed message: its fields in declaration
-    /// order, then `__type_message__`.
+    /// Builds the envelope of a typed message: its fields in wire order
+    /// ([`Typed::write_fields`]), then `__type_message__`. A `bin` or a
+    /// [`Value`] field is shared, not copied. Writing a message cannot fail;
+    /// the `Result` is kept for the callers that already handle one.
     pub fn from_typed<T: Typed>(t: &T) -> Result<Envelope, WireError> {
-        let mut value = to_value(t)?;
-        let Value::Map(entries) = &mut value else {
-            return Err(WireError::NotAMap {
-                found: value.type_name(),
-            });
-        };
+        let mut entries = Vec::with_capacity(T::FIELDS.len() + 1);
+        t.write_fields(&mut entries);
         entries.push((
             Value::Str(TYPE_MESSAGE_KEY.to_owned()),
             Value::map([
@@ -198,11 +196,15 @@ impl Envelope {
                 ("class", Value::Str(T::CLASS.to_owned())),
             ]),
         ));
-        Ok(Envelope { value, raw: None })
+        Ok(Envelope {
+            value: Value::Map(entries),
+            raw: None,
+        })
     }
 
     /// Reads the envelope as typed message `T` (its class must be `T::CLASS`;
-    /// unknown fields are ignored).
+    /// unknown fields are ignored, see [`Fields::get`]). `bin` data is
+    /// shared with the envelope, not copied.
     pub fn to_typed<T: Typed>(&self) -> Result<T, WireError> {
         if self.class() != T::CLASS {
             return Err(WireError::WrongClass {
@@ -210,21 +212,8 @@ impl Envelope {
                 found: echo(self.class()),
             });
         }
-        let entries = self
-            .value
-            .as_map()
-            .unwrap_or_default()
-            .iter()
-            .filter(|(k, _)| k.as_str() != Some(TYPE_MESSAGE_KEY))
-            .cloned()
-            .collect();
-        from_value(Value::Map(entries)).map_err(|e| match e {
-            WireError::MissingField { field, .. } => WireError::MissingField {
-                class: T::CLASS.to_owned(),
-                field,
-            },
-            other => other,
-        })
+        let entries = self.value.as_map().unwrap_or_default();
+        T::read_fields(&Fields::new(T::CLASS, entries))
     }
 }
 

@@ -115,9 +115,14 @@ pub enum WireError {
         /// What was found.
         found: String,
     },
-    /// A serde (de)serialisation between a typed message and a value failed.
-    #[error("cannot convert between a typed message and a msgpack value: {0}")]
-    Serde(String),
+    /// A field a message reads is in its map more than once.
+    #[error("the {class} message has the `{field}` field more than once")]
+    DuplicateField {
+        /// The message class.
+        class: String,
+        /// The repeated field.
+        field: &'static str,
+    },
 
     /// An identifier (node, researcher or request id) breaks the rules of
     /// `crate::wire::check_id`.
@@ -209,37 +214,6 @@ pub enum WireError {
         /// The configured limit (`max_message_bytes`).
         limit: usize,
     },
-}
-
-impl serde::ser::Error for WireError {
-    fn custom<T: std::fmt::Display>(msg: T) -> Self {
-        WireError::Serde(msg.to_string())
-    }
-}
-
-impl serde::de::Error for WireError {
-    fn custom<T: std::fmt::Display>(msg: T) -> Self {
-        WireError::Serde(msg.to_string())
-    }
-
-    /// A type mismatch becomes [`WireError::WrongType`]; the deserializer
-    /// fills in the field path as the error travels out of maps and arrays.
-    fn invalid_type(unexp: serde::de::Unexpected, exp: &dyn serde::de::Expected) -> Self {
-        WireError::WrongType {
-            field: String::new(),
-            expected: exp.to_string(),
-            found: super::echo::echo(&unexp.to_string()),
-        }
-    }
-
-    /// A missing struct field becomes [`WireError::MissingField`] (the
-    /// envelope fills in the class).
-    fn missing_field(field: &'static str) -> Self {
-        WireError::MissingField {
-            class: String::new(),
-            field,
-        }
-    }
 }
 
 impl WireError {

@@ -1,10 +1,10 @@
 //! The Fed-BioMed payload: msgpack values, the message envelope, typed
 //! messages, protocol version checks, chunking and reassembly.
 //!
-//! A message travels as msgpack bytes (`value`), cut into frames of
-//! [`CHUNK_SIZE`] bytes (`chunk`) and joined again on the other side
-//! (`reassemble`). [`Envelope`] wraps any message losslessly; the typed
-//! structs in `message` build and read the common classes. Along the way a
+//! A message travels as msgpack bytes (`value`, written by `encode`), cut
+//! into frames of [`CHUNK_SIZE`] bytes (`chunk`) and joined again on the
+//! other side (`reassemble`). [`Envelope`] wraps any message losslessly; the
+//! typed structs in `message` build and read the common classes. Along the way a
 //! model's parameter bytes are copied once: encoding keeps a large `bin`
 //! value as a piece of the outgoing [`Payload`] (`payload`), frames are
 //! slices of those pieces (a message of one frame is joined into it by the
@@ -15,6 +15,7 @@
 mod budget;
 mod chunk;
 mod echo;
+mod encode;
 mod envelope;
 mod error;
 mod feedback;
@@ -27,13 +28,13 @@ mod offload;
 mod payload;
 mod pool;
 mod reassemble;
-mod serde_value;
 mod value;
 mod version;
 
 pub(crate) use budget::{Hold, ReceiveBudget, WaitPlace, DEFAULT_RECEIVE_BUDGET_BYTES};
 pub use chunk::{chunks, chunks_of, frame_count, Chunks, Frame, CHUNK_SIZE};
 pub use echo::{echo, shortened};
+pub use encode::encode_to_bytes;
 pub use envelope::{Envelope, MESSAGE_MODULE, TYPE_MESSAGE_KEY};
 pub use error::{FrameProblem, WireError};
 pub use feedback::{Feedback, FeedbackMessage, Log, Scalar};
@@ -43,17 +44,16 @@ pub use json::{to_json, to_json_pretty};
 pub use limits::{DecodeLimits, MAX_DEPTH};
 pub use message::new_request_id;
 pub use message::{
-    ApprovalReply, ApprovalRequest, ErrorMessage, ListReply, ListRequest, OverlayMessage,
-    PingReply, PingRequest, SearchReply, SearchRequest, TrainReply, TrainRequest, Typed,
+    ApprovalReply, ApprovalRequest, ErrorMessage, FieldValue, Fields, ListReply, ListRequest,
+    OverlayMessage, PingReply, PingRequest, SearchReply, SearchRequest, TrainReply, TrainRequest,
+    Typed,
 };
 pub use ndarray::NdArray;
 pub(crate) use offload::{MessageDecoder, DEFAULT_DECODE_THREADS, OFF_LOOP_MIN_BYTES};
 pub use payload::{encode_payload, Payload, SHARED_MIN_BYTES};
 pub use pool::{BufferPool, DEFAULT_RECEIVE_BUFFER_BYTES};
 pub use reassemble::{Reassembler, DEFAULT_MAX_MESSAGE_BYTES};
-pub(crate) use serde_value::bin;
-pub use serde_value::{from_value, to_value};
-pub use value::{decode_value, decode_value_with, encode_to_bytes, Value};
+pub use value::{decode_value, decode_value_with, Value};
 pub use version::{check_version, VersionCompat, PROTOCOL_VERSION};
 
 /// gRPC message size limit for what fedroute sends (as Fed-BioMed); its

@@ -38,10 +38,10 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::value::{
+use super::encode::{
     array_header, bin_header, encode_into, encode_to_bytes, encoded_len, ext_header, map_header,
-    Value,
 };
+use super::value::Value;
 
 /// The smallest `bin` or `ext` value [`encode_payload`] shares instead of
 /// copying (64 KiB). Below this, a copy is cheaper than the bookkeeping and

@@ -3,14 +3,15 @@
 //! Fed-BioMed packs messages with msgpack-python (`use_bin_type=True`, strict
 //! types). A router must hand on messages it does not understand unchanged, so
 //! payloads are decoded into a generic tree first: map key order, str versus
-//! bin, float32 versus float64 and ext values are all kept. [`encode_value`]
-//! writes the minimal encodings msgpack-python writes, so decoding then
-//! encoding any payload msgpack-python produced gives back the same bytes.
+//! bin, float32 versus float64 and ext values are all kept, and
+//! `super::encode` writes the minimal encodings msgpack-python writes, so
+//! decoding then encoding any payload msgpack-python produced gives back the
+//! same bytes.
 //!
 //! [`Value::Bin`] holds a [`Bytes`] slice of the decoded buffer: decoding a
 //! 100 MiB model copies none of its parameter bytes.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::error::WireError;
 use super::limits::{DecodeLimits, TreeBudget, TREE_NODE_BYTES};
@@ -92,9 +93,9 @@ impl std::fmt::Debug for Value {
 
 impl Value {
     /// The number of bytes its msgpack encoding takes (what
-    /// [`encode_to_bytes`] writes), without encoding it.
+    /// [`encode_to_bytes`](super::encode_to_bytes) writes), without encoding it.
     pub fn encoded_len(&self) -> usize {
-        encoded_len(self)
+        super::encode::encoded_len(self)
     }
 
     /// The msgpack type name, for error messages.
@@ -503,263 +504,10 @@ impl Decoder<'_> {
     }
 }
 
-// ---------------------------------------------------------------------------
-// encoding
-
-/// Appends `v` to `out` with the minimal encodings msgpack-python uses
-/// (non-negative integers as uint, fixstr/str8/str16/str32, bin8/16/32,
-/// fixext where the length allows).
-pub(crate) fn encode_value(v: &Value, out: &mut Vec<u8>) {
-    encode_into(v, out);
-}
-
-/// Appends `v` to any [`BufMut`] (a `Vec<u8>`, a [`BytesMut`]); see [`encode_value`].
-pub(crate) fn encode_into<B: BufMut>(v: &Value, out: &mut B) {
-    match v {
-        Value::Nil => out.put_u8(0xc0),
-        Value::Bool(false) => out.put_u8(0xc2),
-        Value::Bool(true) => out.put_u8(0xc3),
-        Value::UInt(u) => encode_uint(*u, out),
-        Value::Int(i) => match u64::try_from(*i) {
-            Ok(u) => encode_uint(u, out),
-            Err(_) => encode_negative(*i, out),
-        },
-        Value::F32(f) => {
-            out.put_u8(0xca);
-            out.put_f32(*f);
-        }
-        Value::F64(f) => {
-            out.put_u8(0xcb);
-            out.put_f64(*f);
-        }
-        Value::Str(s) => {
-            let n = s.len();
-            if n < 32 {
-                out.put_u8(0xa0 | n as u8);
-            } else {
-                len_header(n, [0xd9, 0xda, 0xdb], out);
-            }
-            out.put_slice(s.as_bytes());
-        }
-        Value::Bin(b) => {
-            bin_header(b.len(), out);
-            out.put_slice(b);
-        }
-        Value::Array(a) => {
-            array_header(a.len(), out);
-            for item in a {
-                encode_into(item, out);
-            }
-        }
-        Value::Map(m) => {
-            map_header(m.len(), out);
-            for (k, v) in m {
-                encode_into(k, out);
-                encode_into(v, out);
-            }
-        }
-        Value::Ext(tag, data) => {
-            ext_header(*tag, data.len(), out);
-            out.put_slice(data);
-        }
-    }
-}
-
-/// The header of a `bin` value of `n` bytes (bin8/16/32).
-pub(crate) fn bin_header<B: BufMut>(n: usize, out: &mut B) {
-    len_header(n, [0xc4, 0xc5, 0xc6], out);
-}
-
-/// The header of an `ext` value of type `tag` with `n` bytes of data
-/// (fixext where the length allows, else ext8/16/32).
-pub(crate) fn ext_header<B: BufMut>(tag: i8, n: usize, out: &mut B) {
-    match n {
-        1 => out.put_u8(0xd4),
-        2 => out.put_u8(0xd5),
-        4 => out.put_u8(0xd6),
-        8 => out.put_u8(0xd7),
-        16 => out.put_u8(0xd8),
-        n => len_header(n, [0xc7, 0xc8, 0xc9], out),
-    }
-    out.put_u8(tag as u8);
-}
-
-/// The header of an array of `n` items (fixarray/array16/32).
-pub(crate) fn array_header<B: BufMut>(n: usize, out: &mut B) {
-    if n < 16 {
-        out.put_u8(0x90 | n as u8);
-    } else {
-        len_header16(n, [0xdc, 0xdd], out);
-    }
-}
-
-/// The header of a map of `n` entries (fixmap/map16/32).
-pub(crate) fn map_header<B: BufMut>(n: usize, out: &mut B) {
-    if n < 16 {
-        out.put_u8(0x80 | n as u8);
-    } else {
-        len_header16(n, [0xde, 0xdf], out);
-    }
-}
-
-/// The number of bytes [`encode_to_bytes`] writes for `v`.
-pub(crate) fn encoded_len(v: &Value) -> usize {
-    fn len_hdr(n: usize) -> usize {
-        if n < 0x100 {
-            2
-        } else if n < 0x10000 {
-            3
-        } else {
-            5
-        }
-    }
-    fn hdr16(n: usize) -> usize {
-        if n < 16 {
-            1
-        } else if n < 0x10000 {
-            3
-        } else {
-            5
-        }
-    }
-    match v {
-        Value::Nil | Value::Bool(_) => 1,
-        Value::UInt(u) => uint_len(*u),
-        Value::Int(i) => match u64::try_from(*i) {
-            Ok(u) => uint_len(u),
-            Err(_) => {
-                if *i >= -32 {
-                    1
-                } else if *i >= i64::from(i8::MIN) {
-                    2
-                } else if *i >= i64::from(i16::MIN) {
-                    3
-                } else if *i >= i64::from(i32::MIN) {
-                    5
-                } else {
-                    9
-                }
-            }
-        },
-        Value::F32(_) => 5,
-        Value::F64(_) => 9,
-        Value::Str(s) => (if s.len() < 32 { 1 } else { len_hdr(s.len()) }) + s.len(),
-        Value::Bin(b) => len_hdr(b.len()) + b.len(),
-        Value::Array(a) => hdr16(a.len()) + a.iter().map(encoded_len).sum::<usize>(),
-        Value::Map(m) => {
-            hdr16(m.len())
-                + m.iter()
-                    .map(|(k, v)| encoded_len(k) + encoded_len(v))
-                    .sum::<usize>()
-        }
-        Value::Ext(_, d) => {
-            let hdr = match d.len() {
-                1 | 2 | 4 | 8 | 16 => 1,
-                n => len_hdr(n),
-            };
-            hdr + 1 + d.len()
-        }
-    }
-}
-
-/// Encodes `v` into a buffer allocated once at its exact final size.
-pub fn encode_to_bytes(v: &Value) -> Bytes {
-    let mut out = Vec::with_capacity(encoded_len(v));
-    encode_value(v, &mut out);
-    Bytes::from(out)
-}
-
-/// Encodes `v` into `buf`, reusing its allocation when no earlier message
-/// split from it is still alive (otherwise one allocation at the final size),
-/// and returns the encoded message. Keeping one `BytesMut` per sender avoids
-/// a fresh allocation (and its page faults) per large message.
-pub(crate) fn encode_to_buf(v: &Value, buf: &mut BytesMut) -> Bytes {
-    buf.clear();
-    buf.reserve(encoded_len(v));
-    encode_into(v, buf);
-    buf.split().freeze()
-}
-
-fn uint_len(u: u64) -> usize {
-    if u < 0x80 {
-        1
-    } else if u < 0x100 {
-        2
-    } else if u < 0x10000 {
-        3
-    } else if u < 0x1_0000_0000 {
-        5
-    } else {
-        9
-    }
-}
-
-fn encode_uint<B: BufMut>(u: u64, out: &mut B) {
-    if u < 0x80 {
-        out.put_u8(u as u8);
-    } else if u < 0x100 {
-        out.put_u8(0xcc);
-        out.put_u8(u as u8);
-    } else if u < 0x10000 {
-        out.put_u8(0xcd);
-        out.put_u16(u as u16);
-    } else if u < 0x1_0000_0000 {
-        out.put_u8(0xce);
-        out.put_u32(u as u32);
-    } else {
-        out.put_u8(0xcf);
-        out.put_u64(u);
-    }
-}
-
-fn encode_negative<B: BufMut>(i: i64, out: &mut B) {
-    if i >= -32 {
-        out.put_u8(i as u8);
-    } else if i >= i64::from(i8::MIN) {
-        out.put_u8(0xd0);
-        out.put_u8(i as u8);
-    } else if i >= i64::from(i16::MIN) {
-        out.put_u8(0xd1);
-        out.put_i16(i as i16);
-    } else if i >= i64::from(i32::MIN) {
-        out.put_u8(0xd2);
-        out.put_i32(i as i32);
-    } else {
-        out.put_u8(0xd3);
-        out.put_i64(i);
-    }
-}
-
-/// 8/16/32-bit length header (str8.., bin8.., ext8..).
-fn len_header<B: BufMut>(n: usize, markers: [u8; 3], out: &mut B) {
-    if n < 0x100 {
-        out.put_u8(markers[0]);
-        out.put_u8(n as u8);
-    } else if n < 0x10000 {
-        out.put_u8(markers[1]);
-        out.put_u16(n as u16);
-    } else {
-        out.put_u8(markers[2]);
-        // Lengths beyond u32 cannot be represented in msgpack; the 2 GiB
-        // message limit keeps them far away.
-        out.put_u32(n as u32);
-    }
-}
-
-/// 16/32-bit length header (array16/32, map16/32).
-fn len_header16<B: BufMut>(n: usize, markers: [u8; 2], out: &mut B) {
-    if n < 0x10000 {
-        out.put_u8(markers[0]);
-        out.put_u16(n as u16);
-    } else {
-        out.put_u8(markers[1]);
-        out.put_u32(n as u32);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::encode::{encode_to_bytes, encoded_len};
 
     fn roundtrip(v: Value) {
         let b = encode_to_bytes(&v);

@@ -1,34 +1,24 @@
 //! `ApprovalRequest` / `ApprovalReply`: submitting a training plan for approval.
 
-use serde::{Deserialize, Serialize};
-
 use super::{new_request_id, reply_ids, typed, version};
 use crate::wire::Envelope;
 
-/// Researcher -> node: please approve this training plan.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ApprovalRequest {
-    /// Messaging protocol version.
-    pub protocol_version: String,
-    /// Matches the reply to this request.
-    pub request_id: Option<String>,
-    /// The sending researcher.
-    pub researcher_id: String,
-    /// Description of the training plan.
-    pub description: String,
-    /// Source code of the training plan.
-    pub training_plan: String,
+typed! {
+    /// Researcher -> node: please approve this training plan.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct ApprovalRequest {
+        /// Messaging protocol version.
+        pub protocol_version: String,
+        /// Matches the reply to this request.
+        pub request_id: Option<String>,
+        /// The sending researcher.
+        pub researcher_id: String,
+        /// Description of the training plan.
+        pub description: String,
+        /// Source code of the training plan.
+        pub training_plan: String,
+    }
 }
-typed!(
-    ApprovalRequest,
-    [
-        "protocol_version",
-        "request_id",
-        "researcher_id",
-        "description",
-        "training_plan"
-    ]
-);
 
 impl ApprovalRequest {
     /// An approval request with a fresh request id.
@@ -47,42 +37,30 @@ impl ApprovalRequest {
     }
 }
 
-/// Node -> researcher: the plan was received (not yet approved).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ApprovalReply {
-    /// Messaging protocol version.
-    pub protocol_version: String,
-    /// The request's id.
-    pub request_id: Option<String>,
-    /// The researcher that asked.
-    pub researcher_id: String,
-    /// The plan's id on the node (`None` when `success` is false).
-    pub training_plan_id: Option<String>,
-    /// Currently unused by Fed-BioMed (empty string).
-    pub message: String,
-    /// The answering node.
-    pub node_id: String,
-    /// The answering node's display name.
-    pub node_name: String,
-    /// Obsolete status code (always 0).
-    pub status: i64,
-    /// Whether the plan was registered.
-    pub success: bool,
+typed! {
+    /// Node -> researcher: the plan was received (not yet approved).
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct ApprovalReply {
+        /// Messaging protocol version.
+        pub protocol_version: String,
+        /// The request's id.
+        pub request_id: Option<String>,
+        /// The researcher that asked.
+        pub researcher_id: String,
+        /// The plan's id on the node (`None` when `success` is false).
+        pub training_plan_id: Option<String>,
+        /// Currently unused by Fed-BioMed (empty string).
+        pub message: String,
+        /// The answering node.
+        pub node_id: String,
+        /// The answering node's display name.
+        pub node_name: String,
+        /// Obsolete status code (always 0).
+        pub status: i64,
+        /// Whether the plan was registered.
+        pub success: bool,
+    }
 }
-typed!(
-    ApprovalReply,
-    [
-        "protocol_version",
-        "request_id",
-        "researcher_id",
-        "training_plan_id",
-        "message",
-        "node_id",
-        "node_name",
-        "status",
-        "success"
-    ]
-);
 
 impl ApprovalReply {
     /// The reply to `request`.

@@ -1,40 +1,28 @@
 //! `ErrorMessage`: a node reports a failure.
 
-use serde::{Deserialize, Serialize};
-
 use super::{reply_ids, typed, version};
 use crate::wire::Envelope;
 
-/// Node -> researcher: something went wrong (optionally about a request).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ErrorMessage {
-    /// Messaging protocol version.
-    pub protocol_version: String,
-    /// The request the error is about, if any.
-    pub request_id: Option<String>,
-    /// The researcher the error goes to.
-    pub researcher_id: String,
-    /// The reporting node.
-    pub node_id: String,
-    /// The reporting node's display name.
-    pub node_name: String,
-    /// Human-readable details.
-    pub extra_msg: String,
-    /// Fed-BioMed error number (`"FB..."`), if any.
-    pub errnum: Option<String>,
+typed! {
+    /// Node -> researcher: something went wrong (optionally about a request).
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct ErrorMessage {
+        /// Messaging protocol version.
+        pub protocol_version: String,
+        /// The request the error is about, if any.
+        pub request_id: Option<String>,
+        /// The researcher the error goes to.
+        pub researcher_id: String,
+        /// The reporting node.
+        pub node_id: String,
+        /// The reporting node's display name.
+        pub node_name: String,
+        /// Human-readable details.
+        pub extra_msg: String,
+        /// Fed-BioMed error number (`"FB..."`), if any.
+        pub errnum: Option<String>,
+    }
 }
-typed!(
-    ErrorMessage,
-    [
-        "protocol_version",
-        "request_id",
-        "researcher_id",
-        "node_id",
-        "node_name",
-        "extra_msg",
-        "errnum"
-    ]
-);
 
 impl ErrorMessage {
     /// An error about `request`.

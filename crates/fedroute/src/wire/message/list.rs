@@ -1,24 +1,20 @@
 //! `ListRequest` / `ListReply`: the datasets a node holds.
 
-use serde::{Deserialize, Serialize};
-
 use super::{new_request_id, reply_ids, typed, version};
 use crate::wire::{Envelope, Value};
 
-/// Researcher -> node: list your datasets.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ListRequest {
-    /// Messaging protocol version.
-    pub protocol_version: String,
-    /// Matches the reply to this request.
-    pub request_id: Option<String>,
-    /// The sending researcher.
-    pub researcher_id: String,
+typed! {
+    /// Researcher -> node: list your datasets.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct ListRequest {
+        /// Messaging protocol version.
+        pub protocol_version: String,
+        /// Matches the reply to this request.
+        pub request_id: Option<String>,
+        /// The sending researcher.
+        pub researcher_id: String,
+    }
 }
-typed!(
-    ListRequest,
-    ["protocol_version", "request_id", "researcher_id"]
-);
 
 impl ListRequest {
     /// A list request with a fresh request id.
@@ -31,39 +27,28 @@ impl ListRequest {
     }
 }
 
-/// Node -> researcher: the datasets.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ListReply {
-    /// Messaging protocol version.
-    pub protocol_version: String,
-    /// The request's id.
-    pub request_id: Option<String>,
-    /// The researcher that asked.
-    pub researcher_id: String,
-    /// Whether the node could list its datasets.
-    pub success: bool,
-    /// The datasets (a list of maps, kept as sent).
-    pub databases: Value,
-    /// The answering node.
-    pub node_id: String,
-    /// The answering node's display name.
-    pub node_name: String,
-    /// Number of datasets.
-    pub count: u64,
+typed! {
+    /// Node -> researcher: the datasets.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct ListReply {
+        /// Messaging protocol version.
+        pub protocol_version: String,
+        /// The request's id.
+        pub request_id: Option<String>,
+        /// The researcher that asked.
+        pub researcher_id: String,
+        /// Whether the node could list its datasets.
+        pub success: bool,
+        /// The datasets (a list of maps, kept as sent).
+        pub databases: Value,
+        /// The answering node.
+        pub node_id: String,
+        /// The answering node's display name.
+        pub node_name: String,
+        /// Number of datasets.
+        pub count: u64,
+    }
 }
-typed!(
-    ListReply,
-    [
-        "protocol_version",
-        "request_id",
-        "researcher_id",
-        "success",
-        "databases",
-        "node_id",
-        "node_name",
-        "count"
-    ]
-);
 
 impl ListReply {
     /// The reply to `request` with `databases` (an array value).

@@ -21,6 +21,7 @@
 
 mod approval;
 mod error;
+mod field;
 mod list;
 mod overlay;
 mod ping;
@@ -29,6 +30,7 @@ mod train;
 
 pub use approval::{ApprovalReply, ApprovalRequest};
 pub use error::ErrorMessage;
+pub use field::{FieldValue, Fields};
 pub use list::{ListReply, ListRequest};
 pub use overlay::OverlayMessage;
 pub use ping::{PingReply, PingRequest};
@@ -36,22 +38,106 @@ pub use search::{SearchReply, SearchRequest};
 pub use train::{TrainReply, TrainRequest};
 
 use super::envelope::Envelope;
+use super::error::WireError;
+use super::value::Value;
 use super::version::PROTOCOL_VERSION;
 
-/// A typed message: serde plus its Fed-BioMed class name.
-pub trait Typed: serde::Serialize + serde::de::DeserializeOwned {
+/// A typed message: its Fed-BioMed class name and how its fields are
+/// written to and read from the message's map.
+///
+/// The messages of this crate implement it with the crate's `typed!`
+/// macro. Another class implements it by hand: write each field with
+/// [`FieldValue::to_value`], in Fed-BioMed's order, and read each with
+/// [`Fields::get`]. [`FieldValue`] covers `String`, `bool`, `u64`, `i64`,
+/// `f64`, [`Value`], [`Bytes`](bytes::Bytes) (a bin), `Vec` and `Option` of
+/// those; implement it for a field type of your own.
+///
+/// ```
+/// use fedroute::wire::{Envelope, FieldValue, Fields, Typed, Value, WireError};
+///
+/// #[derive(Debug, PartialEq)]
+/// struct Greeting {
+///     protocol_version: String,
+///     text: String,
+///     note: Option<String>,
+/// }
+///
+/// impl Typed for Greeting {
+///     const CLASS: &'static str = "Greeting";
+///     const FIELDS: &'static [&'static str] = &["protocol_version", "text", "note"];
+///
+///     fn write_fields(&self, map: &mut Vec<(Value, Value)>) {
+///         map.push(("protocol_version".into(), self.protocol_version.to_value()));
+///         map.push(("text".into(), self.text.to_value()));
+///         map.push(("note".into(), self.note.to_value()));
+///     }
+///
+///     fn read_fields(fields: &Fields<'_>) -> Result<Greeting, WireError> {
+///         Ok(Greeting {
+///             protocol_version: fields.get("protocol_version")?,
+///             text: fields.get("text")?,
+///             note: fields.get("note")?,
+///         })
+///     }
+/// }
+///
+/// let hello = Greeting { protocol_version: "7".into(), text: "hello".into(), note: None };
+/// let env = Envelope::from_typed(&hello).unwrap();
+/// assert_eq!(env.class(), "Greeting");
+/// assert_eq!(env.get("note"), Some(&Value::Nil));
+/// let back: Greeting = Envelope::decode(env.to_bytes()).unwrap().to_typed().unwrap();
+/// assert_eq!(back, hello);
+/// ```
+pub trait Typed: Sized {
     /// The class name in `__type_message__.class`.
     const CLASS: &'static str;
     /// The field names, in wire order.
     const FIELDS: &'static [&'static str] = &[];
+
+    /// Appends the fields to the entries of the message's map, in wire
+    /// order (`__type_message__` follows them).
+    fn write_fields(&self, map: &mut Vec<(Value, Value)>);
+
+    /// Reads the message from its fields (keys it does not ask for are
+    /// ignored).
+    fn read_fields(fields: &Fields<'_>) -> Result<Self, WireError>;
 }
 
-/// Implements [`Typed`] with the class name equal to the struct name.
+/// Defines a message struct and implements [`Typed`] for it from its field
+/// list: the class name is the struct's name, the wire order the fields'
+/// order, and each field converts through its [`FieldValue`].
 macro_rules! typed {
-    ($t:ident, [$($f:literal),* $(,)?]) => {
-        impl $crate::wire::message::Typed for $t {
-            const CLASS: &'static str = stringify!($t);
-            const FIELDS: &'static [&'static str] = &[$($f),*];
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident {
+            $( $(#[$field_attr:meta])* pub $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$attr])*
+        pub struct $name {
+            $( $(#[$field_attr])* pub $field: $ty ),*
+        }
+
+        impl $crate::wire::Typed for $name {
+            const CLASS: &'static str = stringify!($name);
+            const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            fn write_fields(&self, map: &mut Vec<($crate::wire::Value, $crate::wire::Value)>) {
+                $(
+                    map.push((
+                        $crate::wire::Value::Str(stringify!($field).to_owned()),
+                        $crate::wire::FieldValue::to_value(&self.$field),
+                    ));
+                )*
+            }
+
+            fn read_fields(
+                fields: &$crate::wire::Fields<'_>,
+            ) -> Result<$name, $crate::wire::WireError> {
+                Ok($name {
+                    $( $field: fields.get(stringify!($field))?, )*
+                })
+            }
         }
     };
 }

@@ -1,24 +1,20 @@
 //! `PingRequest` / `PingReply`.
 
-use serde::{Deserialize, Serialize};
-
 use super::{new_request_id, reply_ids, typed, version};
 use crate::wire::Envelope;
 
-/// Researcher -> node: are you there?
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PingRequest {
-    /// Messaging protocol version.
-    pub protocol_version: String,
-    /// Matches the reply to this request.
-    pub request_id: Option<String>,
-    /// The sending researcher.
-    pub researcher_id: String,
+typed! {
+    /// Researcher -> node: are you there?
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct PingRequest {
+        /// Messaging protocol version.
+        pub protocol_version: String,
+        /// Matches the reply to this request.
+        pub request_id: Option<String>,
+        /// The sending researcher.
+        pub researcher_id: String,
+    }
 }
-typed!(
-    PingRequest,
-    ["protocol_version", "request_id", "researcher_id"]
-);
 
 impl PingRequest {
     /// A ping with a fresh request id.
@@ -31,30 +27,22 @@ impl PingRequest {
     }
 }
 
-/// Node -> researcher: the answer to a [`PingRequest`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PingReply {
-    /// Messaging protocol version.
-    pub protocol_version: String,
-    /// The request's id.
-    pub request_id: Option<String>,
-    /// The researcher that asked.
-    pub researcher_id: String,
-    /// The answering node.
-    pub node_id: String,
-    /// The answering node's display name.
-    pub node_name: String,
+typed! {
+    /// Node -> researcher: the answer to a [`PingRequest`].
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct PingReply {
+        /// Messaging protocol version.
+        pub protocol_version: String,
+        /// The request's id.
+        pub request_id: Option<String>,
+        /// The researcher that asked.
+        pub researcher_id: String,
+        /// The answering node.
+        pub node_id: String,
+        /// The answering node's display name.
+        pub node_name: String,
+    }
 }
-typed!(
-    PingReply,
-    [
-        "protocol_version",
-        "request_id",
-        "researcher_id",
-        "node_id",
-        "node_name"
-    ]
-);
 
 impl PingReply {
     /// The reply to `request` (copies its researcher id and request id).

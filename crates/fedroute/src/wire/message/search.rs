@@ -1,26 +1,22 @@
 //! `SearchRequest` / `SearchReply`: find datasets by tags.
 
-use serde::{Deserialize, Serialize};
-
 use super::{new_request_id, reply_ids, typed, version};
 use crate::wire::{Envelope, Value};
 
-/// Researcher -> node: which datasets carry all these tags?
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SearchRequest {
-    /// Messaging protocol version.
-    pub protocol_version: String,
-    /// Matches the reply to this request.
-    pub request_id: Option<String>,
-    /// The sending researcher.
-    pub researcher_id: String,
-    /// The tags searched for.
-    pub tags: Vec<String>,
+typed! {
+    /// Researcher -> node: which datasets carry all these tags?
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct SearchRequest {
+        /// Messaging protocol version.
+        pub protocol_version: String,
+        /// Matches the reply to this request.
+        pub request_id: Option<String>,
+        /// The sending researcher.
+        pub researcher_id: String,
+        /// The tags searched for.
+        pub tags: Vec<String>,
+    }
 }
-typed!(
-    SearchRequest,
-    ["protocol_version", "request_id", "researcher_id", "tags"]
-);
 
 impl SearchRequest {
     /// A search with a fresh request id.
@@ -34,36 +30,26 @@ impl SearchRequest {
     }
 }
 
-/// Node -> researcher: the matching datasets.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SearchReply {
-    /// Messaging protocol version.
-    pub protocol_version: String,
-    /// The request's id.
-    pub request_id: Option<String>,
-    /// The researcher that asked.
-    pub researcher_id: String,
-    /// The datasets (a list of maps, kept as sent).
-    pub databases: Value,
-    /// The answering node.
-    pub node_id: String,
-    /// The answering node's display name.
-    pub node_name: String,
-    /// Number of datasets.
-    pub count: u64,
+typed! {
+    /// Node -> researcher: the matching datasets.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct SearchReply {
+        /// Messaging protocol version.
+        pub protocol_version: String,
+        /// The request's id.
+        pub request_id: Option<String>,
+        /// The researcher that asked.
+        pub researcher_id: String,
+        /// The datasets (a list of maps, kept as sent).
+        pub databases: Value,
+        /// The answering node.
+        pub node_id: String,
+        /// The answering node's display name.
+        pub node_name: String,
+        /// Number of datasets.
+        pub count: u64,
+    }
 }
-typed!(
-    SearchReply,
-    [
-        "protocol_version",
-        "request_id",
-        "researcher_id",
-        "databases",
-        "node_id",
-        "node_name",
-        "count"
-    ]
-);
 
 impl SearchReply {
     /// The reply to `request` with `databases`.

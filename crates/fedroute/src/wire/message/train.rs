@@ -1,67 +1,46 @@
 //! `TrainRequest` / `TrainReply`: one round of training.
 
-use serde::{Deserialize, Serialize};
-
 use super::{new_request_id, reply_ids, typed, version};
 use crate::wire::{Envelope, Value};
 
-/// Researcher -> node: train on a dataset, starting from `params`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainRequest {
-    /// Messaging protocol version.
-    pub protocol_version: String,
-    /// Matches the reply to this request.
-    pub request_id: Option<String>,
-    /// The sending researcher.
-    pub researcher_id: String,
-    /// The experiment.
-    pub experiment_id: String,
-    /// The node-side state of the previous round, if any.
-    pub state_id: Option<String>,
-    /// Training routine arguments (a map).
-    pub training_args: Value,
-    /// The dataset to train on.
-    pub dataset_id: String,
-    /// Whether to train (false: validation only).
-    pub training: bool,
-    /// Training plan constructor arguments (a map).
-    pub model_args: Value,
-    /// Model parameters (a map of ndarray/tensor extension values, kept whole).
-    pub params: Value,
-    /// Training plan source code.
-    pub training_plan: String,
-    /// Training plan class name.
-    pub training_plan_class: String,
-    /// Rounds already done.
-    pub round: u64,
-    /// Aggregator arguments (a map).
-    pub aggregator_args: Value,
-    /// Secure aggregation arguments.
-    pub secagg_arguments: Option<Value>,
-    /// Optimizer auxiliary variables.
-    pub optim_aux_var: Option<Value>,
+typed! {
+    /// Researcher -> node: train on a dataset, starting from `params`.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct TrainRequest {
+        /// Messaging protocol version.
+        pub protocol_version: String,
+        /// Matches the reply to this request.
+        pub request_id: Option<String>,
+        /// The sending researcher.
+        pub researcher_id: String,
+        /// The experiment.
+        pub experiment_id: String,
+        /// The node-side state of the previous round, if any.
+        pub state_id: Option<String>,
+        /// Training routine arguments (a map).
+        pub training_args: Value,
+        /// The dataset to train on.
+        pub dataset_id: String,
+        /// Whether to train (false: validation only).
+        pub training: bool,
+        /// Training plan constructor arguments (a map).
+        pub model_args: Value,
+        /// Model parameters (a map of ndarray/tensor extension values, kept whole).
+        pub params: Value,
+        /// Training plan source code.
+        pub training_plan: String,
+        /// Training plan class name.
+        pub training_plan_class: String,
+        /// Rounds already done.
+        pub round: u64,
+        /// Aggregator arguments (a map).
+        pub aggregator_args: Value,
+        /// Secure aggregation arguments.
+        pub secagg_arguments: Option<Value>,
+        /// Optimizer auxiliary variables.
+        pub optim_aux_var: Option<Value>,
+    }
 }
-typed!(
-    TrainRequest,
-    [
-        "protocol_version",
-        "request_id",
-        "researcher_id",
-        "experiment_id",
-        "state_id",
-        "training_args",
-        "dataset_id",
-        "training",
-        "model_args",
-        "params",
-        "training_plan",
-        "training_plan_class",
-        "round",
-        "aggregator_args",
-        "secagg_arguments",
-        "optim_aux_var",
-    ]
-);
 
 impl TrainRequest {
     /// A train request with a fresh request id, empty argument maps and no
@@ -93,66 +72,46 @@ impl TrainRequest {
     }
 }
 
-/// Node -> researcher: the result of a round.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainReply {
-    /// Messaging protocol version.
-    pub protocol_version: String,
-    /// The request's id.
-    pub request_id: Option<String>,
-    /// The researcher that asked.
-    pub researcher_id: String,
-    /// The experiment.
-    pub experiment_id: String,
-    /// Whether training succeeded.
-    pub success: bool,
-    /// The answering node.
-    pub node_id: String,
-    /// The answering node's display name.
-    pub node_name: String,
-    /// The dataset trained on.
-    pub dataset_id: String,
-    /// Timing statistics (a map).
-    pub timing: Value,
-    /// Free-form message.
-    pub msg: String,
-    /// The node-side state saved for the next round.
-    pub state_id: Option<String>,
-    /// Number of samples trained on.
-    pub sample_size: Option<u64>,
-    /// Whether `params` are encrypted (secure aggregation).
-    pub encrypted: bool,
-    /// Updated model parameters (kept whole).
-    pub params: Option<Value>,
-    /// Optimizer arguments.
-    pub optimizer_args: Option<Value>,
-    /// Optimizer auxiliary variables.
-    pub optim_aux_var: Option<Value>,
-    /// Encryption factor (secure aggregation).
-    pub encryption_factor: Option<Value>,
+typed! {
+    /// Node -> researcher: the result of a round.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct TrainReply {
+        /// Messaging protocol version.
+        pub protocol_version: String,
+        /// The request's id.
+        pub request_id: Option<String>,
+        /// The researcher that asked.
+        pub researcher_id: String,
+        /// The experiment.
+        pub experiment_id: String,
+        /// Whether training succeeded.
+        pub success: bool,
+        /// The answering node.
+        pub node_id: String,
+        /// The answering node's display name.
+        pub node_name: String,
+        /// The dataset trained on.
+        pub dataset_id: String,
+        /// Timing statistics (a map).
+        pub timing: Value,
+        /// Free-form message.
+        pub msg: String,
+        /// The node-side state saved for the next round.
+        pub state_id: Option<String>,
+        /// Number of samples trained on.
+        pub sample_size: Option<u64>,
+        /// Whether `params` are encrypted (secure aggregation).
+        pub encrypted: bool,
+        /// Updated model parameters (kept whole).
+        pub params: Option<Value>,
+        /// Optimizer arguments.
+        pub optimizer_args: Option<Value>,
+        /// Optimizer auxiliary variables.
+        pub optim_aux_var: Option<Value>,
+        /// Encryption factor (secure aggregation).
+        pub encryption_factor: Option<Value>,
+    }
 }
-typed!(
-    TrainReply,
-    [
-        "protocol_version",
-        "request_id",
-        "researcher_id",
-        "experiment_id",
-        "success",
-        "node_id",
-        "node_name",
-        "dataset_id",
-        "timing",
-        "msg",
-        "state_id",
-        "sample_size",
-        "encrypted",
-        "params",
-        "optimizer_args",
-        "optim_aux_var",
-        "encryption_factor",
-    ]
-);
 
 impl TrainReply {
     /// A successful reply to `request` carrying `params`.
