@@ -81,7 +81,10 @@ mod tests {
         let e = check_same_researcher("h:1", Some("R1"), "R2", "task").unwrap_err();
         assert!(e.is_fatal(), "{e}");
         let text = e.to_string();
-        assert!(text.contains("R1") && text.contains("R2") && text.contains("task"), "{text}");
+        assert!(
+            text.contains("R1") && text.contains("R2") && text.contains("task"),
+            "{text}"
+        );
     }
 
     #[test]

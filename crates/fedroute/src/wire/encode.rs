@@ -143,6 +143,16 @@ fn written<T, E>(result: Result<T, E>) {
     let _always_ok = result;
 }
 
+// Here rather than with `Value` so that the value tree does not depend on
+// its encoder.
+impl Value {
+    /// The number of bytes its msgpack encoding takes (what
+    /// [`encode_to_bytes`] writes), without encoding it.
+    pub fn encoded_len(&self) -> usize {
+        encoded_len(self)
+    }
+}
+
 /// The number of bytes [`encode_into`] writes for `v`, without writing it
 /// (rmp does not compute lengths; this follows its choice of markers).
 pub(crate) fn encoded_len(v: &Value) -> usize {

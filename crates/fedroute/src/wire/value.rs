@@ -92,12 +92,6 @@ impl std::fmt::Debug for Value {
 }
 
 impl Value {
-    /// The number of bytes its msgpack encoding takes (what
-    /// [`encode_to_bytes`](super::encode_to_bytes) writes), without encoding it.
-    pub fn encoded_len(&self) -> usize {
-        super::encode::encoded_len(self)
-    }
-
     /// The msgpack type name, for error messages.
     pub fn type_name(&self) -> &'static str {
         match self {
