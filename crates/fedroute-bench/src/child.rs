@@ -312,7 +312,7 @@ pub fn run_child_if_asked() {
     let code = match result {
         Ok(()) => 0,
         Err(e) => {
-            say(&format!("error {e}"));
+            say(&format!("error {}", fedroute::ErrorChain(&e)));
             1
         }
     };
@@ -354,7 +354,7 @@ fn researcher_main(spec: &str) -> Result<(), BenchError> {
         let mut researcher = BenchResearcher::start_with(
             std::sync::Arc::new(files),
             Some(listen),
-            fedroute::wire::DEFAULT_RECEIVE_BUFFER_BYTES,
+            fedroute::config::ReceiveLimits::DEFAULT_BUFFER_BYTES,
         )
         .await?;
         say(&format!(

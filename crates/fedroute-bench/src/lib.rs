@@ -58,9 +58,9 @@ pub struct BenchOptions {
     /// runs: the ratios need it).
     pub only: Vec<u8>,
     /// Bytes of receive buffers kept by the researcher and by each node of
-    /// workload 3, the one with multi-frame messages (`ResearcherConfig` and
-    /// `ControllerConfig::receive_buffer_bytes`); `None` keeps the libraries'
-    /// default (256 MiB). `Some(0)` measures without buffer reuse.
+    /// workload 3, the one with multi-frame messages (`receive.buffer_bytes`
+    /// of `ResearcherConfig` and `ControllerConfig`); `None` keeps the
+    /// library's default (256 MiB). `Some(0)` measures without buffer reuse.
     pub receive_buffer_bytes: Option<usize>,
 }
 
@@ -143,7 +143,9 @@ pub struct BenchReport {
     pub soak: Option<SoakReport>,
 }
 
-/// Why a benchmark could not run or failed.
+/// Why a benchmark could not run or failed. A cause is returned by
+/// `source()`, not repeated in the message: print it with
+/// [`fedroute::ErrorChain`].
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// Setting up a benchmark failed.
@@ -167,22 +169,22 @@ pub enum BenchError {
         after: Duration,
     },
     /// A TLS step failed.
-    #[error("benchmark TLS set-up failed: {0}")]
+    #[error("benchmark TLS set-up failed")]
     Tls(#[from] fedroute::tls::TlsError),
     /// The researcher failed.
-    #[error("the researcher failed: {0}")]
+    #[error("the researcher failed")]
     Researcher(#[from] fedroute::researcher::ResearcherError),
     /// A message could not be built or read.
-    #[error("a benchmark message could not be encoded or decoded: {0}")]
+    #[error("a benchmark message could not be encoded or decoded")]
     Wire(#[from] fedroute::wire::WireError),
     /// An actor was unreachable.
-    #[error("an actor of the benchmark stopped: {0}")]
+    #[error("an actor of the benchmark stopped")]
     Mailbox(#[from] actix::MailboxError),
     /// A bare gRPC probe failed.
-    #[error("a wire-limit RPC failed: {0}")]
+    #[error("a wire-limit RPC failed")]
     Rpc(#[from] Box<tonic::Status>),
     /// The runtime could not be created or the process failed.
-    #[error("benchmark runtime error: {0}")]
+    #[error("benchmark runtime error")]
     Io(#[from] std::io::Error),
     /// The soak test lost or duplicated messages.
     #[error(

@@ -16,10 +16,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::BenchError;
+use fedroute::config::ReceiveLimits;
 use fedroute::node::{Controller, ControllerConfig, PollMode, ResearcherEndpoint, TaskReceived};
 use fedroute::researcher::{self, Request, ResearcherConfig, ResearcherEvent, ResearcherHandle};
 use fedroute::tls::{self, TrustPolicy};
 use fedroute::wire::{Envelope, NdArray, PingReply, PingRequest, TrainReply, TrainRequest, Value};
+use fedroute::ErrorChain;
 
 /// How long one request may take before the benchmark fails.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -130,7 +132,7 @@ impl Handler<TaskReceived> for BenchNode {
             };
             match controller.send(fedroute::node::SendReply(reply)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => log::error!("bench node: reply not queued: {e}"),
+                Ok(Err(e)) => log::error!("bench node: reply not queued: {}", ErrorChain(&e)),
                 Err(e) => log::error!("bench node: controller gone: {e}"),
             }
         })
@@ -234,11 +236,11 @@ impl BenchResearcher {
     /// Generates an identity for 127.0.0.1 and starts a researcher on an
     /// ephemeral port.
     pub async fn start() -> Result<BenchResearcher, BenchError> {
-        Self::start_buffers(fedroute::wire::DEFAULT_RECEIVE_BUFFER_BYTES).await
+        Self::start_buffers(ReceiveLimits::DEFAULT_BUFFER_BYTES).await
     }
 
     /// [`BenchResearcher::start`] keeping up to `receive_buffer_bytes` of
-    /// reassembly buffers (`ResearcherConfig::receive_buffer_bytes`).
+    /// reassembly buffers (`ResearcherConfig::receive.buffer_bytes`).
     pub async fn start_buffers(receive_buffer_bytes: usize) -> Result<BenchResearcher, BenchError> {
         Self::start_with(
             std::sync::Arc::new(IdentityFiles::generate()?),
@@ -256,12 +258,12 @@ impl BenchResearcher {
     ) -> Result<BenchResearcher, BenchError> {
         let (tx, events) = mpsc::channel(EVENT_CAPACITY);
         let sink = EventSink { tx }.start();
-        let mut config = ResearcherConfig::default()
-            .identity(files.cert.clone(), files.key.clone())
-            .node_queue_capacity(4096)
-            .receive_buffer_bytes(receive_buffer_bytes);
+        let mut config = ResearcherConfig::default();
+        config.listen.identity = Some((files.cert.clone(), files.key.clone()));
+        config.nodes.queue_capacity = 4096;
+        config.receive.buffer_bytes = receive_buffer_bytes;
         if let Some(listen) = listen {
-            config = config.listen(listen);
+            config.listen.address = listen;
         }
         let handle = researcher::start(config, Some(sink.recipient())).await?;
         Ok(BenchResearcher {
@@ -468,7 +470,7 @@ impl BenchNodeHandle {
             mode,
             blob,
             None,
-            fedroute::wire::DEFAULT_RECEIVE_BUFFER_BYTES,
+            ReceiveLimits::DEFAULT_BUFFER_BYTES,
         )
         .await
     }
@@ -476,7 +478,7 @@ impl BenchNodeHandle {
     /// [`BenchNodeHandle::start`], the handler recording request ids in
     /// `seen` (see [`BenchNode::tracking`]), the node keeping
     /// up to `receive_buffer_bytes` of reassembly buffers
-    /// (`ControllerConfig::receive_buffer_bytes`).
+    /// (`ControllerConfig::receive.buffer_bytes`).
     pub async fn start_tracked(
         node_id: String,
         endpoint: ResearcherEndpoint,
@@ -490,11 +492,9 @@ impl BenchNodeHandle {
             handler = handler.tracking(seen);
         }
         let handler = handler.start();
-        let config = ControllerConfig {
-            poll_mode: mode,
-            receive_buffer_bytes,
-            ..ControllerConfig::default()
-        };
+        let mut config = ControllerConfig::default();
+        config.polling.mode = mode;
+        config.receive.buffer_bytes = receive_buffer_bytes;
         let controller = Controller::builder(node_id.clone())
             .name(format!("bench {node_id}"))
             .researchers(vec![endpoint])

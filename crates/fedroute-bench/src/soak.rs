@@ -74,7 +74,7 @@ pub async fn soak(duration: Duration) -> Result<SoakReport, BenchError> {
                 mode,
                 blob.clone(),
                 Some(seen.clone()),
-                fedroute::wire::DEFAULT_RECEIVE_BUFFER_BYTES,
+                fedroute::config::ReceiveLimits::DEFAULT_BUFFER_BYTES,
             )
             .await?,
         );

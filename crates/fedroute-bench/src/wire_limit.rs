@@ -27,20 +27,14 @@ use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::BenchError;
+use fedroute::node::ControllerConfig;
 use fedroute::proto::researcher_service_client::ResearcherServiceClient;
 use fedroute::proto::researcher_service_server::{ResearcherService, ResearcherServiceServer};
 use fedroute::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
-use fedroute::tls::{self, ChannelOptions};
+use fedroute::researcher::Limits;
+use fedroute::tls;
 use fedroute::wire::{self, GRPC_MAX_MESSAGE_BYTES};
 
-/// HTTP/2 stream window of the server (as the researcher's server).
-pub const SERVER_STREAM_WINDOW: u32 = 4 << 20;
-/// HTTP/2 connection window of the server (as the researcher's server).
-pub const SERVER_CONNECTION_WINDOW: u32 = 16 << 20;
-/// HTTP/2 stream window of the client (as the node's default).
-pub const CLIENT_STREAM_WINDOW: u32 = 4 << 20;
-/// HTTP/2 connection window of the client (as the node's default).
-pub const CLIENT_CONNECTION_WINDOW: u32 = 8 << 20;
 /// Bound on any single probe call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -145,8 +139,9 @@ impl WireRig {
             .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES)
             .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES);
         let router = Server::builder()
-            .initial_stream_window_size(SERVER_STREAM_WINDOW)
-            .initial_connection_window_size(SERVER_CONNECTION_WINDOW)
+            // The researcher server's HTTP/2 windows.
+            .initial_stream_window_size(Limits::STREAM_WINDOW)
+            .initial_connection_window_size(Limits::CONNECTION_WINDOW)
             .tls_config(tls::server_tls_config(&identity, None)?)
             .map_err(|e| BenchError::Setup {
                 what: format!("wire-limit server TLS: {e}"),
@@ -157,8 +152,8 @@ impl WireRig {
             let _ = stopped.await;
         }));
         let config = tls::pinned_client_config(identity.cert_der.clone(), None)?;
-        let opts = ChannelOptions::default()
-            .window_sizes(Some(CLIENT_STREAM_WINDOW), Some(CLIENT_CONNECTION_WINDOW));
+        // A node's channel, HTTP/2 windows included.
+        let opts = ControllerConfig::default().channel;
         let channel = tls::connect_channel("127.0.0.1", addr.port(), config, &opts).await?;
         let client = ResearcherServiceClient::new(channel)
             .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES)

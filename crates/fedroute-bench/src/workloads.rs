@@ -13,6 +13,7 @@ use super::wire_limit::WireRig;
 use super::{BenchError, BenchOptions, BenchRow, SoakReport};
 use fedroute::node::{PollMode, ResearcherEndpoint};
 use fedroute::tls::TrustPolicy;
+use fedroute::ErrorChain;
 
 const MIB: usize = 1 << 20;
 /// How long a ping right after a researcher restart may take.
@@ -56,7 +57,7 @@ impl Plan {
     pub fn new(opts: &BenchOptions) -> Plan {
         let receive_buffer_bytes = opts
             .receive_buffer_bytes
-            .unwrap_or(fedroute::wire::DEFAULT_RECEIVE_BUFFER_BYTES);
+            .unwrap_or(fedroute::config::ReceiveLimits::DEFAULT_BUFFER_BYTES);
         if opts.quick {
             Plan {
                 runs: 3,
@@ -220,6 +221,7 @@ pub(crate) async fn all(plan: Plan) -> Result<Output, BenchError> {
 /// Records a failed workload in the notes (the others still run).
 fn failed(notes: &mut Vec<String>, what: &str, r: Result<(), BenchError>) {
     if let Err(e) = r {
+        let e = ErrorChain(&e);
         log::error!("bench: {what} failed: {e}");
         notes.push(format!("FAILED: {what}: {e}"));
     }
@@ -823,8 +825,9 @@ async fn reconnect(plan: &Plan, blob: &Bytes, rows: &mut Vec<BenchRow>) -> Resul
             match r.ping_within(&node_id, AFTER_RESTART_TIMEOUT).await {
                 Ok(_) => answered += 1,
                 Err(e) => {
+                    let e = ErrorChain(&e).to_string();
                     log::warn!("bench: ping right after the restart failed: {e}");
-                    lost.push(e.to_string());
+                    lost.push(e);
                     // Let the link settle before the next restart.
                     r.ping_within(&node_id, AFTER_RESTART_TIMEOUT).await?;
                 }

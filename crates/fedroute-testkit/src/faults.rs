@@ -437,7 +437,7 @@ impl ResearcherService for EvilService {
         request: Request<Streaming<TaskResult>>,
     ) -> Result<Response<Empty>, Status> {
         let mut frames = request.into_inner();
-        let mut re = Reassembler::new(wire::DEFAULT_MAX_MESSAGE_BYTES);
+        let mut re = Reassembler::default();
         while let Some(f) = frames.message().await? {
             if let Some(p) = re
                 .push(f.size, f.iteration, f.bytes)

@@ -25,12 +25,11 @@ pub const STEP: Duration = Duration::from_secs(10);
 
 /// A config with fast reconnects for tests.
 pub fn fast_config() -> ControllerConfig {
-    ControllerConfig {
-        backoff_first: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(200),
-        connect_timeout: Duration::from_secs(5),
-        ..ControllerConfig::default()
-    }
+    let mut config = ControllerConfig::default();
+    config.reconnect.backoff_first = Duration::from_millis(20);
+    config.reconnect.backoff_max = Duration::from_millis(200);
+    config.channel.connect_timeout = Duration::from_secs(5);
+    config
 }
 
 /// Awaits `fut` within [`STEP`], panicking with `what` otherwise.
@@ -228,7 +227,7 @@ impl ResearcherService for Service {
         request: Request<Streaming<TaskResult>>,
     ) -> Result<Response<Empty>, Status> {
         let mut frames = request.into_inner();
-        let mut reassembler = Reassembler::new(wire::DEFAULT_MAX_MESSAGE_BYTES);
+        let mut reassembler = Reassembler::default();
         while let Some(frame) = frames.message().await? {
             let done = reassembler
                 .push(frame.size, frame.iteration, frame.bytes)

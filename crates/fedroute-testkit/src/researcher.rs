@@ -3,6 +3,7 @@
 //! event sink. Every await here is bounded by [`T`].
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -10,7 +11,7 @@ use bytes::Bytes;
 use fedroute::proto::researcher_service_client::ResearcherServiceClient;
 use fedroute::proto::{TaskRequest, TaskResult};
 use fedroute::researcher::{
-    self, NodeInfo, NodeStatus, Nodes, ResearcherConfig, ResearcherEvent, ResearcherHandle,
+    self, Limits, NodeInfo, NodeStatus, Nodes, ResearcherConfig, ResearcherEvent, ResearcherHandle,
 };
 use fedroute::tls::{self, ChannelOptions, ClientIdentity};
 use fedroute::wire::{
@@ -95,7 +96,9 @@ impl Events {
 
 /// A test configuration: 127.0.0.1:0, defaults otherwise.
 pub fn config() -> ResearcherConfig {
-    ResearcherConfig::default().listen("127.0.0.1:0".parse().unwrap())
+    let mut config = ResearcherConfig::default();
+    config.listen.address = SocketAddr::from(([127, 0, 0, 1], 0));
+    config
 }
 
 /// Starts a researcher with an event sink.
@@ -110,6 +113,15 @@ pub async fn start(config: ResearcherConfig) -> (ResearcherHandle, Events) {
     .await
     .expect("researcher starts");
     (handle, Events { rx })
+}
+
+/// Channel options whose HTTP/2 windows are the researcher server's
+/// ([`Limits::STREAM_WINDOW`], [`Limits::CONNECTION_WINDOW`]).
+pub fn server_windows() -> ChannelOptions {
+    let mut opts = ChannelOptions::default();
+    opts.initial_stream_window_size = Some(Limits::STREAM_WINDOW);
+    opts.initial_connection_window_size = Some(Limits::CONNECTION_WINDOW);
+    opts
 }
 
 /// A raw tonic client pinned to the researcher's certificate.
@@ -129,7 +141,7 @@ pub async fn client_with(
             "127.0.0.1",
             handle.local_addr.port(),
             config,
-            &ChannelOptions::default().window_sizes(Some(4 << 20), Some(16 << 20)),
+            &server_windows(),
         ),
     )
     .await?;
@@ -157,7 +169,7 @@ async fn poll_raw_unbounded(client: &mut Client, node: &str) -> Result<(Bytes, u
         .get_task_unary(task_request(node))
         .await?
         .into_inner();
-    let mut re = Reassembler::new(wire::DEFAULT_MAX_MESSAGE_BYTES);
+    let mut re = Reassembler::default();
     let mut frames = 0;
     let mut payload = None;
     while let Some(frame) = stream.message().await? {

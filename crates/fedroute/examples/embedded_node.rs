@@ -15,6 +15,7 @@ use actix::prelude::*;
 use fedroute::node::{Controller, IsConnected, ResearcherEndpoint, Shutdown, TaskReceived};
 use fedroute::researcher::{self, Request, ResearcherConfig};
 use fedroute::wire::{Envelope, ErrorMessage, PingReply, PingRequest, WireError};
+use fedroute::ErrorChain;
 
 const NODE_ID: &str = "NODE_embedded";
 const BOUND: Duration = Duration::from_secs(10);
@@ -40,7 +41,7 @@ impl Handler<TaskReceived> for PingService {
             match answer {
                 Ok(Ok(envelope)) => {
                     if let Err(e) = reply.send(envelope).await {
-                        log::error!("the reply was not queued: {e}");
+                        log::error!("the reply was not queued: {}", ErrorChain(&e));
                     }
                 }
                 Ok(Err(e)) => log::error!("cannot build the reply: {e}"),
@@ -73,7 +74,8 @@ fn start_node(endpoint: ResearcherEndpoint) -> Addr<Controller> {
 }
 
 async fn against_local_researcher() -> Result<(), Box<dyn Error>> {
-    let config = ResearcherConfig::default().listen("127.0.0.1:0".parse()?);
+    let mut config = ResearcherConfig::default();
+    config.listen.address = "127.0.0.1:0".parse()?;
     let researcher = researcher::start(config, None).await?;
     let port = researcher.local_addr.port();
     let controller = start_node(ResearcherEndpoint::trust_on_first_use("127.0.0.1", port));

@@ -16,6 +16,7 @@ use fedroute::researcher::{self, Request, ResearcherConfig, ResearcherEvent};
 use fedroute::wire::{
     Envelope, Feedback, PingReply, PingRequest, SearchReply, SearchRequest, Value,
 };
+use fedroute::ErrorChain;
 use tokio::sync::mpsc;
 
 const BOUND: Duration = Duration::from_secs(60);
@@ -46,7 +47,8 @@ impl Handler<ResearcherEvent> for Events {
 
 async fn run(listen: &str, local_node: bool) -> Result<(), Box<dyn Error>> {
     let (tx, mut arrivals) = mpsc::channel(16);
-    let config = ResearcherConfig::default().listen(listen.parse()?);
+    let mut config = ResearcherConfig::default();
+    config.listen.address = listen.parse()?;
     let researcher = researcher::start(config, Some(Events(tx).start().recipient())).await?;
     println!(
         "researcher {} on {}",
@@ -107,7 +109,7 @@ impl Handler<TaskReceived> for Node {
             match sent {
                 Ok(sent) => {
                     if let Err(e) = sent.await {
-                        log::error!("the reply was not queued: {e}");
+                        log::error!("the reply was not queued: {}", ErrorChain(&e));
                     }
                 }
                 Err(e) => log::error!("cannot build the reply: {e}"),

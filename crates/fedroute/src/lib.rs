@@ -10,10 +10,16 @@
 //! - [`tls`]: certificates, trust policies and TLS configurations.
 //! - [`researcher`]: the gRPC server nodes dial, one `NodeAgent` actor per node.
 //! - [`node`]: the `Controller` actor and its supervised `ResearcherLink`s.
+//! - [`config`]: how both sides are configured, and the limits they share.
+//! - [`ErrorChain`]: prints an error with its causes.
 
+pub mod config;
+mod error_chain;
 pub mod log_limit;
 pub mod node;
 pub mod proto;
 pub mod researcher;
 pub mod tls;
 pub mod wire;
+
+pub use error_chain::ErrorChain;

@@ -17,10 +17,6 @@ use std::time::{Duration, Instant};
 
 use crate::wire::echo;
 
-/// Default lines of one kind let through per peer and window.
-pub(crate) const DEFAULT_LOG_LINES: u32 = 5;
-/// Default window of the line count (10 s).
-pub(crate) const DEFAULT_LOG_WINDOW: Duration = Duration::from_secs(10);
 /// Peers tracked separately; beyond, the others share one count.
 pub(crate) const MAX_TRACKED_PEERS: usize = 1024;
 /// The name under which untracked peers are counted.
@@ -29,17 +25,24 @@ const OTHER_PEERS: &str = "(other peers)";
 /// How many lines of one kind a peer may cause per window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogRate {
-    /// Lines let through per window. Default `DEFAULT_LOG_LINES` (5).
+    /// Lines let through per window. Default: 5.
     pub lines: u32,
-    /// The window. Default `DEFAULT_LOG_WINDOW` (10 s).
+    /// The window. Default: 10 s.
     pub per: Duration,
+}
+
+impl LogRate {
+    /// Default of [`LogRate::lines`] (5).
+    pub const DEFAULT_LINES: u32 = 5;
+    /// Default of [`LogRate::per`] (10 s).
+    pub const DEFAULT_PER: Duration = Duration::from_secs(10);
 }
 
 impl Default for LogRate {
     fn default() -> LogRate {
         LogRate {
-            lines: DEFAULT_LOG_LINES,
-            per: DEFAULT_LOG_WINDOW,
+            lines: Self::DEFAULT_LINES,
+            per: Self::DEFAULT_PER,
         }
     }
 }
@@ -208,6 +211,16 @@ fn summarize(held: Vec<(String, &'static str, u64)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_values() {
+        let LogRate { lines, per } = LogRate::default();
+        assert_eq!((lines, per), (5, Duration::from_secs(10)));
+        assert_eq!(
+            crate::config::fields_without_default(include_str!("log_limit.rs")),
+            Vec::<String>::new()
+        );
+    }
 
     /// What the module's documentation says, as it was once its example.
     #[test]

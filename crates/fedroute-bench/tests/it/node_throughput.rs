@@ -5,15 +5,13 @@ use crate::node_support;
 
 use std::time::{Duration, Instant};
 
-use fedroute::node::{ControllerConfig, PollMode};
+use fedroute::node::PollMode;
 use node_support::*;
 
 async fn ping_pong(mode: PollMode, streaming_server: bool, rounds: usize) {
     let mut researcher = MiniResearcher::start(0, None, streaming_server);
-    let config = ControllerConfig {
-        poll_mode: mode,
-        ..fast_config()
-    };
+    let mut config = fast_config();
+    config.polling.mode = mode;
     let (_controller, mut seen) =
         start_node("NODE_tp", vec![endpoint_of(&researcher)], config, true);
     let id = researcher.researcher_id.clone();
@@ -83,11 +81,9 @@ async fn real_round_trips(
 ) {
     use fedroute::wire::{Envelope, PingRequest};
     let mut researcher = node_support::real::RealResearcher::start(0, None).await;
-    let config = ControllerConfig {
-        poll_mode: mode,
-        reply_stream,
-        ..fast_config()
-    };
+    let mut config = fast_config();
+    config.polling.mode = mode;
+    config.replies.stream = reply_stream;
     let (_controller, mut seen) = start_node("NODE_rt", vec![researcher.endpoint()], config, true);
     researcher.connected("NODE_rt").await;
     let addr = researcher.handle.addr.clone();

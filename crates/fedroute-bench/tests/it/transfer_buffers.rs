@@ -112,7 +112,7 @@ async fn models_are_sent_without_copies_and_received_into_kept_buffers() {
     // With the default: the first message grows a buffer per side, the
     // next ones reuse them.
     assert_eq!(
-        echo_rounds(fedroute::wire::DEFAULT_RECEIVE_BUFFER_BYTES).await,
+        echo_rounds(fedroute::config::ReceiveLimits::DEFAULT_BUFFER_BYTES).await,
         [6, 0, 0]
     );
 }

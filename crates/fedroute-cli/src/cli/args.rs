@@ -1,10 +1,15 @@
 //! Value parsers shared by the sub-commands: `HOST:PORT`, durations in
 //! seconds, byte sizes (`16MiB`) and datasets (`NAME:TAG,TAG`). Each returns
-//! a one-line message clap shows as the error.
+//! a one-line message clap shows as the error. [`Size`] and [`Seconds`]
+//! carry values whose defaults are constants (most of them the library's):
+//! clap shows a default through `Display` and parses it back, so those
+//! print in the form the flags take.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
+
+use fedroute::config::ReceiveLimits;
 
 /// A researcher address as given on the command line: `HOST:PORT`, with an
 /// IPv6 address in brackets (`[::1]:50051`).
@@ -110,6 +115,54 @@ pub(crate) fn limit_size(s: &str) -> Result<usize, String> {
     usize::try_from(bytes).map_err(|_| format!("{s:?} does not fit this machine"))
 }
 
+/// A byte count, shown in the largest binary unit that divides it
+/// (`2GiB`, `2064MiB`, `1000`): a form [`byte_size`] and [`limit_size`]
+/// read back exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Size(pub(crate) usize);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+            if n != 0 && n % (1 << shift) == 0 {
+                return write!(f, "{}{unit}", n >> shift);
+            }
+        }
+        write!(f, "{n}")
+    }
+}
+
+/// [`limit_size`] as a [`Size`].
+pub(crate) fn limit(s: &str) -> Result<Size, String> {
+    limit_size(s).map(Size)
+}
+
+/// [`byte_size`] as a [`Size`].
+pub(crate) fn model_size(s: &str) -> Result<Size, String> {
+    byte_size(s).map(Size)
+}
+
+/// A duration, shown in seconds (`30`, `0.25`): a form [`seconds`] reads
+/// back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seconds(pub(crate) Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.subsec_nanos() == 0 {
+            write!(f, "{}", self.0.as_secs())
+        } else {
+            write!(f, "{}", self.0.as_secs_f64())
+        }
+    }
+}
+
+/// [`seconds`] as [`Seconds`].
+pub(crate) fn secs(s: &str) -> Result<Seconds, String> {
+    seconds(s).map(Seconds)
+}
+
 /// A size in bytes, at most `max`.
 fn size(s: &str, max: u64) -> Result<u64, String> {
     let t = s.trim();
@@ -142,23 +195,34 @@ fn size(s: &str, max: u64) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Bounds on what peers may send, shared by `researcher` and `node` (the
-/// full set is in the library's configuration; see the README's Limits).
+/// Bounds on what peers may send, shared by `researcher` and `node`: the
+/// library's [`ReceiveLimits`] (the full set is in the library's
+/// configuration; see the README's Limits).
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct LimitArgs {
-    /// Largest message accepted once its frames are joined, e.g. 512MiB
-    /// [default: 2GiB].
-    #[arg(long, value_name = "SIZE", value_parser = limit_size)]
-    pub(crate) max_message: Option<usize>,
+    /// Largest message accepted once its frames are joined, e.g. 512MiB.
+    #[arg(long, value_name = "SIZE", value_parser = limit,
+          default_value_t = Size(ReceiveLimits::DEFAULT_MAX_MESSAGE_BYTES))]
+    pub(crate) max_message: Size,
     /// Bytes that messages still being received may hold, all peers
-    /// together; a peer whose message would exceed it is refused for now
-    /// [default: 2GiB].
-    #[arg(long, value_name = "SIZE", value_parser = limit_size)]
-    pub(crate) receive_budget: Option<usize>,
+    /// together; a peer whose message would exceed it is refused for now.
+    #[arg(long, value_name = "SIZE", value_parser = limit,
+          default_value_t = Size(ReceiveLimits::DEFAULT_BUDGET_BYTES))]
+    pub(crate) receive_budget: Size,
     /// Seconds a stream may go without a frame in the middle of a message
-    /// before it is cancelled [default: 30].
-    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
-    pub(crate) stall_timeout: Option<Duration>,
+    /// before it is cancelled.
+    #[arg(long, value_name = "SECONDS", value_parser = secs,
+          default_value_t = Seconds(ReceiveLimits::DEFAULT_STALL_TIMEOUT))]
+    pub(crate) stall_timeout: Seconds,
+}
+
+impl LimitArgs {
+    /// Sets `limits` to the flags' values.
+    pub(crate) fn apply(&self, limits: &mut ReceiveLimits) {
+        limits.max_message_bytes = self.max_message.0;
+        limits.budget_bytes = self.receive_budget.0;
+        limits.stall_timeout = self.stall_timeout.0;
+    }
 }
 
 #[cfg(test)]
@@ -217,5 +281,31 @@ mod tests {
         assert_eq!(seconds("0.25").unwrap(), Duration::from_millis(250));
         assert!(seconds("-1").is_err());
         assert!(seconds("soon").is_err());
+    }
+
+    #[test]
+    fn defaults_are_shown_as_the_flags_take_them() {
+        for n in [
+            ReceiveLimits::DEFAULT_MAX_MESSAGE_BYTES,
+            ReceiveLimits::DEFAULT_BUDGET_BYTES,
+            16 << 20,
+            1536,
+            1000,
+            0,
+        ] {
+            let shown = Size(n).to_string();
+            assert_eq!(limit(&shown), Ok(Size(n)), "{shown}");
+        }
+        assert_eq!(
+            Size(ReceiveLimits::DEFAULT_BUDGET_BYTES).to_string(),
+            "2064MiB"
+        );
+        assert_eq!(Size(2 << 30).to_string(), "2GiB");
+        assert_eq!(Size(1536).to_string(), "1536");
+        for d in [Duration::from_secs(30), Duration::from_millis(250)] {
+            let shown = Seconds(d).to_string();
+            assert_eq!(secs(&shown), Ok(Seconds(d)), "{shown}");
+        }
+        assert_eq!(Seconds(Duration::from_secs(30)).to_string(), "30");
     }
 }

@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use clap::Args;
+use fedroute::config::ReceiveLimits;
+use fedroute::ErrorChain;
 
 use super::args::seconds;
 
@@ -32,10 +34,10 @@ pub(crate) struct BenchArgs {
           value_parser = clap::value_parser!(u8).range(1..=6))]
     pub(crate) only: Vec<u8>,
     /// MiB of receive buffers the researcher and the node keep for reuse in
-    /// the model transfers (workload 3); 0 measures without reuse
-    /// [default: the libraries' default, 256].
-    #[arg(long, value_name = "MIB")]
-    pub(crate) receive_buffer_mib: Option<usize>,
+    /// the model transfers (workload 3); 0 measures without reuse (the
+    /// default is the library's).
+    #[arg(long, value_name = "MIB", default_value_t = ReceiveLimits::DEFAULT_BUFFER_BYTES >> 20)]
+    pub(crate) receive_buffer_mib: usize,
 }
 
 /// Runs the benchmarks and prints the report (a failed soak is an error).
@@ -52,11 +54,9 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
         quick: args.quick,
         soak: args.soak,
         only: args.only.clone(),
-        receive_buffer_bytes: args
-            .receive_buffer_mib
-            .map(|mib| mib.saturating_mul(1 << 20)),
+        receive_buffer_bytes: Some(args.receive_buffer_mib.saturating_mul(1 << 20)),
     };
-    let report = api::run(&options).map_err(|e| e.to_string())?;
+    let report = api::run(&options).map_err(|e| ErrorChain(&e).to_string())?;
     if args.json {
         println!("{}", report.to_json());
     } else {

@@ -24,8 +24,9 @@ use fedroute::node::{Controller, ControllerConfig, ResearcherEndpoint, Shutdown}
 use fedroute::researcher::{self, Request, Researcher, ResearcherConfig, ResearcherEvent};
 use fedroute::tls;
 use fedroute::wire::{Envelope, NdArray, PingRequest, SearchRequest, TrainRequest, Value};
+use fedroute::ErrorChain;
 
-use super::args::{byte_size, seconds, DatasetSpec};
+use super::args::{model_size, secs, DatasetSpec, Seconds, Size};
 use super::node::{ReferenceNode, Responder};
 use super::researcher::{EventTap, EVENT_QUEUE};
 use super::runtime;
@@ -63,11 +64,13 @@ pub(crate) struct DemoArgs {
     pub(crate) rounds: u32,
     /// Size of the model parameters sent down in each TrainRequest and back
     /// up in each TrainReply (B, KiB, MiB; at most 1 GiB).
-    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = byte_size)]
-    pub(crate) model_size: usize,
+    #[arg(long, value_name = "SIZE", value_parser = model_size,
+          default_value_t = Size(DEFAULT_MODEL_BYTES))]
+    pub(crate) model_size: Size,
     /// Longest wait for one reply, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = seconds)]
-    pub(crate) timeout: Duration,
+    #[arg(long, value_name = "SECONDS", value_parser = secs,
+          default_value_t = Seconds(DEFAULT_TIMEOUT))]
+    pub(crate) timeout: Seconds,
 }
 
 /// Parses the number of nodes (1 to 100).
@@ -84,8 +87,8 @@ impl Default for DemoArgs {
             nodes: DEFAULT_NODES,
             pings: DEFAULT_PINGS,
             rounds: DEFAULT_ROUNDS,
-            model_size: DEFAULT_MODEL_BYTES,
-            timeout: DEFAULT_TIMEOUT,
+            model_size: Size(DEFAULT_MODEL_BYTES),
+            timeout: Seconds(DEFAULT_TIMEOUT),
         }
     }
 }
@@ -162,11 +165,11 @@ impl Run<'_> {
             .send(Request {
                 node_id: node.to_string(),
                 message,
-                timeout: self.args.timeout,
+                timeout: self.args.timeout.0,
             })
             .await
             .map_err(|e| format!("the researcher is gone: {e}"))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ErrorChain(&e).to_string())?;
         let rtt = sent.elapsed();
         self.pb.inc(1);
         if reply.class() != expected {
@@ -286,15 +289,15 @@ fn progress_bar(total: u64) -> ProgressBar {
 async fn demo(args: &DemoArgs) -> Result<(), String> {
     tls::install_crypto_provider();
     let researcher_id = tls::new_researcher_id();
-    let config = ResearcherConfig::default()
-        .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .researcher_id(researcher_id.clone());
+    let mut config = ResearcherConfig::default();
+    config.listen.address = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    config.listen.researcher_id = Some(researcher_id.clone());
     let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let tap = EventTap::new(tx).start();
     let started = Instant::now();
     let handle = researcher::start(config.clone(), Some(tap.clone().recipient()))
         .await
-        .map_err(|e| format!("cannot start the researcher: {e}"))?;
+        .map_err(|e| format!("cannot start the researcher: {}", ErrorChain(&e)))?;
     let addr = handle.local_addr;
     println!(
         "fedroute demo: researcher {researcher_id} on {addr} (TLS, generated certificate), {} nodes",
@@ -337,7 +340,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         pb: progress_bar(total),
     };
     let model = Bytes::from(
-        (0..args.model_size)
+        (0..args.model_size.0)
             .map(|i| (i % 251) as u8)
             .collect::<Vec<u8>>(),
     );
@@ -370,7 +373,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         format!(
             "  train round {round}/{}: {n} x {} down and up, {}/{n} replies in {}",
             args.rounds,
-            stats::bytes(args.model_size as u64),
+            stats::bytes(args.model_size.0 as u64),
             phase.replies,
             stats::duration(took)
         )
@@ -389,15 +392,21 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
     handle
         .shutdown()
         .await
-        .map_err(|e| format!("cannot stop the researcher: {e}"))?;
+        .map_err(|e| format!("cannot stop the researcher: {}", ErrorChain(&e)))?;
     while events.try_recv().is_ok() {}
     say(
         &run.pb,
         format!("  researcher stopped; restarting it on {addr}"),
     );
-    let handle2 = researcher::start(config.clone().listen(addr), Some(tap.recipient()))
+    config.listen.address = addr;
+    let handle2 = researcher::start(config.clone(), Some(tap.recipient()))
         .await
-        .map_err(|e| format!("cannot restart the researcher on {addr}: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "cannot restart the researcher on {addr}: {}",
+                ErrorChain(&e)
+            )
+        })?;
     let listening = Instant::now();
     let back = wait_nodes(&mut events, args.nodes).await?;
     let reconnect = listening.elapsed();
@@ -456,7 +465,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         ("ping".to_string(), ping),
         ("search".to_string(), search),
         (
-            format!("train ({})", stats::bytes(args.model_size as u64)),
+            format!("train ({})", stats::bytes(args.model_size.0 as u64)),
             train,
         ),
     ];

@@ -27,10 +27,11 @@ use fedroute::node::{
     log_forward, Controller, ControllerConfig, FinishReason, Finished, ResearcherEndpoint,
     SendReply, Shutdown, Status, TaskReceived,
 };
-use fedroute::tls::{self, ClientIdentity, TrustPolicy};
+use fedroute::tls::{self, ChannelOptions, ClientIdentity, TrustPolicy};
 use fedroute::wire::{
     echo, Envelope, ErrorMessage, ListReply, PingReply, SearchReply, TrainReply, Value, WireError,
 };
+use fedroute::ErrorChain;
 
 use super::args::{seconds, DatasetSpec, HostPort, LimitArgs};
 use super::runtime;
@@ -39,8 +40,9 @@ use super::runtime;
 pub(crate) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 /// Time given to queued messages when the node stops because of a failure.
 const FAILED_SHUTDOWN_DEADLINE: Duration = Duration::from_millis(100);
-/// Bound on one dial attempt (TLS handshake included) when `--connect-timeout` is 0.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on one dial attempt (TLS handshake included): the library's
+/// default, or `--connect-timeout` when that is shorter (and not 0).
+const DIAL_TIMEOUT: Duration = ChannelOptions::DEFAULT_CONNECT_TIMEOUT;
 /// How often the start-up wait looks at the links' status.
 const STATUS_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -120,7 +122,7 @@ pub(crate) fn run(args: &NodeArgs) -> Result<(), String> {
     let client_identity = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => Some(
             ClientIdentity::load(cert, key)
-                .map_err(|e| format!("cannot load the node certificate: {e}"))?,
+                .map_err(|e| format!("cannot load the node certificate: {}", ErrorChain(&e)))?,
         ),
         _ => None,
     };
@@ -154,7 +156,12 @@ async fn serve(
                 DIAL_TIMEOUT,
             )
             .await
-            .map_err(|err| format!("cannot use the researcher trust settings: {err}"))?;
+            .map_err(|e| {
+                format!(
+                    "cannot use the researcher trust settings: {}",
+                    ErrorChain(&e)
+                )
+            })?;
         }
     }
     let dial_timeout = if args.connect_timeout.is_zero() {
@@ -162,22 +169,13 @@ async fn serve(
     } else {
         args.connect_timeout.min(DIAL_TIMEOUT)
     };
-    let mut config = ControllerConfig {
-        connect_timeout: dial_timeout,
-        client_identity,
-        ..ControllerConfig::default()
-    };
-    let limits = &args.limits;
-    if let Some(n) = limits.max_message {
-        config.max_message_bytes = n;
-    }
-    if let Some(n) = limits.receive_budget {
-        config.receive_budget_bytes = n;
-    }
-    if let Some(d) = limits.stall_timeout {
-        config.stall_timeout = d;
-    }
-    config.validate()?;
+    let mut config = ControllerConfig::default();
+    config.channel.connect_timeout = dial_timeout;
+    config.client_identity = client_identity;
+    args.limits.apply(&mut config.receive);
+    config
+        .validate()
+        .map_err(|e| format!("invalid node configuration: {}", ErrorChain(&e)))?;
     let (finished_tx, mut finished) = mpsc::channel(1);
     let responder = Responder {
         node_id: args.id.clone(),
@@ -511,7 +509,7 @@ impl Handler<TaskReceived> for ReferenceNode {
                 .map(move |res, act, _| {
                     let e = match res {
                         Ok(Ok(())) => return,
-                        Ok(Err(e)) => e.to_string(),
+                        Ok(Err(e)) => ErrorChain(&e).to_string(),
                         Err(e) => e.to_string(),
                     };
                     if let Some(n) = act.log.allow(&rid, "reply not queued") {

@@ -15,9 +15,12 @@ use futures::future::join_all;
 use tokio::sync::mpsc;
 
 use fedroute::log_limit::{LogRate, PeerLog};
-use fedroute::researcher::{self, Request, ResearcherConfig, ResearcherEvent, ResearcherHandle};
+use fedroute::researcher::{
+    self, ListenSettings, Request, ResearcherConfig, ResearcherEvent, ResearcherHandle,
+};
 use fedroute::tls;
 use fedroute::wire::{echo, shortened, Envelope, Feedback, PingRequest};
+use fedroute::ErrorChain;
 
 use super::args::{seconds, LimitArgs};
 use super::runtime;
@@ -26,10 +29,10 @@ use super::stats::{self, RoundTrips};
 /// Events buffered between the researcher and the command's loop.
 pub(crate) const EVENT_QUEUE: usize = 4096;
 /// Feedback log lines one node may print per window (its own logs, which
-/// a hostile node could send without end).
+/// a hostile node could send without end), in the library's window.
 const FEEDBACK_LINES: LogRate = LogRate {
     lines: 100,
-    per: Duration::from_secs(10),
+    per: LogRate::DEFAULT_PER,
 };
 /// Longest feedback text printed, in characters.
 const FEEDBACK_CHARS: usize = 1000;
@@ -38,7 +41,7 @@ const FEEDBACK_CHARS: usize = 1000;
 #[derive(Debug, Args)]
 pub(crate) struct ResearcherArgs {
     /// Address to listen on (port 0 picks a free port, printed at start).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(long, value_name = "ADDR", default_value_t = ListenSettings::DEFAULT_ADDRESS)]
     pub(crate) listen: SocketAddr,
     /// Researcher id written into a generated certificate (O=)
     /// [default: RESEARCHER_<uuid4>; with --cert, the certificate's O=].
@@ -92,36 +95,19 @@ pub(crate) fn run(args: &ResearcherArgs) -> Result<(), String> {
 }
 
 async fn serve(args: &ResearcherArgs) -> Result<(), String> {
-    let mut config = ResearcherConfig::default()
-        .listen(args.listen)
-        .insecure(args.insecure);
-    if let Some(id) = &args.id {
-        config = config.researcher_id(id.clone());
-    }
-    if let Some(host) = &args.host {
-        config = config.host(host.clone());
-    }
-    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-        config = config.identity(cert.clone(), key.clone());
-    }
-    if let Some(ca) = &args.client_ca {
-        config = config.client_ca(ca.clone());
-    }
-    let limits = &args.limits;
-    if let Some(n) = limits.max_message {
-        config = config.max_message_bytes(n);
-    }
-    if let Some(n) = limits.receive_budget {
-        config = config.receive_budget_bytes(n);
-    }
-    if let Some(d) = limits.stall_timeout {
-        config = config.stall_timeout(d);
-    }
+    let mut config = ResearcherConfig::default();
+    config.listen.address = args.listen;
+    config.listen.insecure = args.insecure;
+    config.listen.researcher_id = args.id.clone();
+    config.listen.host = args.host.clone();
+    config.listen.identity = args.cert.clone().zip(args.key.clone());
+    config.listen.client_ca = args.client_ca.clone();
+    args.limits.apply(&mut config.receive);
     let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let tap = EventTap::new(tx).start();
     let handle = researcher::start(config, Some(tap.recipient()))
         .await
-        .map_err(|e| format!("cannot start the researcher: {e}"))?;
+        .map_err(|e| format!("cannot start the researcher: {}", ErrorChain(&e)))?;
     let mode = if args.insecure {
         "PLAINTEXT, insecure"
     } else if args.client_ca.is_some() {
@@ -334,7 +320,7 @@ async fn ping_node(
         match reply {
             Ok(Ok(r)) if r.class() == "PingReply" => rtts.record(sent.elapsed()),
             Ok(Ok(r)) => errors.push(format!("{node} answered with a {}", r.class())),
-            Ok(Err(e)) => errors.push(e.to_string()),
+            Ok(Err(e)) => errors.push(ErrorChain(&e).to_string()),
             Err(e) => errors.push(format!("the researcher is gone: {e}")),
         }
     }
@@ -355,7 +341,7 @@ impl EventTap {
             tx,
             dropped: PeerLog::new(LogRate {
                 lines: 1,
-                per: Duration::from_secs(10),
+                per: LogRate::DEFAULT_PER,
             }),
         }
     }

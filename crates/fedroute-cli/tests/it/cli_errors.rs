@@ -35,6 +35,8 @@ fn bad_listen_address() {
 fn listen_address_not_on_this_machine() {
     let e = one_line_failure(&["researcher", "--listen", "192.0.2.1:50051"]);
     assert!(e.contains("cannot listen on 192.0.2.1:50051"), "{e}");
+    // The cause (the library's error returns it as its source) is printed too.
+    assert!(e.contains("os error"), "{e}");
 }
 
 #[test]
@@ -67,6 +69,9 @@ fn missing_researcher_certificate_file() {
         "/nonexistent/key.pem",
     ]);
     assert!(e.contains("/nonexistent/cert.pem"), "{e}");
+    // The whole chain: the researcher's error, the TLS error, the OS error.
+    assert!(e.contains("TLS set-up failed: could not read"), "{e}");
+    assert!(e.contains("os error"), "{e}");
 }
 
 #[test]

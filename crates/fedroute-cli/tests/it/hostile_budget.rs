@@ -54,12 +54,13 @@ const VM_SLACK_MIB: f64 = 512.0;
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
 fn researcher_config() -> ResearcherConfig {
-    researcher_support::config()
-        .max_message_bytes(MAX)
-        .receive_budget_bytes(BUDGET)
-        .stall_timeout(STALL)
-        .idle_timeout(IDLE)
-        .handshake_timeout(IDLE)
+    let mut config = researcher_support::config();
+    config.receive.max_message_bytes = MAX;
+    config.receive.budget_bytes = BUDGET;
+    config.receive.stall_timeout = STALL;
+    config.timeouts.idle = IDLE;
+    config.timeouts.handshake = IDLE;
+    config
 }
 
 async fn with_honest_node(

@@ -44,9 +44,9 @@ static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// A researcher with the test limits and an honest node pinging it.
 async fn researcher_with_honest_node() -> (ResearcherHandle, researcher_support::Events) {
-    let config = researcher_support::config()
-        .max_message_bytes(MAX)
-        .receive_budget_bytes(BUDGET);
+    let mut config = researcher_support::config();
+    config.receive.max_message_bytes = MAX;
+    config.receive.budget_bytes = BUDGET;
     let (handle, mut events) = researcher_support::start(config).await;
     let (_controller, _seen) =
         node_support::start_answering_node("NODE_honest", handle.local_addr.port());

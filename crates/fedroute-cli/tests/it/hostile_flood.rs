@@ -35,9 +35,10 @@ const DISCONNECTION: Duration = Duration::from_secs(1);
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
 fn flood_config() -> ResearcherConfig {
-    researcher_support::config()
-        .max_nodes(MAX_NODES)
-        .disconnection_timeout(DISCONNECTION)
+    let mut config = researcher_support::config();
+    config.limits.max_nodes = MAX_NODES;
+    config.nodes.disconnection_timeout = DISCONNECTION;
+    config
 }
 
 async fn start_with_honest_node(
@@ -115,7 +116,9 @@ async fn a_poll_flood_of_made_up_node_ids_locks_no_new_node_out() {
 async fn agents_of_nodes_gone_with_nothing_pending_are_forgotten() {
     let _serial = SERIAL.lock().await;
     let forget_after = Duration::from_secs(2);
-    let (handle, _events) = start_with_honest_node(flood_config().forget_after(forget_after)).await;
+    let mut config = flood_config();
+    config.nodes.forget_after = forget_after;
+    let (handle, _events) = start_with_honest_node(config).await;
     let codes = flood(&handle, 200).await;
     assert!(codes.iter().all(|c| c == "Ok"), "{codes:?}");
     let after_flood = handle.addr.send(Nodes).await.unwrap().len();

@@ -36,7 +36,8 @@ async fn a_foreign_researcher_id_before_the_other_link_is_up_leaves_the_node_ser
     node.wait_line("serving the others").await;
     assert!(node.alive(), "the node exited:\n{}", node.tail());
 
-    let config = ResearcherConfig::default().listen(format!("127.0.0.1:{port}").parse().unwrap());
+    let mut config = ResearcherConfig::default();
+    config.listen.address = format!("127.0.0.1:{port}").parse().unwrap();
     let (honest, mut events) = researcher_support::start(config).await;
     events.connected("NODE_target").await;
     let stats = ping_n(&honest, "NODE_target", 50).await;

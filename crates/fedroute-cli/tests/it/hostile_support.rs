@@ -20,7 +20,7 @@ use fedroute::proto::researcher_service_client::ResearcherServiceClient;
 use fedroute::proto::researcher_service_server::ResearcherService;
 use fedroute::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
 use fedroute::researcher::{Request, ResearcherHandle};
-use fedroute::tls::{self, CertificateDer, ChannelOptions};
+use fedroute::tls::{self, CertificateDer};
 use fedroute::wire::{self, Envelope, PingRequest, Value, CHUNK_SIZE, GRPC_MAX_MESSAGE_BYTES};
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
@@ -168,7 +168,7 @@ pub(crate) async fn raw_client(port: u16, cert: CertificateDer<'static>) -> Clie
             "127.0.0.1",
             port,
             config,
-            &ChannelOptions::default().window_sizes(Some(4 << 20), Some(16 << 20)),
+            &fedroute_testkit::researcher::server_windows(),
         ),
     )
     .await

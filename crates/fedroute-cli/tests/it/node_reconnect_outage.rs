@@ -129,11 +129,9 @@ async fn a_node_polls_again_soon_after_a_killed_researcher_listens_again() {
 async fn knocks_on_a_refusing_port_stay_under_ten_a_second_then_one() {
     // A port nobody listens on.
     let port = node_support::free_port();
-    let config = ControllerConfig {
-        probe_fast_for: Duration::from_secs(3),
-        connect_timeout: Duration::from_secs(2),
-        ..ControllerConfig::default()
-    };
+    let mut config = ControllerConfig::default();
+    config.reconnect.probe_fast_for = Duration::from_secs(3);
+    config.channel.connect_timeout = Duration::from_secs(2);
     let endpoint = ResearcherEndpoint::trust_on_first_use("127.0.0.1", port);
     let (controller, _seen) = node_support::start_node("NODE_knock", vec![endpoint], config, true);
     let knocks = || async { controller.send(Status).await.unwrap()[0].knocks };

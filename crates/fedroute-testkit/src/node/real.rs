@@ -39,9 +39,9 @@ impl RealResearcher {
     /// Starts a researcher on 127.0.0.1:`port` (0: any) with `researcher_id`
     /// (fresh when `None`) and a fresh self-signed certificate.
     pub async fn start(port: u16, researcher_id: Option<&str>) -> RealResearcher {
-        let mut config =
-            ResearcherConfig::default().listen(SocketAddr::from(([127, 0, 0, 1], port)));
-        config.researcher_id = researcher_id.map(str::to_string);
+        let mut config = ResearcherConfig::default();
+        config.listen.address = SocketAddr::from(([127, 0, 0, 1], port));
+        config.listen.researcher_id = researcher_id.map(str::to_string);
         let (tx, events) = mpsc::unbounded_channel();
         let sink = EventSink(tx).start();
         let handle = within(
@@ -58,9 +58,9 @@ impl RealResearcher {
         cert: std::path::PathBuf,
         key: std::path::PathBuf,
     ) -> RealResearcher {
-        let config = ResearcherConfig::default()
-            .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .identity(cert, key);
+        let mut config = ResearcherConfig::default();
+        config.listen.address = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.listen.identity = Some((cert, key));
         let (tx, events) = mpsc::unbounded_channel();
         let sink = EventSink(tx).start();
         let handle = within(

@@ -12,10 +12,7 @@
 
 use std::time::Duration;
 
-/// Default delay bound of the first retry.
-pub(super) const DEFAULT_FIRST_RETRY: Duration = Duration::from_millis(50);
-/// Default cap of the delay between two attempts.
-pub(super) const DEFAULT_MAX_RETRY: Duration = Duration::from_secs(2);
+use super::config::ReconnectSettings;
 
 /// Exponential backoff with jitter.
 ///
@@ -90,7 +87,10 @@ impl Backoff {
 
 impl Default for Backoff {
     fn default() -> Backoff {
-        Backoff::new(DEFAULT_FIRST_RETRY, DEFAULT_MAX_RETRY)
+        Backoff::new(
+            ReconnectSettings::DEFAULT_BACKOFF_FIRST,
+            ReconnectSettings::DEFAULT_BACKOFF_MAX,
+        )
     }
 }
 
@@ -98,10 +98,13 @@ impl Default for Backoff {
 mod tests {
     use super::*;
 
+    const FIRST: Duration = ReconnectSettings::DEFAULT_BACKOFF_FIRST;
+    const CAP: Duration = ReconnectSettings::DEFAULT_BACKOFF_MAX;
+
     #[test]
     fn first_retry_comes_within_the_first_delay() {
         for seed in 0..200 {
-            let mut b = Backoff::with_seed(DEFAULT_FIRST_RETRY, DEFAULT_MAX_RETRY, seed);
+            let mut b = Backoff::with_seed(FIRST, CAP, seed);
             let d = b.next_delay();
             assert!(d <= Duration::from_millis(50), "{d:?}");
             assert!(d >= Duration::from_millis(25), "{d:?}");
@@ -110,21 +113,21 @@ mod tests {
 
     #[test]
     fn delays_grow_and_stay_under_the_cap() {
-        let mut b = Backoff::with_seed(DEFAULT_FIRST_RETRY, DEFAULT_MAX_RETRY, 7);
+        let mut b = Backoff::with_seed(FIRST, CAP, 7);
         let delays: Vec<Duration> = (0..40).map(|_| b.next_delay()).collect();
-        assert!(delays.iter().all(|d| *d <= DEFAULT_MAX_RETRY));
+        assert!(delays.iter().all(|d| *d <= CAP));
         // After enough attempts every delay is at least half the cap.
-        assert!(delays[10..].iter().all(|d| *d >= DEFAULT_MAX_RETRY / 2));
+        assert!(delays[10..].iter().all(|d| *d >= CAP / 2));
         // Bounds of attempt n are [min(cap, 50ms*2^n)/2, min(cap, 50ms*2^n)].
         for (n, d) in delays.iter().enumerate().take(6) {
-            let ceiling = (DEFAULT_FIRST_RETRY * (1 << n)).min(DEFAULT_MAX_RETRY);
+            let ceiling = (FIRST * (1 << n)).min(CAP);
             assert!(*d <= ceiling && *d >= ceiling / 2, "attempt {n}: {d:?}");
         }
     }
 
     #[test]
     fn jitter_spreads_delays() {
-        let mut b = Backoff::with_seed(DEFAULT_FIRST_RETRY, DEFAULT_MAX_RETRY, 3);
+        let mut b = Backoff::with_seed(FIRST, CAP, 3);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..20 {
             b.reset();
@@ -135,14 +138,14 @@ mod tests {
 
     #[test]
     fn reset_goes_back_to_the_short_delay() {
-        let mut b = Backoff::with_seed(DEFAULT_FIRST_RETRY, DEFAULT_MAX_RETRY, 11);
+        let mut b = Backoff::with_seed(FIRST, CAP, 11);
         for _ in 0..10 {
             b.next_delay();
         }
         assert_eq!(b.attempts(), 10);
         b.reset();
         assert_eq!(b.attempts(), 0);
-        assert!(b.next_delay() <= DEFAULT_FIRST_RETRY);
+        assert!(b.next_delay() <= FIRST);
     }
 
     #[test]

@@ -26,7 +26,7 @@
 //!             if task.message.class() != "PingRequest" { return }
 //!             let pong = PingReply::answer(&task.message, "NODE_1", "node one");
 //!             if let Err(e) = task.reply.send(Envelope::from_typed(&pong).unwrap()).await {
-//!                 log::warn!("the reply was not queued: {e}");
+//!                 log::warn!("the reply was not queued: {}", fedroute::ErrorChain(&e));
 //!             }
 //!         })
 //!     }
@@ -72,6 +72,7 @@ use super::outbox::Outgoing;
 use super::shared::LinkShared;
 use crate::proto;
 use crate::wire::{Envelope, FeedbackMessage, Log};
+use crate::ErrorChain;
 
 /// Mailbox bound of the controller (log forwarding uses `try_send` against it).
 pub(super) const CONTROLLER_MAILBOX_CAPACITY: usize = 1024;
@@ -346,7 +347,7 @@ impl Actor for Controller {
         ctx.set_mailbox_capacity(CONTROLLER_MAILBOX_CAPACITY);
         for endpoint in std::mem::take(&mut self.pending) {
             if let Err(e) = self.add_link(endpoint, ctx) {
-                log::warn!("node {}: {e}", self.node_id);
+                log::warn!("node {}: {}", self.node_id, ErrorChain(&e));
             }
         }
     }
@@ -430,7 +431,11 @@ impl Handler<ForwardLog> for Controller {
             Ok(queued) => queued,
             // This module's records are never forwarded, so no loop.
             Err(e) => {
-                log::debug!("node {}: a log record was not forwarded: {e}", self.node_id);
+                log::debug!(
+                    "node {}: a log record was not forwarded: {}",
+                    self.node_id,
+                    ErrorChain(&e)
+                );
                 return;
             }
         };
@@ -441,7 +446,11 @@ impl Handler<ForwardLog> for Controller {
                 Err(NodeError::FeedbackQueueFull { .. }) => {
                     link.shared.status().feedback_dropped += 1;
                 }
-                Err(e) => log::debug!("node {}: a log record was not forwarded: {e}", self.node_id),
+                Err(e) => log::debug!(
+                    "node {}: a log record was not forwarded: {}",
+                    self.node_id,
+                    ErrorChain(&e)
+                ),
             }
         }
     }

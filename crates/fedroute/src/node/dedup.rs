@@ -4,15 +4,12 @@
 //! A researcher cannot know whether a task written out just before a
 //! connection cut reached the node, so fedroute researchers send it again
 //! after the node reconnects (see `researcher::agent`). The node remembers
-//! the last `capacity` request ids per link (default
-//! [`DEFAULT_DEDUP_WINDOW`]) and drops a task whose id is among them, so the
+//! the last `capacity` request ids per link
+//! ([`dedup_window`](super::QueueSettings::dedup_window)) and drops a task whose id is among them, so the
 //! handler sees each task once. Tasks without a request id (relayed
 //! `OverlayMessage`s) are never dropped.
 
 use std::collections::{HashSet, VecDeque};
-
-/// Default number of request ids remembered per link.
-pub(super) const DEFAULT_DEDUP_WINDOW: usize = 4096;
 
 /// The last `capacity` distinct request ids seen, oldest forgotten first.
 #[derive(Debug)]
@@ -66,6 +63,7 @@ impl RecentIds {
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::QueueSettings;
     use super::*;
 
     #[test]
@@ -99,12 +97,12 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded() {
-        let mut r = RecentIds::new(DEFAULT_DEDUP_WINDOW);
+        let mut r = RecentIds::new(QueueSettings::DEFAULT_DEDUP_WINDOW);
         for i in 0..20_000 {
             assert!(r.insert(&format!("r{i}")));
         }
-        assert_eq!(r.len(), DEFAULT_DEDUP_WINDOW);
-        assert_eq!(r.seen.len(), DEFAULT_DEDUP_WINDOW);
+        assert_eq!(r.len(), QueueSettings::DEFAULT_DEDUP_WINDOW);
+        assert_eq!(r.seen.len(), QueueSettings::DEFAULT_DEDUP_WINDOW);
         assert!(!r.insert("r19999"));
         assert!(r.insert("r0"));
     }

@@ -10,7 +10,9 @@ use crate::wire::{shortened, WireError};
 const STATUS_CHARS: usize = 300;
 
 /// Everything that can go wrong on the node side. Variants read as sentences
-/// and carry the values that explain them.
+/// and carry the values that explain them; a cause is returned by
+/// `source()`, not repeated in the message (print the error with
+/// [`crate::ErrorChain`] to show it).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
@@ -27,8 +29,8 @@ pub enum NodeError {
         researcher_id: String,
     },
     /// The outgoing queue of a link is full
-    /// (see [`ControllerConfig::queue_capacity`](super::config::ControllerConfig::queue_capacity)
-    /// and [`ControllerConfig::queue_max_bytes`](super::config::ControllerConfig::queue_max_bytes)).
+    /// (see [`QueueSettings::capacity`](super::QueueSettings::capacity)
+    /// and [`QueueSettings::max_bytes`](super::QueueSettings::max_bytes)).
     #[error(
         "the outgoing queue to {endpoint} is full (bounds: {capacity} messages, {max_bytes} bytes)"
     )]
@@ -85,7 +87,7 @@ pub enum NodeError {
         seen_in: &'static str,
     },
     /// A task could not be used (bad frames, msgpack, version, fields); it is dropped.
-    #[error("dropped a bad task from {endpoint}: {source}")]
+    #[error("dropped a bad task from {endpoint}")]
     BadTask {
         /// `host:port`.
         endpoint: String,
@@ -102,7 +104,7 @@ pub enum NodeError {
         class: String,
     },
     /// TLS or channel set-up failed.
-    #[error("could not connect to {endpoint}: {source}")]
+    #[error("could not connect to {endpoint}")]
     Tls {
         /// `host:port`.
         endpoint: String,
@@ -141,7 +143,7 @@ pub enum NodeError {
     },
     /// A task stopped arriving half-way: the link reconnects (the researcher
     /// sends it again on the new connection).
-    #[error("{endpoint} sent part of a task and then nothing for {after:?} (ControllerConfig::stall_timeout)")]
+    #[error("{endpoint} sent part of a task and then nothing for {after:?} (ControllerConfig::receive.stall_timeout)")]
     Stalled {
         /// `host:port`.
         endpoint: String,
@@ -151,7 +153,7 @@ pub enum NodeError {
     /// A task could not be received now: the node's receive budget is
     /// spent by other tasks in progress. The link reconnects after a
     /// back-off and the researcher sends the task again.
-    #[error("a task from {endpoint} was refused for now: {source}")]
+    #[error("a task from {endpoint} was refused for now")]
     ReceiveBudget {
         /// `host:port`.
         endpoint: String,
@@ -160,7 +162,7 @@ pub enum NodeError {
         source: Box<WireError>,
     },
     /// Too many feedback items wait for this link
-    /// (`ControllerConfig::max_queued_feedback`).
+    /// (`ControllerConfig::queues.max_feedback`).
     #[error("{limit} feedback items already wait to be sent to {endpoint}")]
     FeedbackQueueFull {
         /// `host:port`.

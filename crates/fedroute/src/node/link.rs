@@ -46,13 +46,14 @@ use super::shared::LinkShared;
 use super::sender::Pump;
 use super::status::{LinkState, PollMode};
 use crate::log_limit::PeerLog;
-use crate::tls::{self, ChannelOptions};
+use crate::tls;
 use crate::wire::{
     check_id, BufferPool, IdKind, MessageDecoder, ReceiveBudget, GRPC_MAX_MESSAGE_BYTES,
 };
 
 /// Longest wait for one knock's TCP connection.
 const PROBE_KNOCK_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::ErrorChain;
 
 /// What all the links of a controller share to receive tasks: one receive
 /// budget and one decoder (with its bound on large decodes at once).
@@ -68,8 +69,11 @@ impl Intake {
     /// The intake `config` asks for.
     pub(super) fn new(config: &ControllerConfig) -> Intake {
         Intake {
-            budget: ReceiveBudget::new(config.receive_budget_bytes),
-            decoder: MessageDecoder::new(config.decode_limits, config.decode_threads),
+            budget: ReceiveBudget::new(config.receive.budget_bytes),
+            decoder: MessageDecoder::new(
+                config.receive.decode_limits,
+                config.receive.decode_threads,
+            ),
         }
     }
 }
@@ -154,12 +158,12 @@ impl ResearcherLink {
             intake,
             key: endpoint.key(),
             life: LinkLife::new(
-                Backoff::new(config.backoff_first, config.backoff_max),
-                !config.probe_interval.is_zero(),
+                Backoff::new(config.reconnect.backoff_first, config.reconnect.backoff_max),
+                !config.reconnect.probe_interval.is_zero(),
             ),
-            mode: config.poll_mode,
-            recent: Arc::new(Mutex::new(RecentIds::new(config.dedup_window))),
-            buffers: BufferPool::new(config.receive_buffer_bytes),
+            mode: config.polling.mode,
+            recent: Arc::new(Mutex::new(RecentIds::new(config.queues.dedup_window))),
+            buffers: BufferPool::new(config.receive.buffer_bytes),
             endpoint,
             node_id,
             config,
@@ -183,9 +187,9 @@ impl ResearcherLink {
         let schedule = knock_since.map(|since| {
             ProbeSchedule::new(
                 since,
-                self.config.probe_interval,
-                self.config.probe_fast_for,
-                self.config.backoff_max,
+                self.config.reconnect.probe_interval,
+                self.config.reconnect.probe_fast_for,
+                self.config.reconnect.backoff_max,
             )
         });
         self.shared.status().state = if first {
@@ -193,7 +197,7 @@ impl ResearcherLink {
         } else {
             LinkState::BackingOff
         };
-        let knock_timeout = self.config.connect_timeout.min(PROBE_KNOCK_TIMEOUT);
+        let knock_timeout = self.config.channel.connect_timeout.min(PROBE_KNOCK_TIMEOUT);
         let shared = Arc::clone(&self.shared);
         let endpoint = self.endpoint.clone();
         let key = self.key.clone();
@@ -205,7 +209,7 @@ impl ResearcherLink {
         // holder has been dropped), so the researcher's next try fits.
         let room = self.wait_for_room.take().map(|n| {
             let budget = self.intake.budget.clone();
-            let stall = self.config.stall_timeout;
+            let stall = self.config.receive.stall_timeout;
             async move {
                 let _ = tokio::time::timeout(stall, budget.room_for(n)).await;
             }
@@ -287,7 +291,7 @@ impl ResearcherLink {
         );
         let (client, last_data) = Progress::client(d.channel);
         let client = client
-            .max_decoding_message_size(self.config.max_frame_bytes)
+            .max_decoding_message_size(self.config.receive.max_frame_bytes)
             .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES);
         self.client = Some(client);
         self.last_data = Some(last_data);
@@ -312,19 +316,19 @@ impl ResearcherLink {
             replier: self.replier.clone(),
             assembler: TaskAssembler::new(
                 self.key.clone(),
-                self.config.max_message_bytes,
+                self.config.receive.max_message_bytes,
                 self.shared.researcher_id(),
             )
             .with_pool(self.buffers.clone())
             .with_budget(self.intake.budget.clone()),
             last_data,
             budget: self.intake.budget.clone(),
-            poll_deadline: self.config.poll_deadline,
-            credits: self.config.stream_credits,
+            poll_deadline: self.config.polling.deadline,
+            credits: self.config.polling.credits,
             guard: Default::default(),
             recent: Arc::clone(&self.recent),
             decoder: self.intake.decoder.clone(),
-            stall_timeout: self.config.stall_timeout,
+            stall_timeout: self.config.receive.stall_timeout,
             log: Arc::clone(&self.log),
         };
         let mode = self.mode;
@@ -365,14 +369,14 @@ impl ResearcherLink {
             client,
             endpoint: self.key.clone(),
             shared: Arc::clone(&self.shared),
-            send_timeout: self.config.send_timeout,
-            max_batch_messages: self.config.max_batch_messages,
-            max_batch_bytes: self.config.max_batch_bytes,
-            max_rejections: self.config.max_rejections,
-            reply_stream: self.config.reply_stream,
-            stream_idle: self.config.reply_stream_idle,
-            stream_messages: self.config.reply_stream_messages,
-            stream_age: self.config.reply_stream_age,
+            send_timeout: self.config.replies.send_timeout,
+            max_batch_messages: self.config.replies.max_batch_messages,
+            max_batch_bytes: self.config.replies.max_batch_bytes,
+            max_rejections: self.config.replies.max_rejections,
+            reply_stream: self.config.replies.stream,
+            stream_idle: self.config.replies.stream_idle,
+            stream_messages: self.config.replies.stream_messages,
+            stream_age: self.config.replies.stream_age,
         };
         ctx.spawn(pump.run().into_actor(self).map(|e, act, ctx| {
             if e.is_refusal() {
@@ -394,10 +398,11 @@ impl ResearcherLink {
         let Some(delay) = self.life.send_refused() else {
             return;
         };
+        let why = ErrorChain(&e).to_string();
         self.log.warn(&self.key, "send refused", || {
-            format!("{}: {e}; sending again in {delay:?}", self.key)
+            format!("{}: {why}; sending again in {delay:?}", self.key)
         });
-        self.shared.status().last_error = Some(e.to_string());
+        self.shared.status().last_error = Some(why);
         ctx.run_later(delay, |act, ctx| act.start_pump(ctx));
     }
 
@@ -411,21 +416,22 @@ impl ResearcherLink {
                 self.wait_for_room = Some(claimed.min(limit));
             }
         }
+        let why = ErrorChain(&e).to_string();
         self.log.warn(&self.key, "reconnecting", || {
-            format!("{}: {e}; reconnecting", self.key)
+            format!("{}: {why}; reconnecting", self.key)
         });
         {
             let mut status = self.shared.status();
             status.polling = false;
             status.state = LinkState::BackingOff;
-            status.last_error = Some(e.to_string());
+            status.last_error = Some(why.clone());
         }
         if was_up {
             notify(
                 &self.events,
                 LinkEvent::Changed(LinkChange::Down {
                     endpoint: self.key.clone(),
-                    reason: e.to_string(),
+                    reason: why,
                     for_good: false,
                 }),
             );
@@ -435,8 +441,8 @@ impl ResearcherLink {
 
     /// Stop for good: the link never reconnects; the controller is told.
     fn fail(&mut self, e: NodeError, ctx: &mut Context<Self>) {
-        log::error!("{}: {e}; the link stops for good", self.key);
-        let reason = e.to_string();
+        let reason = ErrorChain(&e).to_string();
+        log::error!("{}: {reason}; the link stops for good", self.key);
         self.life.fail();
         {
             let mut status = self.shared.status();
@@ -469,11 +475,8 @@ async fn dial(
         endpoint: key.to_string(),
         source: Box::new(e),
     };
-    let opts = ChannelOptions::default()
-        .connect_timeout(config.connect_timeout)
-        .keepalive_interval(config.effective_keepalive())
-        .keepalive_timeout(config.keepalive_timeout)
-        .window_sizes(config.stream_window, config.connection_window);
+    let mut opts = config.channel.clone();
+    opts.keepalive_interval = config.effective_keepalive();
     if endpoint.trust == tls::TrustPolicy::Plaintext {
         let channel = tls::connect_plaintext_channel(&endpoint.host, endpoint.port, &opts)
             .await
@@ -489,7 +492,7 @@ async fn dial(
         &endpoint.host,
         endpoint.port,
         config.client_identity.as_ref(),
-        config.connect_timeout,
+        config.channel.connect_timeout,
     )
     .await
     .map_err(tls_error)?;

@@ -24,7 +24,7 @@
 //! logged with its reason and dropped; the link keeps polling.
 //!
 //! A task whose `request_id` this link received lately (the last
-//! `ControllerConfig::dedup_window` ids, [`RecentIds`]) is dropped with a
+//! `ControllerConfig::queues.dedup_window` ids, [`RecentIds`]) is dropped with a
 //! debug line: a researcher resends the tasks written to a connection that
 //! was cut, and some of them had arrived.
 //!
@@ -72,6 +72,7 @@ use crate::wire::{
     check_id, echo, BufferPool, Envelope, Hold, IdKind, MessageDecoder, Reassembler, ReceiveBudget,
     WireError, PROTOCOL_VERSION,
 };
+use crate::ErrorChain;
 
 /// Turns the frames of a poll into checked tasks.
 #[derive(Debug)]
@@ -390,7 +391,8 @@ impl Poller {
     }
 
     fn bad_task(&self, e: NodeError) {
-        self.log.warn(&self.endpoint, "bad task", || e.to_string());
+        self.log
+            .warn(&self.endpoint, "bad task", || ErrorChain(&e).to_string());
         self.shared.status().bad_tasks += 1;
     }
 
@@ -860,7 +862,10 @@ mod tests {
         let huge = "R".repeat(1 << 20);
         let e = feed(&mut a, frame(1, 1, task(&huge, "7", 0))).unwrap_err();
         assert!(e.is_bad_task() && !e.is_fatal(), "{e}");
-        assert!(e.to_string().len() < 300, "{}", e.to_string().len());
+        // What is logged (the error and its causes) stays short.
+        let logged = ErrorChain(&e).to_string();
+        assert!(logged.len() < 300, "{}", logged.len());
+        assert!(logged.contains("researcher id"), "{logged}");
         // Not learnt from a bad task.
         assert_eq!(a.researcher_id(), None);
         let mut t = Envelope::decode(task("R1", "7", 0)).unwrap();

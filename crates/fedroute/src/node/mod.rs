@@ -27,7 +27,7 @@
 //! - Duplicate tasks: a fedroute researcher sends again the tasks written to
 //!   a connection that was cut (it cannot know whether they arrived). A link
 //!   drops a task whose `request_id` is among the last
-//!   `ControllerConfig::dedup_window` ids it received (default 4,096; a
+//!   [`QueueSettings::dedup_window`] ids it received (default 4,096; a
 //!   debug line is logged), so the handler sees each task once. Fed-BioMed
 //!   (Python) nodes do not deduplicate: for them a cut may deliver a task
 //!   twice, as with Fed-BioMed's own researcher (which requeues cut tasks up
@@ -43,7 +43,7 @@
 //!   the first copy, matched by request id).
 //! - A message the researcher keeps refusing (a gRPC error that is not a
 //!   transport failure) is retried alone and dropped with an error log after
-//!   `max_rejections` attempts, so it cannot block the queue.
+//!   [`ReplySettings::max_rejections`] attempts, so it cannot block the queue.
 //! - Security: a researcher id that changes for an endpoint (in the
 //!   certificate or in a task) stops that link for good; `Status` says why.
 //! - A handler that stops (or panics): the links poll no further task and
@@ -69,7 +69,10 @@ mod sender;
 mod shared;
 mod status;
 
-pub use config::{ControllerConfig, ReplyStreamMode};
+pub use config::{
+    ControllerConfig, PollSettings, QueueSettings, ReconnectSettings, ReplySettings,
+    ReplyStreamMode,
+};
 pub use controller::{Controller, ControllerBuilder};
 pub use endpoint::ResearcherEndpoint;
 pub use error::NodeError;

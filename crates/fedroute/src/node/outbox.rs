@@ -16,9 +16,6 @@ use std::collections::VecDeque;
 use crate::proto;
 use crate::wire::Payload;
 
-/// Default bound of a link's outgoing queue (messages).
-pub(super) const DEFAULT_QUEUE_CAPACITY: usize = 4096;
-
 /// One message waiting to go to a researcher.
 #[derive(Debug, Clone)]
 pub(super) enum Outgoing {
@@ -43,9 +40,6 @@ impl Outgoing {
         matches!(self, Outgoing::Feedback(_))
     }
 }
-
-/// Default bound of a link's outgoing queue (payload bytes).
-pub(super) const DEFAULT_QUEUE_MAX_BYTES: usize = 1 << 30;
 
 /// A bounded FIFO with peek-then-acknowledge removal, bounded both in items
 /// and in bytes (`size` measures an item).

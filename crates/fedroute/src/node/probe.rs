@@ -5,9 +5,10 @@
 //! would come back up to 2 s after the researcher. So while a link is down
 //! and its last attempt failed to connect at all, the link does not sleep
 //! the back-off: it *knocks*, opening a bare TCP connection to the
-//! researcher's port (no TLS, closed at once) every [`DEFAULT_PROBE_INTERVAL`]
-//! (100 ms, with up to a fifth more of jitter so that many nodes spread
-//! out) for the first [`DEFAULT_PROBE_FAST_FOR`] (a minute) of the outage,
+//! researcher's port (no TLS, closed at once) every
+//! [`probe_interval`](super::ReconnectSettings::probe_interval) (100 ms, with up to a fifth more of
+//! jitter so that many nodes spread out) for the first
+//! [`probe_fast_for`](super::ReconnectSettings::probe_fast_for) (a minute) of the outage,
 //! then every [`PROBE_SLOW_INTERVAL`] (1 s) or the back-off cap if longer.
 //! As soon as a knock connects, the full TLS and gRPC reconnect starts.
 //!
@@ -26,10 +27,6 @@
 
 use std::time::{Duration, Instant};
 
-/// Default time between knocks during the first part of an outage.
-pub(super) const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(100);
-/// Default length of that first part.
-pub(super) const DEFAULT_PROBE_FAST_FOR: Duration = Duration::from_secs(60);
 /// Least time between knocks after the first part.
 pub(super) const PROBE_SLOW_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -131,17 +128,23 @@ pub(super) async fn until_open(
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::ReconnectSettings;
     use super::*;
 
     #[test]
     fn fast_for_a_minute_then_about_once_a_second() {
         let t0 = Instant::now();
-        let fast = DEFAULT_PROBE_INTERVAL;
-        let mut s =
-            ProbeSchedule::with_seed(t0, fast, DEFAULT_PROBE_FAST_FOR, Duration::from_secs(2), 7);
+        let fast = ReconnectSettings::DEFAULT_PROBE_INTERVAL;
+        let mut s = ProbeSchedule::with_seed(
+            t0,
+            fast,
+            ReconnectSettings::DEFAULT_PROBE_FAST_FOR,
+            Duration::from_secs(2),
+            7,
+        );
         let mut now = t0;
         let mut knocks_first_minute = 0;
-        while now < t0 + DEFAULT_PROBE_FAST_FOR {
+        while now < t0 + ReconnectSettings::DEFAULT_PROBE_FAST_FOR {
             let w = s.next_wait(now);
             assert!(w >= fast && w <= fast + fast / 5, "{w:?}");
             now += w;

@@ -26,6 +26,7 @@ use super::progress::LinkClient;
 use super::shared::LinkShared;
 use crate::proto::TaskResult;
 use crate::wire;
+use crate::ErrorChain;
 
 /// Frames buffered ahead of the network on a persistent reply call.
 const STREAM_FRAME_BUFFER: usize = 8;
@@ -175,8 +176,9 @@ impl Pump {
                         return e;
                     }
                     log::error!(
-                        "{}: the researcher rejected the same message {n} times; it is dropped: {e}",
-                        self.endpoint
+                        "{}: the researcher rejected the same message {n} times; it is dropped: {}",
+                        self.endpoint,
+                        ErrorChain(&e)
                     );
                     self.shared.outbox().pop(1);
                     self.shared.status().rejected += 1;

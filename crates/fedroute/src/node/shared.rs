@@ -50,9 +50,9 @@ impl LinkShared {
     /// Fresh state for `endpoint`, with the queue bounds of `config`.
     pub(super) fn new(endpoint: String, config: &ControllerConfig) -> LinkShared {
         let (queue_capacity, queue_max_bytes, poll_mode) = (
-            config.queue_capacity,
-            config.queue_max_bytes,
-            config.poll_mode,
+            config.queues.capacity,
+            config.queues.max_bytes,
+            config.polling.mode,
         );
         LinkShared {
             outbox: Mutex::new(
@@ -68,7 +68,7 @@ impl LinkShared {
             draining: AtomicBool::new(false),
             rejections: AtomicU32::new(0),
             isolate: AtomicBool::new(false),
-            max_feedback: config.max_queued_feedback,
+            max_feedback: config.queues.max_feedback,
         }
     }
 

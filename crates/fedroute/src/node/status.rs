@@ -93,7 +93,7 @@ pub struct LinkStatus {
     /// Messages the researcher rejected repeatedly and that were dropped (logged).
     pub rejected: u64,
     /// Forwarded log records dropped because the link's feedback queue was
-    /// full (`ControllerConfig::max_queued_feedback`).
+    /// full (`ControllerConfig::queues.max_feedback`).
     pub feedback_dropped: u64,
     /// Messages waiting in the outgoing queue (including one being sent).
     pub queue_depth: usize,

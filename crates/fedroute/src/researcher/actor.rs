@@ -25,6 +25,7 @@ use super::status::later;
 use super::table::{Admission, NodeTable};
 use crate::log_limit::PeerLog;
 use crate::wire::{echo, Envelope};
+use crate::ErrorChain;
 
 /// How long `Shutdown` waits for the gRPC server to finish its calls.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -190,16 +191,16 @@ impl Researcher {
     ) -> Researcher {
         Researcher {
             settings: AgentSettings {
-                task_ttl: config.task_ttl,
-                queue_capacity: config.node_queue_capacity,
-                max_task_retries: config.max_task_retries,
-                disconnection_timeout: config.disconnection_timeout,
+                task_ttl: config.nodes.task_ttl,
+                queue_capacity: config.nodes.queue_capacity,
+                max_task_retries: config.nodes.max_task_retries,
+                disconnection_timeout: config.nodes.disconnection_timeout,
                 lifecycle: Arc::new(PeerLog::new(LIFECYCLE_LINES)),
             },
-            max_nodes: config.max_nodes,
-            forget_after: config.forget_after,
-            agents: NodeTable::new(config.max_nodes, config.forget_after),
-            pending: PendingTable::new(config.max_pending_requests),
+            max_nodes: config.limits.max_nodes,
+            forget_after: config.nodes.forget_after,
+            agents: NodeTable::new(config.limits.max_nodes, config.nodes.forget_after),
+            pending: PendingTable::new(config.limits.max_pending_requests),
             events,
             server: None,
             shutting_down: false,
@@ -371,7 +372,7 @@ impl Handler<Undeliverable> for Researcher {
         self.emit(ResearcherEvent::Undelivered {
             node_id: msg.node_id,
             request_id: msg.request_id,
-            reason: msg.error.to_string(),
+            reason: ErrorChain(&msg.error).to_string(),
         });
     }
 }
@@ -403,7 +404,7 @@ impl Handler<Broadcast> for Researcher {
                     match fut.await {
                         Ok(Ok(())) => Some(id),
                         Ok(Err(e)) => {
-                            log::warn!("broadcast not queued for node {id}: {e}");
+                            log::warn!("broadcast not queued for node {id}: {}", ErrorChain(&e));
                             None
                         }
                         Err(e) => {
@@ -604,7 +605,9 @@ impl Handler<Shutdown> for Researcher {
             if let Some(mut done) = done {
                 match tokio::time::timeout(SHUTDOWN_GRACE, &mut done).await {
                     Ok(Ok(Ok(()))) => log::info!("researcher server stopped"),
-                    Ok(Ok(Err(e))) => log::warn!("researcher server ended with an error: {e}"),
+                    Ok(Ok(Err(e))) => {
+                        log::warn!("researcher server ended with an error: {}", ErrorChain(&e))
+                    }
                     Ok(Err(e)) => log::warn!("researcher server task failed: {e}"),
                     Err(_) => {
                         // Calls still open (a node holding a ReplyTask

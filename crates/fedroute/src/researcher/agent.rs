@@ -36,7 +36,7 @@
 //!
 //! A requeued task may in fact have reached the node: fedroute nodes drop a
 //! task whose `request_id` they received recently (a bounded window per
-//! link, `ControllerConfig::dedup_window`). Fed-BioMed (Python) nodes do not
+//! link, `ControllerConfig::queues.dedup_window`). Fed-BioMed (Python) nodes do not
 //! deduplicate, so for them a cut may deliver a task twice - as Fed-BioMed's
 //! own researcher does when it requeues a cut task (up to 5 times); the
 //! researcher keeps the first reply and drops the second as already

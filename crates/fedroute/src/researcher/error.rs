@@ -1,6 +1,8 @@
 //! [`ResearcherError`]: everything the researcher side can report to its
 //! caller. Each variant reads as a sentence and carries the values that
-//! explain it; variant docs name the configuration knob involved.
+//! explain it; variant docs name the configuration knob involved. A cause
+//! is returned by `source()`, not repeated in the message: print the error
+//! with [`crate::ErrorChain`] to show it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,7 +18,7 @@ pub enum ResearcherError {
         /// The node id asked for.
         node_id: String,
     },
-    /// The node's task queue is full (`ResearcherConfig::node_queue_capacity`,
+    /// The node's task queue is full (`ResearcherConfig::nodes.queue_capacity`,
     /// counting tasks being delivered).
     #[error("the task queue of node {node_id:?} is full ({capacity} tasks)")]
     QueueFull {
@@ -26,7 +28,7 @@ pub enum ResearcherError {
         capacity: usize,
     },
     /// Too many requests are waiting for replies
-    /// (`ResearcherConfig::max_pending_requests`).
+    /// (`ResearcherConfig::limits.max_pending_requests`).
     #[error("{limit} requests are already waiting for replies; request {request_id:?} refused")]
     TooManyPending {
         /// The refused request.
@@ -35,7 +37,7 @@ pub enum ResearcherError {
         limit: usize,
     },
     /// The researcher already serves its limit of node ids
-    /// (`ResearcherConfig::max_nodes`).
+    /// (`ResearcherConfig::limits.max_nodes`).
     #[error("node {node_id:?} refused: {limit} nodes are already known")]
     TooManyNodes {
         /// The refused node id.
@@ -66,7 +68,7 @@ pub enum ResearcherError {
         timeout: Duration,
     },
     /// The task stayed queued longer than its time to live
-    /// (`ResearcherConfig::task_ttl`) because the node did not poll.
+    /// (`ResearcherConfig::nodes.task_ttl`) because the node did not poll.
     #[error("task {request_id:?} for node {node_id:?} expired after {ttl:?} in the queue")]
     Expired {
         /// The node id.
@@ -77,7 +79,7 @@ pub enum ResearcherError {
         ttl: Duration,
     },
     /// The task's delivery was cut too many times
-    /// (`ResearcherConfig::max_task_retries`).
+    /// (`ResearcherConfig::nodes.max_task_retries`).
     #[error("task {request_id:?} for node {node_id:?} was cut {attempts} times while being delivered; given up")]
     RetriesExhausted {
         /// The node id.
@@ -91,13 +93,13 @@ pub enum ResearcherError {
     #[error("the researcher is shutting down")]
     ShuttingDown,
     /// An actor of the researcher is gone (it stopped or its mailbox closed).
-    #[error("the researcher actor is gone: {0}")]
+    #[error("the researcher actor is gone")]
     Mailbox(#[from] actix::MailboxError),
     /// Certificates or TLS configuration failed.
-    #[error("TLS set-up failed: {0}")]
+    #[error("TLS set-up failed")]
     Tls(#[from] crate::tls::TlsError),
     /// The listening socket could not be opened.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The configured listen address.
         addr: SocketAddr,
@@ -105,9 +107,9 @@ pub enum ResearcherError {
         source: std::io::Error,
     },
     /// The gRPC server could not be built.
-    #[error("the gRPC server failed: {0}")]
+    #[error("the gRPC server failed")]
     Server(#[from] tonic::transport::Error),
-    /// The configuration is inconsistent.
-    #[error("invalid researcher configuration: {0}")]
-    Config(String),
+    /// The configuration cannot work ([`ResearcherConfig::validate`](super::ResearcherConfig::validate)).
+    #[error("invalid researcher configuration")]
+    Config(#[from] crate::config::ConfigError),
 }

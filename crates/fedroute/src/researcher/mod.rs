@@ -9,7 +9,7 @@
 //! ```
 //!
 //! # Layout
-//! - `config` - [`ResearcherConfig`], limits and their defaults.
+//! - `config` - [`ResearcherConfig`] and its groups, with their defaults.
 //! - `error` - [`ResearcherError`].
 //! - `status` - node status ACTIVE / WAITING / DISCONNECTED (plain struct).
 //! - `queue` - a node's bounded task queue with time to live and retries.
@@ -46,7 +46,7 @@ mod status;
 mod table;
 
 pub use actor::{Broadcast, Nodes, PendingCount, Request, Researcher, SendToNode, Shutdown};
-pub use config::ResearcherConfig;
+pub use config::{Limits, ListenSettings, NodeSettings, ResearcherConfig, Timeouts};
 pub use error::ResearcherError;
 pub use events::ResearcherEvent;
 pub use node_tasks::NodeInfo;

@@ -3,7 +3,6 @@
 //! current runtime (inside the actix `System`).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use std::sync::Arc;
 
@@ -12,7 +11,7 @@ use tokio::sync::oneshot;
 use tonic::transport::Server;
 
 use super::actor::{Researcher, ServerControl, SetServer, Shutdown};
-use super::config::ResearcherConfig;
+use super::config::{Limits, ResearcherConfig};
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
 use super::incoming::{self, AcceptSettings, Connections};
@@ -20,17 +19,8 @@ use super::metered::Metered;
 use super::service::{ResearcherGrpc, ServiceParts};
 use crate::log_limit::PeerLog;
 use crate::proto::researcher_service_server::ResearcherServiceServer;
-use crate::tls::{self, CertificateDer};
+use crate::tls::{self, CertificateDer, ChannelOptions};
 use crate::wire::{BufferPool, MessageDecoder, ReceiveBudget, GRPC_MAX_MESSAGE_BYTES};
-
-/// HTTP/2 stream window: large enough that a 4 MB chunk does not wait for
-/// many window updates.
-const STREAM_WINDOW: u32 = 4 << 20;
-/// HTTP/2 connection window.
-const CONNECTION_WINDOW: u32 = 16 << 20;
-/// How long an unanswered keepalive ping may take before the connection is
-/// closed.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running researcher.
 #[derive(Clone, Debug)]
@@ -50,7 +40,7 @@ pub struct ResearcherHandle {
 
 impl ResearcherHandle {
     /// Bytes of partly received messages held right now, all nodes together
-    /// (at most [`ResearcherConfig::receive_budget_bytes`]).
+    /// (at most [`ReceiveLimits::budget_bytes`](crate::config::ReceiveLimits::budget_bytes)).
     pub fn receive_budget_in_use(&self) -> usize {
         self.receive_budget.in_use()
     }
@@ -63,7 +53,7 @@ impl ResearcherHandle {
 
 /// Starts a researcher: identity (loaded or generated), TLS (mutual when
 /// `client_ca` is set; plaintext only with `insecure`), the actor, and the
-/// gRPC server on `config.listen`. Must run inside an actix `System`.
+/// gRPC server on `config.listen.address`. Must run inside an actix `System`.
 /// Handler events go to `events` when given.
 ///
 /// ```
@@ -72,7 +62,8 @@ impl ResearcherHandle {
 /// use fedroute::wire::{Envelope, PingRequest};
 ///
 /// actix_rt::System::new().block_on(async {
-///     let config = ResearcherConfig::default().listen("127.0.0.1:0".parse().unwrap());
+///     let mut config = ResearcherConfig::default();
+///     config.listen.address = "127.0.0.1:0".parse().unwrap();
 ///     let handle = researcher::start(config, None).await.unwrap();
 ///     assert_ne!(handle.local_addr.port(), 0);
 ///     assert!(handle.researcher_id.starts_with("RESEARCHER_"));
@@ -94,32 +85,27 @@ pub async fn start(
     config: ResearcherConfig,
     events: Option<Recipient<ResearcherEvent>>,
 ) -> Result<ResearcherHandle, ResearcherError> {
-    config.validate().map_err(ResearcherError::Config)?;
-    if config.insecure && config.client_ca.is_some() {
-        return Err(ResearcherError::Config(
-            "insecure (plaintext) and client_ca (mutual TLS) exclude each other".into(),
-        ));
-    }
+    config.validate()?;
     tls::install_crypto_provider();
-    let identity = match &config.identity {
+    let identity = match &config.listen.identity {
         Some((cert, key)) => tls::load_researcher_identity(cert, key)?,
         None => tls::generate_researcher_identity(
-            config.researcher_id.as_deref(),
-            &config.certificate_host(),
+            config.listen.researcher_id.as_deref(),
+            &config.listen.certificate_host(),
         )?,
     };
 
     let bind_error = |source| ResearcherError::Bind {
-        addr: config.listen,
+        addr: config.listen.address,
         source,
     };
-    let listener = std::net::TcpListener::bind(config.listen).map_err(bind_error)?;
+    let listener = std::net::TcpListener::bind(config.listen.address).map_err(bind_error)?;
     listener.set_nonblocking(true).map_err(bind_error)?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
 
     let peer_log = Arc::new(PeerLog::new(config.peer_log_rate));
-    let budget = ReceiveBudget::new(config.receive_budget_bytes);
+    let budget = ReceiveBudget::new(config.receive.budget_bytes);
     let budget_view = budget.clone();
     let connections = Arc::new(Connections::default());
     let researcher = Researcher::new(&config, events.clone(), Arc::clone(&peer_log)).start();
@@ -128,47 +114,47 @@ pub async fn start(
         researcher: researcher.clone(),
         events,
         shutdown: cut_rx,
-        mutual_tls: config.client_ca.is_some(),
-        max_message_bytes: config.max_message_bytes,
-        stream_pipeline: config.stream_pipeline,
-        buffers: BufferPool::new(config.receive_buffer_bytes),
+        mutual_tls: config.listen.client_ca.is_some(),
+        max_message_bytes: config.receive.max_message_bytes,
+        stream_pipeline: config.nodes.stream_pipeline,
+        buffers: BufferPool::new(config.receive.buffer_bytes),
         budget: budget.clone(),
-        decoder: MessageDecoder::new(config.decode_limits, config.decode_threads),
-        stall_timeout: config.stall_timeout,
+        decoder: MessageDecoder::new(config.receive.decode_limits, config.receive.decode_threads),
+        stall_timeout: config.receive.stall_timeout,
         peer_log,
     }))
-    .max_decoding_message_size(config.max_frame_bytes)
+    .max_decoding_message_size(config.receive.max_frame_bytes)
     .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES);
     let incoming = incoming::accept(
         listener,
         AcceptSettings {
-            max_connections: config.max_connections,
-            idle_timeout: config.idle_timeout,
-            quiet_timeout: config.quiet_timeout,
+            max_connections: config.limits.max_connections,
+            idle_timeout: config.timeouts.idle,
+            quiet_timeout: config.timeouts.quiet,
         },
         Arc::clone(&connections),
     );
 
     let mut builder = Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_concurrent_streams(Some(config.max_streams_per_connection))
-        .http2_keepalive_interval(Some(config.keepalive_interval))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
-    if config.insecure {
+        .initial_stream_window_size(Limits::STREAM_WINDOW)
+        .initial_connection_window_size(Limits::CONNECTION_WINDOW)
+        .max_concurrent_streams(Some(config.limits.max_streams_per_connection))
+        .http2_keepalive_interval(Some(config.timeouts.keepalive_interval))
+        .http2_keepalive_timeout(Some(ChannelOptions::DEFAULT_KEEPALIVE_TIMEOUT));
+    if config.listen.insecure {
         log::warn!(
             "researcher on {local_addr} serves PLAINTEXT gRPC (insecure mode): for interop and debugging only"
         );
     } else {
-        let tls_config = tls::server_tls_config(&identity, config.client_ca.as_deref())?
-            .timeout(config.handshake_timeout);
+        let tls_config = tls::server_tls_config(&identity, config.listen.client_ca.as_deref())?
+            .timeout(config.timeouts.handshake);
         builder = builder.tls_config(tls_config)?;
     }
     let (stop, stopped) = oneshot::channel::<()>();
     let router = builder.add_service(Metered::new(
         service,
         budget,
-        config.stall_timeout,
+        config.receive.stall_timeout,
         Arc::clone(&connections),
     ));
     let done = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
@@ -180,7 +166,7 @@ pub async fn start(
     log::info!(
         "researcher {} listening on {local_addr}{}",
         identity.researcher_id,
-        if config.client_ca.is_some() {
+        if config.listen.client_ca.is_some() {
             " (mutual TLS)"
         } else {
             ""

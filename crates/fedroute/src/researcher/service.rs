@@ -47,6 +47,7 @@ use crate::wire::{
     self, check_id, echo, BufferPool, Chunks, IdKind, MessageDecoder, Reassembler, ReceiveBudget,
     WireError,
 };
+use crate::ErrorChain;
 
 /// How long delivering an event to the handler may hold up the node's call.
 const EVENT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -124,7 +125,7 @@ impl Shared {
             Some(Ok(id)) => Ok(Some(id)),
             Some(Err(e)) => Err(Status::permission_denied(format!(
                 "the client certificate names no node: {}",
-                echo(&e.to_string())
+                echo(&ErrorChain(&e).to_string())
             ))),
             None => Err(Status::permission_denied(
                 "mutual TLS is required: no client certificate",
@@ -362,17 +363,17 @@ impl Drop for DetachGuard<'_> {
     }
 }
 
-/// The gRPC status for a researcher error met while serving a call.
+/// The gRPC status for a researcher error met while serving a call (its
+/// message holds the error's causes: the peer sees no `source()`).
 fn status_of(e: ResearcherError) -> Status {
+    let message = ErrorChain(&e).to_string();
     match e {
-        ResearcherError::ShuttingDown | ResearcherError::Mailbox(_) => {
-            Status::unavailable(e.to_string())
-        }
+        ResearcherError::ShuttingDown | ResearcherError::Mailbox(_) => Status::unavailable(message),
         ResearcherError::TooManyNodes { .. } | ResearcherError::QueueFull { .. } => {
-            Status::resource_exhausted(e.to_string())
+            Status::resource_exhausted(message)
         }
-        ResearcherError::NodeUnknown { .. } => Status::not_found(e.to_string()),
-        _ => Status::internal(e.to_string()),
+        ResearcherError::NodeUnknown { .. } => Status::not_found(message),
+        _ => Status::internal(message),
     }
 }
 
@@ -646,6 +647,20 @@ impl Drop for PollStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_carries_the_errors_causes() {
+        let status = status_of(ResearcherError::Mailbox(actix::MailboxError::Closed));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status
+                .message()
+                .starts_with("the researcher actor is gone: "),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().len() > "the researcher actor is gone: ".len());
+    }
 
     #[test]
     fn grpc_timeouts_parse() {

@@ -24,37 +24,41 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::dial::{dial, peer_leaf, server_name};
 use super::verify::LeafSlot;
-use super::{error_chain, TlsError};
+use super::TlsError;
+use crate::ErrorChain;
 
-/// Options of a channel opened by [`connect_channel`]. Chainable setters;
-/// the defaults are documented on each field.
+/// Options of a channel opened by [`connect_channel`]: start from
+/// `Default` and assign the fields to change (see [`crate::config`]).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ChannelOptions {
     /// Limit for TCP connect + TLS handshake + HTTP/2 handshake, for the first
-    /// connection and every reconnect. Default 10 s.
+    /// connection and every reconnect. Default: 10 s.
     pub connect_timeout: Duration,
     /// HTTP/2 keepalive ping interval; at least [`ChannelOptions::MIN_KEEPALIVE_INTERVAL`].
-    /// Default 60 s (as Fed-BioMed nodes).
+    /// Default: 60 s (as Fed-BioMed nodes).
     pub keepalive_interval: Duration,
     /// How long to wait for a keepalive ping's answer before the connection
-    /// is considered dead. Default 20 s.
+    /// is considered dead. Default: 20 s.
     pub keepalive_timeout: Duration,
-    /// Send keepalive pings while no RPC is open. Default true.
+    /// Send keepalive pings while no RPC is open. Default: true.
     pub keep_alive_while_idle: bool,
-    /// Set TCP_NODELAY on the socket. Default true.
+    /// Set TCP_NODELAY on the socket. Default: true.
     pub tcp_nodelay: bool,
     /// HTTP/2 initial stream window size; `None` keeps hyper's default.
+    /// Default: `None`.
     pub initial_stream_window_size: Option<u32>,
     /// HTTP/2 initial connection window size; `None` keeps hyper's default.
+    /// Default: `None`.
     pub initial_connection_window_size: Option<u32>,
 }
 
 impl Default for ChannelOptions {
     fn default() -> Self {
         ChannelOptions {
-            connect_timeout: Duration::from_secs(10),
-            keepalive_interval: Duration::from_secs(60),
-            keepalive_timeout: Duration::from_secs(20),
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            keepalive_interval: Self::DEFAULT_KEEPALIVE_INTERVAL,
+            keepalive_timeout: Self::DEFAULT_KEEPALIVE_TIMEOUT,
             keep_alive_while_idle: true,
             tcp_nodelay: true,
             initial_stream_window_size: None,
@@ -64,41 +68,17 @@ impl Default for ChannelOptions {
 }
 
 impl ChannelOptions {
+    /// Default of [`ChannelOptions::connect_timeout`] (10 s).
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default of [`ChannelOptions::keepalive_interval`] (60 s, as
+    /// Fed-BioMed nodes); also the researcher's (`researcher::Timeouts`).
+    pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+    /// Default of [`ChannelOptions::keepalive_timeout`] (20 s); the
+    /// researcher's server waits as long for its pings' answers.
+    pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
     /// The smallest HTTP/2 keepalive interval fedroute accepts: Fed-BioMed's
     /// Python server refuses pings closer than about 1.8 s apart.
     pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
-
-    /// Sets [`ChannelOptions::connect_timeout`].
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
-        self
-    }
-    /// Sets [`ChannelOptions::keepalive_interval`].
-    pub fn keepalive_interval(mut self, d: Duration) -> Self {
-        self.keepalive_interval = d;
-        self
-    }
-    /// Sets [`ChannelOptions::keepalive_timeout`].
-    pub fn keepalive_timeout(mut self, d: Duration) -> Self {
-        self.keepalive_timeout = d;
-        self
-    }
-    /// Sets [`ChannelOptions::keep_alive_while_idle`].
-    pub fn keep_alive_while_idle(mut self, on: bool) -> Self {
-        self.keep_alive_while_idle = on;
-        self
-    }
-    /// Sets [`ChannelOptions::tcp_nodelay`].
-    pub fn tcp_nodelay(mut self, on: bool) -> Self {
-        self.tcp_nodelay = on;
-        self
-    }
-    /// Sets both HTTP/2 initial window sizes (stream, connection).
-    pub fn window_sizes(mut self, stream: Option<u32>, connection: Option<u32>) -> Self {
-        self.initial_stream_window_size = stream;
-        self.initial_connection_window_size = connection;
-        self
-    }
 
     /// Checks the options (keepalive interval not below the minimum).
     pub fn validate(&self) -> Result<(), TlsError> {
@@ -209,7 +189,7 @@ pub async fn connect_channel_with_peer(
     .map_err(|_| timeout_error())?
     .map_err(|e| TlsError::Channel {
         uri: uri_text.clone(),
-        reason: error_chain(&e),
+        reason: ErrorChain(&e).to_string(),
     })?;
     Ok(ConnectedChannel {
         channel,
@@ -240,7 +220,7 @@ pub(crate) async fn connect_plaintext_channel(
         })?
         .map_err(|e| TlsError::Channel {
             uri: uri_text,
-            reason: error_chain(&e),
+            reason: ErrorChain(&e).to_string(),
         })
 }
 
@@ -312,5 +292,33 @@ impl tower::Service<Uri> for TlsConnector {
             *this.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(leaf);
             Ok(TokioIo::new(tls))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_values() {
+        let ChannelOptions {
+            connect_timeout,
+            keepalive_interval,
+            keepalive_timeout,
+            keep_alive_while_idle,
+            tcp_nodelay,
+            initial_stream_window_size,
+            initial_connection_window_size,
+        } = ChannelOptions::default();
+        assert_eq!(connect_timeout, Duration::from_secs(10));
+        assert_eq!(keepalive_interval, Duration::from_secs(60));
+        assert_eq!(keepalive_timeout, Duration::from_secs(20));
+        assert!(keep_alive_while_idle && tcp_nodelay);
+        assert_eq!(initial_stream_window_size, None);
+        assert_eq!(initial_connection_window_size, None);
+        assert_eq!(
+            crate::config::fields_without_default(include_str!("channel.rs")),
+            Vec::<String>::new()
+        );
     }
 }

@@ -16,6 +16,7 @@ use super::identity::{researcher_id_of, ClientIdentity};
 use super::pem::load_certificates;
 use super::verify::{AcceptAnyServerCert, LeafSlot, PinnedCertVerifier};
 use super::{crypto_provider, TlsError, ALPN_H2};
+use crate::ErrorChain;
 
 /// How a node decides to trust a researcher's certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,7 +155,8 @@ pub async fn fetch_server_certificate(
                 return match recorded {
                     Some(leaf) => {
                         log::debug!(
-                            "TLS: the handshake with {host}:{port} failed after the server proved its certificate ({e}); keeping the certificate"
+                            "TLS: the handshake with {host}:{port} failed after the server proved its certificate ({}); keeping the certificate",
+                            ErrorChain(&e)
                         );
                         Ok(leaf)
                     }
@@ -235,7 +237,10 @@ fn pinned_server(
     let researcher_id = match researcher_id_of(&cert) {
         Ok(id) => Some(id),
         Err(e) => {
-            log::warn!("TLS: the trusted server certificate carries no researcher id: {e}");
+            log::warn!(
+                "TLS: the trusted server certificate carries no researcher id: {}",
+                ErrorChain(&e)
+            );
             None
         }
     };

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 /// Everything that can go wrong while generating, loading or using
 /// certificates and TLS connections. Each variant reads as a sentence and
-/// carries the values (file, host, port) that explain it.
+/// carries the values (file, host, port) that explain it; a cause is
+/// returned by `source()`, not repeated in the message (print the error
+/// with [`crate::ErrorChain`] to show it).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
@@ -20,7 +22,7 @@ pub enum TlsError {
         port: u16,
     },
     /// A certificate, key or CA file could not be read.
-    #[error("could not read the {what} file {path}: {source}")]
+    #[error("could not read the {what} file {path}")]
     ReadFile {
         /// What the file was expected to hold ("certificate", "private key", "CA bundle").
         what: &'static str,
@@ -30,7 +32,7 @@ pub enum TlsError {
         source: std::io::Error,
     },
     /// A certificate or key file could not be written.
-    #[error("could not write the {what} file {path}: {source}")]
+    #[error("could not write the {what} file {path}")]
     WriteFile {
         /// What the file holds.
         what: &'static str,
@@ -67,7 +69,7 @@ pub enum TlsError {
     #[error("a researcher or node id must not be empty")]
     EmptyId,
     /// rcgen could not generate a key or certificate.
-    #[error("could not generate the {what}: {source}")]
+    #[error("could not generate the {what}")]
     Generate {
         /// What was being generated.
         what: &'static str,
@@ -75,7 +77,7 @@ pub enum TlsError {
         source: rcgen::Error,
     },
     /// rustls refused a configuration (for example a key that does not match its certificate).
-    #[error("rustls refused the {what} configuration: {source}")]
+    #[error("rustls refused the {what} configuration")]
     Config {
         /// Which configuration ("server", "client", "client identity").
         what: &'static str,
@@ -97,7 +99,7 @@ pub enum TlsError {
         host: String,
     },
     /// The TCP connection could not be opened.
-    #[error("could not connect to {host}:{port}: {source}")]
+    #[error("could not connect to {host}:{port}")]
     Connect {
         /// The host dialled.
         host: String,
@@ -107,7 +109,7 @@ pub enum TlsError {
         source: std::io::Error,
     },
     /// The TLS handshake failed (untrusted certificate, protocol error, peer closed).
-    #[error("the TLS handshake with {host}:{port} failed: {source}")]
+    #[error("the TLS handshake with {host}:{port} failed")]
     Handshake {
         /// The host dialled.
         host: String,
@@ -168,20 +170,4 @@ pub enum TlsError {
         /// tonic's error with its whole source chain.
         reason: String,
     },
-}
-
-/// Formats an error with its whole `source()` chain (tonic's transport
-/// errors say only "transport error" at the top).
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        let inner_text = inner.to_string();
-        if !text.contains(&inner_text) {
-            text.push_str(": ");
-            text.push_str(&inner_text);
-        }
-        source = inner.source();
-    }
-    text
 }

@@ -71,7 +71,6 @@ pub use client::{
     ca_client_config, fetch_server_certificate, pinned_client_config, trusted_client_config,
     TrustPolicy, TrustedServer,
 };
-pub(crate) use error::error_chain;
 pub use error::TlsError;
 pub use identity::{
     generate_researcher_identity, generate_researcher_identity_for_hosts, load_researcher_identity,
@@ -79,6 +78,7 @@ pub use identity::{
     RESEARCHER_ID_PREFIX,
 };
 pub use rustls_pki_types::CertificateDer;
+pub(crate) use server::SERVER_HANDSHAKE_TIMEOUT;
 pub use server::{authorize_node, peer_node_id, server_rustls_config, server_tls_config};
 
 /// The ALPN protocol id of HTTP/2.

@@ -26,12 +26,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::error::WireError;
-
-/// Default receive budget of a researcher or a node (2 GiB and 16 MiB): one
-/// message of the default maximum size with two frames more, or twenty
-/// 100 MiB models arriving at once, or a hundred of 16 MiB.
-pub(crate) const DEFAULT_RECEIVE_BUDGET_BYTES: usize =
-    super::reassemble::DEFAULT_MAX_MESSAGE_BYTES + 2 * super::DEFAULT_MAX_FRAME_BYTES;
+use crate::config::ReceiveLimits;
 
 /// A byte budget shared by every clone; see the module documentation.
 #[derive(Clone, Debug)]
@@ -56,9 +51,9 @@ struct Inner {
 pub(crate) const MAX_WAITING: usize = 32;
 
 impl Default for ReceiveBudget {
-    /// A budget of [`DEFAULT_RECEIVE_BUDGET_BYTES`].
+    /// A budget of [`ReceiveLimits::DEFAULT_BUDGET_BYTES`].
     fn default() -> ReceiveBudget {
-        ReceiveBudget::new(DEFAULT_RECEIVE_BUDGET_BYTES)
+        ReceiveBudget::new(ReceiveLimits::DEFAULT_BUDGET_BYTES)
     }
 }
 

@@ -38,7 +38,7 @@ pub enum WireError {
     /// Arrays and maps are nested deeper than the decoder accepts.
     #[error("msgpack nesting deeper than the limit of {limit} levels at byte {offset}")]
     TooDeep {
-        /// The depth limit ([`crate::wire::MAX_DEPTH`]).
+        /// The depth limit ([`DecodeLimits::max_depth`](crate::wire::DecodeLimits::max_depth)).
         limit: usize,
         /// Where the value that crossed the limit starts.
         offset: usize,

@@ -28,8 +28,9 @@
 //! booleans or small integers (13x to 40x; 200,000 of them fit the floor),
 //! and claims that no input can back. A message that needs more is refused
 //! for good, with an error naming `DecodeLimits`: raise
-//! `ResearcherConfig::decode_limits` or `ControllerConfig::decode_limits`
-//! where such messages are legitimate.
+//! `receive.decode_limits` of `ResearcherConfig` or `ControllerConfig`
+//! ([`crate::config::ReceiveLimits::decode_limits`]) where such messages
+//! are legitimate.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -53,20 +54,6 @@ pub(super) const TREE_NODE_BYTES: usize = std::mem::size_of::<Value>();
 /// blocks).
 pub(super) const ALLOCATION_BYTES: usize = 32;
 
-/// Default bytes of tree allowed per byte of input (see the module docs).
-pub(crate) const DEFAULT_TREE_BYTES_PER_INPUT_BYTE: usize = 8;
-
-/// Default bytes of tree any message may use, whatever its size (8 MiB).
-pub(crate) const DEFAULT_TREE_BYTES_FLOOR: usize = 8 << 20;
-
-/// Default most bytes of tree for one message (1 GiB).
-pub(crate) const DEFAULT_MAX_TREE_BYTES: usize = 1 << 30;
-
-/// How deep arrays and maps may nest before decoding refuses the input.
-/// Fed-BioMed messages nest a handful of levels; the limit keeps a hostile
-/// payload from exhausting the stack.
-pub const MAX_DEPTH: usize = 128;
-
 /// Bounds on decoding one message; see the module documentation.
 ///
 /// ```
@@ -79,30 +66,41 @@ pub const MAX_DEPTH: usize = 128;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeLimits {
-    /// Deepest nesting of arrays and maps. Default [`MAX_DEPTH`] (128).
+    /// Deepest nesting of arrays and maps. Default: 128.
     pub max_depth: usize,
-    /// Bytes of tree allowed per byte of input.
-    /// Default `DEFAULT_TREE_BYTES_PER_INPUT_BYTE` (8).
+    /// Bytes of tree allowed per byte of input. Default: 8.
     pub tree_bytes_per_input_byte: usize,
-    /// Bytes of tree any message may use. Default `DEFAULT_TREE_BYTES_FLOOR` (8 MiB).
+    /// Bytes of tree any message may use. Default: 8 MiB.
     pub tree_bytes_floor: usize,
     /// Most bytes of tree for one message, whatever its size.
-    /// Default `DEFAULT_MAX_TREE_BYTES` (1 GiB).
+    /// Default: 1 GiB.
     pub max_tree_bytes: usize,
 }
 
 impl Default for DecodeLimits {
     fn default() -> DecodeLimits {
         DecodeLimits {
-            max_depth: MAX_DEPTH,
-            tree_bytes_per_input_byte: DEFAULT_TREE_BYTES_PER_INPUT_BYTE,
-            tree_bytes_floor: DEFAULT_TREE_BYTES_FLOOR,
-            max_tree_bytes: DEFAULT_MAX_TREE_BYTES,
+            max_depth: Self::DEFAULT_MAX_DEPTH,
+            tree_bytes_per_input_byte: Self::DEFAULT_TREE_BYTES_PER_INPUT_BYTE,
+            tree_bytes_floor: Self::DEFAULT_TREE_BYTES_FLOOR,
+            max_tree_bytes: Self::DEFAULT_MAX_TREE_BYTES,
         }
     }
 }
 
 impl DecodeLimits {
+    /// Default of [`DecodeLimits::max_depth`] (128): Fed-BioMed messages
+    /// nest a handful of levels; the limit keeps a hostile payload from
+    /// exhausting the stack.
+    pub const DEFAULT_MAX_DEPTH: usize = 128;
+    /// Default of [`DecodeLimits::tree_bytes_per_input_byte`] (8; see the
+    /// module documentation).
+    pub const DEFAULT_TREE_BYTES_PER_INPUT_BYTE: usize = 8;
+    /// Default of [`DecodeLimits::tree_bytes_floor`] (8 MiB).
+    pub const DEFAULT_TREE_BYTES_FLOOR: usize = 8 << 20;
+    /// Default of [`DecodeLimits::max_tree_bytes`] (1 GiB).
+    pub const DEFAULT_MAX_TREE_BYTES: usize = 1 << 30;
+
     /// The bytes of tree a message of `input_len` bytes may decode to.
     pub fn tree_budget(&self, input_len: usize) -> usize {
         input_len
@@ -168,6 +166,24 @@ impl TreeBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_values() {
+        let DecodeLimits {
+            max_depth,
+            tree_bytes_per_input_byte,
+            tree_bytes_floor,
+            max_tree_bytes,
+        } = DecodeLimits::default();
+        assert_eq!(max_depth, 128);
+        assert_eq!(tree_bytes_per_input_byte, 8);
+        assert_eq!(tree_bytes_floor, 8 << 20);
+        assert_eq!(max_tree_bytes, 1 << 30);
+        assert_eq!(
+            crate::config::fields_without_default(include_str!("limits.rs")),
+            Vec::<String>::new()
+        );
+    }
 
     #[test]
     fn the_budget_grows_with_the_input_between_the_floor_and_the_cap() {

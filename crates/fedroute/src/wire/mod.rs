@@ -31,7 +31,7 @@ mod reassemble;
 mod value;
 mod version;
 
-pub(crate) use budget::{Hold, ReceiveBudget, WaitPlace, DEFAULT_RECEIVE_BUDGET_BYTES};
+pub(crate) use budget::{Hold, ReceiveBudget, WaitPlace};
 pub use chunk::{chunks, chunks_of, frame_count, Chunks, Frame, CHUNK_SIZE};
 pub use echo::{echo, shortened};
 pub use encode::encode_to_bytes;
@@ -41,7 +41,7 @@ pub use feedback::{Feedback, FeedbackMessage, Log, Scalar};
 pub(crate) use ident::check_id;
 pub use ident::IdKind;
 pub use json::{to_json, to_json_pretty};
-pub use limits::{DecodeLimits, MAX_DEPTH};
+pub use limits::DecodeLimits;
 pub use message::new_request_id;
 pub use message::{
     ApprovalReply, ApprovalRequest, ErrorMessage, FieldValue, Fields, ListReply, ListRequest,
@@ -49,18 +49,13 @@ pub use message::{
     Typed,
 };
 pub use ndarray::NdArray;
-pub(crate) use offload::{MessageDecoder, DEFAULT_DECODE_THREADS, OFF_LOOP_MIN_BYTES};
+pub(crate) use offload::{MessageDecoder, OFF_LOOP_MIN_BYTES};
 pub use payload::{encode_payload, Payload, SHARED_MIN_BYTES};
-pub use pool::{BufferPool, DEFAULT_RECEIVE_BUFFER_BYTES};
-pub use reassemble::{Reassembler, DEFAULT_MAX_MESSAGE_BYTES};
+pub use pool::BufferPool;
+pub use reassemble::Reassembler;
 pub use value::{decode_value, decode_value_with, Value};
 pub use version::{check_version, VersionCompat, PROTOCOL_VERSION};
 
 /// gRPC message size limit for what fedroute sends (as Fed-BioMed); its
 /// frames are [`CHUNK_SIZE`] bytes.
 pub const GRPC_MAX_MESSAGE_BYTES: usize = 100 * 1024 * 1024;
-
-/// Default largest gRPC message (one frame) fedroute accepts from a peer
-/// (8 MiB): twice the frames fedroute and Fed-BioMed send, and what a peer
-/// can make the gRPC layer buffer per stream before fedroute sees a frame.
-pub(crate) const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 20;

@@ -24,9 +24,6 @@ use super::limits::DecodeLimits;
 /// Messages at least this large are decoded off the event loop (1 MiB).
 pub(crate) const OFF_LOOP_MIN_BYTES: usize = 1 << 20;
 
-/// Default number of large messages decoded at the same time.
-pub(crate) const DEFAULT_DECODE_THREADS: usize = 2;
-
 /// Decodes messages within limits, large ones off the event loop; cheap to
 /// clone (clones share the thread bound).
 #[derive(Clone, Debug)]

@@ -42,10 +42,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
 
-/// Default limit of a pool (256 MiB): a 100 MiB model's buffer is kept, a
-/// 1 GiB one is not.
-pub const DEFAULT_RECEIVE_BUFFER_BYTES: usize = 256 << 20;
-
 /// A bounded set of reusable receive buffers; see the module documentation.
 #[derive(Clone, Debug, Default)]
 pub struct BufferPool {

@@ -50,9 +50,6 @@ use super::budget::{Hold, ReceiveBudget};
 use super::error::{FrameProblem, WireError};
 use super::pool::BufferPool;
 
-/// Default limit on a reassembled message (2 GiB).
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 2 << 30;
-
 /// The capacity a message buffer grows to when `needed` bytes must fit and
 /// it has `current`: at least double, never past the claimed `bound` while
 /// the data fits it, never past `max` (the message limit) once a sender
@@ -140,7 +137,7 @@ impl Buffer {
 
 impl Default for Reassembler {
     fn default() -> Self {
-        Reassembler::new(DEFAULT_MAX_MESSAGE_BYTES)
+        Reassembler::new(crate::config::ReceiveLimits::DEFAULT_MAX_MESSAGE_BYTES)
     }
 }
 

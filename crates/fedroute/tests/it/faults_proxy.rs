@@ -73,13 +73,11 @@ async fn setup_with(poll_mode: fedroute::node::PollMode) -> Setup {
     let proxy = Proxy::start(handle.local_addr).await;
     let (seen_tx, seen) = mpsc::unbounded_channel();
     let app = App { seen: seen_tx }.start();
-    let config = ControllerConfig {
-        poll_mode,
-        backoff_first: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(100),
-        connect_timeout: Duration::from_secs(5),
-        ..ControllerConfig::default()
-    };
+    let mut config = ControllerConfig::default();
+    config.polling.mode = poll_mode;
+    config.reconnect.backoff_first = Duration::from_millis(10);
+    config.reconnect.backoff_max = Duration::from_millis(100);
+    config.channel.connect_timeout = Duration::from_secs(5);
     let controller = Controller::builder(NODE)
         .name("cut node")
         .researchers(vec![ResearcherEndpoint::trust_on_first_use(

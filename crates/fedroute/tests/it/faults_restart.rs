@@ -31,18 +31,18 @@ impl Handler<fedroute::node::TaskReceived> for Quiet {
 }
 
 fn config(port: u16) -> ResearcherConfig {
-    ResearcherConfig::default()
-        .listen(SocketAddr::from(([127, 0, 0, 1], port)))
-        .researcher_id(RID)
+    let mut config = ResearcherConfig::default();
+    config.listen.address = SocketAddr::from(([127, 0, 0, 1], port));
+    config.listen.researcher_id = Some(RID.to_string());
+    config
 }
 
 fn fast() -> ControllerConfig {
-    ControllerConfig {
-        backoff_first: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(200),
-        connect_timeout: Duration::from_secs(2),
-        ..ControllerConfig::default()
-    }
+    let mut config = ControllerConfig::default();
+    config.reconnect.backoff_first = Duration::from_millis(10);
+    config.reconnect.backoff_max = Duration::from_millis(200);
+    config.channel.connect_timeout = Duration::from_secs(2);
+    config
 }
 
 fn node(id: &str, port: u16, config: ControllerConfig) -> Addr<Controller> {
@@ -156,14 +156,9 @@ async fn a_reply_queued_during_an_outage_is_not_refused_after_the_restart() {
         let mut r = Crashable::start(config(0));
         let port = r.addr.port();
         let id = "NODE_settled";
-        let c = node(
-            id,
-            port,
-            ControllerConfig {
-                poll_mode: fedroute::node::PollMode::Streaming,
-                ..fast()
-            },
-        );
+        let mut streaming = fast();
+        streaming.polling.mode = fedroute::node::PollMode::Streaming;
+        let c = node(id, port, streaming);
         r.connected(id).await;
         r.kill();
         wait_connected(&c, false).await;

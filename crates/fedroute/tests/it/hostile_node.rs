@@ -9,7 +9,7 @@ use crate::node_support;
 
 use bytes::Bytes;
 use faults_support::{script_of, EvilResearcher, Script};
-use fedroute::node::{ControllerConfig, PollMode, ResearcherEndpoint, Status as LinkStatusMsg};
+use fedroute::node::{PollMode, ResearcherEndpoint, Status as LinkStatusMsg};
 use fedroute::proto::TaskResponse;
 use fedroute::wire::{Envelope, Value, CHUNK_SIZE};
 
@@ -134,10 +134,8 @@ fn good(researcher_id: &str, n: usize) -> Script {
 async fn bad_tasks_are_dropped(mode: PollMode, streaming_server: bool) {
     let _ = env_logger::builder().is_test(true).try_init();
     let evil = EvilResearcher::start(streaming_server).await;
-    let config = ControllerConfig {
-        poll_mode: mode,
-        ..node_support::fast_config()
-    };
+    let mut config = node_support::fast_config();
+    config.polling.mode = mode;
     let endpoint = ResearcherEndpoint::trust_on_first_use("127.0.0.1", evil.addr.port());
     let (controller, mut seen) =
         node_support::start_node("NODE_target", vec![endpoint], config, false);

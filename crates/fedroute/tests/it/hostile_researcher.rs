@@ -273,8 +273,8 @@ fn hostile_replies(rng: &mut StdRng) -> Vec<Case> {
 
     // Deep nesting, bare or inside a valid reply.
     for depth in [
-        wire::MAX_DEPTH + 1,
-        wire::MAX_DEPTH + 2,
+        wire::DecodeLimits::DEFAULT_MAX_DEPTH + 1,
+        wire::DecodeLimits::DEFAULT_MAX_DEPTH + 2,
         1_000,
         100_000,
         1_000_000,

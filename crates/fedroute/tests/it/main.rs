@@ -8,6 +8,7 @@ use fedroute_testkit::researcher as researcher_support;
 use fedroute_testkit::tls as tls_support;
 
 mod cli_examples;
+mod config_readme;
 mod faults_proxy;
 mod faults_restart;
 mod hostile_node;

@@ -121,10 +121,8 @@ async fn a_refused_message_does_not_block_the_queue() {
 async fn a_full_queue_is_an_error_not_unbounded_memory() {
     let mut researcher = MiniResearcher::start(0, None, true);
     let id = researcher.researcher_id.clone();
-    let config = fedroute::node::ControllerConfig {
-        queue_capacity: 3,
-        ..fast_config()
-    };
+    let mut config = fast_config();
+    config.queues.capacity = 3;
     let (controller, _seen) = start_node("NODE_q", vec![endpoint_of(&researcher)], config, false);
     researcher.next_poll().await;
     researcher.stop();

@@ -20,10 +20,8 @@ fn ping(researcher: &RealResearcher) -> Envelope {
 
 async fn request_reply(mode: PollMode) {
     let mut researcher = RealResearcher::start(0, None).await;
-    let config = ControllerConfig {
-        poll_mode: mode,
-        ..fast_config()
-    };
+    let mut config = fast_config();
+    config.polling.mode = mode;
     let (controller, mut seen) = start_node("NODE_e2e", vec![researcher.endpoint()], config, true);
     researcher.connected("NODE_e2e").await;
     for _ in 0..20 {
@@ -324,11 +322,9 @@ async fn scalar_feedback_reaches_the_real_researcher() {
 async fn tasks_handed_out_at_a_poll_deadline_arrive(mode: PollMode, node: &str) {
     let mut researcher = RealResearcher::start(0, None).await;
     let deadline = Duration::from_millis(40);
-    let config = ControllerConfig {
-        poll_mode: mode,
-        poll_deadline: deadline,
-        ..fast_config()
-    };
+    let mut config = fast_config();
+    config.polling.mode = mode;
+    config.polling.deadline = deadline;
     let (_controller, _seen) = start_node(node, vec![researcher.endpoint()], config, true);
     researcher.connected(node).await;
     for i in 0..200u64 {

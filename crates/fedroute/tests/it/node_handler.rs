@@ -9,8 +9,7 @@ use crate::researcher_support;
 
 use actix::prelude::*;
 use fedroute::node::{
-    Controller, ControllerConfig, LinkChange, PollMode, ResearcherEndpoint, SetHandler, Status,
-    TaskReceived,
+    Controller, LinkChange, PollMode, ResearcherEndpoint, SetHandler, Status, TaskReceived,
 };
 use fedroute::researcher::Request;
 use fedroute::wire::Envelope;
@@ -79,9 +78,10 @@ async fn a_stopped_handler_is_replaced_without_losing_a_task(mode: PollMode) {
             handle.local_addr.port(),
         ))
         .on_link_change(Changes(changes_tx).start().recipient())
-        .config(ControllerConfig {
-            poll_mode: mode,
-            ..fast_config()
+        .config({
+            let mut config = fast_config();
+            config.polling.mode = mode;
+            config
         })
         .start(
             OneShot {

@@ -56,10 +56,8 @@ async fn replies_survive_restart(mode: PollMode, outage: Duration) {
     let port = researcher.port();
     let id = researcher.researcher_id.clone();
     // Default backoff (first retry within 50 ms, cap 2 s): the measured time is the real one.
-    let config = ControllerConfig {
-        poll_mode: mode,
-        ..ControllerConfig::default()
-    };
+    let mut config = ControllerConfig::default();
+    config.polling.mode = mode;
     let (controller, _seen, _fin) = start_node_with_finish(vec![endpoint_of(&researcher)], config);
     researcher.next_poll().await;
     researcher.stop();

@@ -4,17 +4,13 @@ use crate::node_support;
 
 use std::time::Duration;
 
-use fedroute::node::{
-    Broadcast, ControllerConfig, IsConnected, LinkState, NodeError, PollMode, SendReply, Status,
-};
+use fedroute::node::{Broadcast, IsConnected, LinkState, NodeError, PollMode, SendReply, Status};
 use node_support::*;
 
 async fn ping_round_trip(streaming_server: bool, mode: PollMode, expect_mode: PollMode) {
     let mut researcher = MiniResearcher::start(0, None, streaming_server);
-    let config = ControllerConfig {
-        poll_mode: mode,
-        ..fast_config()
-    };
+    let mut config = fast_config();
+    config.polling.mode = mode;
     let (controller, mut seen) =
         start_node("NODE_rr", vec![endpoint_of(&researcher)], config, true);
     for i in 0..20 {
@@ -194,13 +190,11 @@ async fn status_moves_as_traffic_flows() {
 async fn polls_are_opened_again_at_their_deadline() {
     for (mode, streaming) in [(PollMode::Unary, false), (PollMode::Streaming, true)] {
         let mut researcher = MiniResearcher::start(0, None, streaming);
-        let config = ControllerConfig {
-            poll_mode: mode,
-            poll_deadline: Duration::from_millis(100),
-            // One poll event per stream opened.
-            stream_credits: 1,
-            ..fast_config()
-        };
+        let mut config = fast_config();
+        config.polling.mode = mode;
+        config.polling.deadline = Duration::from_millis(100);
+        // One poll event per stream opened.
+        config.polling.credits = 1;
         let (controller, mut seen) =
             start_node("NODE_dl", vec![endpoint_of(&researcher)], config, true);
         // Five polls in a row, each ended by the node's deadline.

@@ -122,11 +122,9 @@ fn ids(envelopes: &[fedroute::wire::Envelope]) -> Vec<String> {
 async fn shutdown_tells_replies_the_researcher_may_have_from_those_never_sent() {
     let mut evil = fedroute_testkit::faults::EvilResearcher::start(false).await;
     evil.hold_replies(true);
-    let config = fedroute::node::ControllerConfig {
-        poll_mode: fedroute::node::PollMode::Unary,
-        reply_stream: fedroute::node::ReplyStreamMode::PerBatch,
-        ..fast_config()
-    };
+    let mut config = fast_config();
+    config.polling.mode = fedroute::node::PollMode::Unary;
+    config.replies.stream = fedroute::node::ReplyStreamMode::PerBatch;
     let endpoint =
         fedroute::node::ResearcherEndpoint::trust_on_first_use("127.0.0.1", evil.addr.port());
     let (controller, _seen) = start_node("NODE_ack", vec![endpoint], config, false);

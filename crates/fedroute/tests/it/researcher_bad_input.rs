@@ -260,7 +260,10 @@ async fn bad_polls_and_feedback_get_precise_statuses() {
 #[actix_rt::test]
 async fn limits_refuse_with_errors_not_growth() {
     use fedroute::researcher::{ResearcherError, SendToNode};
-    let (handle, mut events) = start(config().max_nodes(1).node_queue_capacity(2)).await;
+    let mut cfg = config();
+    cfg.limits.max_nodes = 1;
+    cfg.nodes.queue_capacity = 2;
+    let (handle, mut events) = start(cfg).await;
     let mut client = client(&handle).await;
     register(&handle, &mut events, &client, NODE).await;
 

@@ -16,7 +16,9 @@ async fn client_certificate_decides_the_node_id() {
     let dir = tempfile::tempdir().unwrap();
     let ca_path = dir.path().join("ca.pem");
     ca.write_cert_pem(&ca_path).unwrap();
-    let (handle, mut events) = start(config().client_ca(ca_path)).await;
+    let mut cfg = config();
+    cfg.listen.client_ca = Some(ca_path);
+    let (handle, mut events) = start(cfg).await;
 
     let alice = ca
         .issue_node_identity("NODE_alice")
@@ -77,7 +79,9 @@ async fn clients_without_a_certificate_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ca_path = dir.path().join("ca.pem");
     ca.write_cert_pem(&ca_path).unwrap();
-    let (handle, _events) = start(config().client_ca(ca_path)).await;
+    let mut cfg = config();
+    cfg.listen.client_ca = Some(ca_path);
+    let (handle, _events) = start(cfg).await;
 
     // TLS 1.3: the refusal shows at the first call, if not at connect.
     if let Ok(mut client) = client_with(&handle, None).await {

@@ -317,7 +317,9 @@ async fn overlay_messages_are_relayed_unchanged() {
 
 #[actix_rt::test]
 async fn plaintext_mode_serves_with_a_warning() {
-    let (handle, mut events) = start(config().insecure(true)).await;
+    let mut cfg = config();
+    cfg.listen.insecure = true;
+    let (handle, mut events) = start(cfg).await;
     let channel = bounded(
         "connect",
         tonic::transport::Endpoint::from_shared(format!("http://{}", handle.local_addr))

@@ -16,7 +16,8 @@ const NODE: &str = "NODE_s";
 
 #[actix_rt::test]
 async fn active_waiting_disconnected_and_back() {
-    let cfg = config().disconnection_timeout(Duration::from_secs(2));
+    let mut cfg = config();
+    cfg.nodes.disconnection_timeout = Duration::from_secs(2);
     let (handle, mut events) = start(cfg).await;
     let client = client(&handle).await;
 
@@ -49,7 +50,8 @@ async fn active_waiting_disconnected_and_back() {
 
 #[actix_rt::test]
 async fn queued_task_is_delivered_when_the_node_polls_again() {
-    let cfg = config().disconnection_timeout(Duration::from_secs(2));
+    let mut cfg = config();
+    cfg.nodes.disconnection_timeout = Duration::from_secs(2);
     let (handle, mut events) = start(cfg).await;
     let mut client = client(&handle).await;
     register(&handle, &mut events, &client, NODE).await;
@@ -77,7 +79,8 @@ async fn queued_task_is_delivered_when_the_node_polls_again() {
 
 #[actix_rt::test]
 async fn expired_tasks_are_reported_to_their_senders() {
-    let cfg = config().task_ttl(Duration::from_millis(300));
+    let mut cfg = config();
+    cfg.nodes.task_ttl = Duration::from_millis(300);
     let (handle, mut events) = start(cfg).await;
     let mut client = client(&handle).await;
     register(&handle, &mut events, &client, NODE).await;
@@ -218,7 +221,9 @@ async fn poll_cut_mid_stream_is_redelivered_exactly_once() {
 
 #[actix_rt::test]
 async fn a_task_cut_too_often_fails_its_request() {
-    let (handle, mut events) = start(config().max_task_retries(2)).await;
+    let mut cfg = config();
+    cfg.nodes.max_task_retries = 2;
+    let (handle, mut events) = start(cfg).await;
     let client = client(&handle).await;
     register(&handle, &mut events, &client, NODE).await;
 

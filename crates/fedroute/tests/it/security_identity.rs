@@ -30,13 +30,11 @@ fn node(id: &str, port: u16, identity: Option<ClientIdentity>) -> Addr<Controlle
         answer: true,
     }
     .start();
-    let config = ControllerConfig {
-        backoff_first: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(200),
-        connect_timeout: Duration::from_secs(2),
-        client_identity: identity,
-        ..ControllerConfig::default()
-    };
+    let mut config = ControllerConfig::default();
+    config.reconnect.backoff_first = Duration::from_millis(10);
+    config.reconnect.backoff_max = Duration::from_millis(200);
+    config.channel.connect_timeout = Duration::from_secs(2);
+    config.client_identity = identity;
     Controller::builder(id)
         .name(id)
         .researcher(ResearcherEndpoint::trust_on_first_use("127.0.0.1", port))
@@ -84,11 +82,10 @@ async fn with_mutual_tls_a_node_is_who_its_certificate_says() {
     let _ = env_logger::builder().is_test(true).try_init();
     let ca = CertificateAuthority::generate("fedroute test CA").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut r = Crashable::start(
-        ResearcherConfig::default()
-            .listen("127.0.0.1:0".parse().unwrap())
-            .client_ca(ca_file(&ca, &dir)),
-    );
+    let mut config = ResearcherConfig::default();
+    config.listen.address = "127.0.0.1:0".parse().unwrap();
+    config.listen.client_ca = Some(ca_file(&ca, &dir));
+    let mut r = Crashable::start(config);
     let port = r.addr.port();
     let alice_id = ca
         .issue_node_identity("NODE_alice")
@@ -187,9 +184,10 @@ async fn with_mutual_tls_a_node_is_who_its_certificate_says() {
 async fn a_researcher_back_with_another_id_is_refused_and_reported() {
     let _ = env_logger::builder().is_test(true).try_init();
     let config = |port: u16, id: &str| {
-        ResearcherConfig::default()
-            .listen(SocketAddr::from(([127, 0, 0, 1], port)))
-            .researcher_id(id)
+        let mut config = ResearcherConfig::default();
+        config.listen.address = SocketAddr::from(([127, 0, 0, 1], port));
+        config.listen.researcher_id = Some(id.to_string());
+        config
     };
     let mut first = Crashable::start(config(0, "RESEARCHER_first"));
     let port = first.addr.port();

@@ -45,11 +45,12 @@ fn node(port: u16, identity: Option<ClientIdentity>) -> Addr<Controller> {
             "127.0.0.1",
             port,
         )])
-        .config(ControllerConfig {
-            backoff_first: Duration::from_millis(10),
-            backoff_max: Duration::from_millis(100),
-            client_identity: identity,
-            ..ControllerConfig::default()
+        .config({
+            let mut config = ControllerConfig::default();
+            config.reconnect.backoff_first = Duration::from_millis(10);
+            config.reconnect.backoff_max = Duration::from_millis(100);
+            config.client_identity = identity;
+            config
         })
         .start(app.recipient())
 }
@@ -96,10 +97,10 @@ async fn no_key_material_reaches_the_logs() {
     if let Err(e) = ClientIdentity::from_pem(&node_identity.key_pem, &node_identity.cert_pem) {
         log::error!("swapped files: {e} / {e:?}");
     }
-    let config = ResearcherConfig::default()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .identity(cert.clone(), key.clone())
-        .client_ca(ca_path.clone());
+    let mut config = ResearcherConfig::default();
+    config.listen.address = "127.0.0.1:0".parse().unwrap();
+    config.listen.identity = Some((cert.clone(), key.clone()));
+    config.listen.client_ca = Some(ca_path.clone());
     log::info!("config: {config:?}");
 
     // A mutual-TLS session with a round trip, and refused handshakes.
@@ -142,11 +143,12 @@ async fn no_key_material_reaches_the_logs() {
     r.kill();
 
     // Plaintext is announced.
-    let mut plain = Crashable::start(
-        ResearcherConfig::default()
-            .listen("127.0.0.1:0".parse().unwrap())
-            .insecure(true),
-    );
+    let mut plain = Crashable::start({
+        let mut config = ResearcherConfig::default();
+        config.listen.address = "127.0.0.1:0".parse().unwrap();
+        config.listen.insecure = true;
+        config
+    });
     plain.kill();
 
     let lines = capture.0.lock().unwrap().clone();

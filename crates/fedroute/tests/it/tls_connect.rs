@@ -18,7 +18,9 @@ use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
 fn opts() -> ChannelOptions {
-    ChannelOptions::default().connect_timeout(Duration::from_secs(5))
+    let mut opts = ChannelOptions::default();
+    opts.connect_timeout = Duration::from_secs(5);
+    opts
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -146,7 +148,8 @@ async fn fetch_from_a_silent_server_times_out() {
     .await
     .expect_err("no handshake, no certificate");
     assert!(matches!(err, TlsError::Timeout { .. }), "{err}");
-    let opts = opts().connect_timeout(Duration::from_millis(300));
+    let mut opts = opts();
+    opts.connect_timeout = Duration::from_millis(300);
     let config = pinned_client_config(
         generate_researcher_identity(None, "127.0.0.1")
             .unwrap()
@@ -443,7 +446,8 @@ async fn probe_with_retries(channel: &Channel) -> bool {
 async fn keepalive_below_two_seconds_is_refused() {
     let id = generate_researcher_identity(None, "127.0.0.1").unwrap();
     let config = pinned_client_config(id.cert_der, None).unwrap();
-    let opts = ChannelOptions::default().keepalive_interval(Duration::from_millis(500));
+    let mut opts = ChannelOptions::default();
+    opts.keepalive_interval = Duration::from_millis(500);
     let err = within("connect", connect_channel("127.0.0.1", 1, config, &opts))
         .await
         .expect_err("keepalive too short");
@@ -743,9 +747,9 @@ async fn keepalive_detects_a_peer_that_vanished_during_a_long_poll() {
     let (stall, stall_rx) = tokio::sync::watch::channel(false);
     let (proxy_port, proxy) = stalling_proxy(server.port(), stall_rx).await;
 
-    let opts = opts()
-        .keepalive_interval(ChannelOptions::MIN_KEEPALIVE_INTERVAL)
-        .keepalive_timeout(Duration::from_secs(1));
+    let mut opts = opts();
+    opts.keepalive_interval = ChannelOptions::MIN_KEEPALIVE_INTERVAL;
+    opts.keepalive_timeout = Duration::from_secs(1);
     let config = pinned_client_config(id.cert_der.clone(), None).unwrap();
     let channel = within(
         "connect",

@@ -51,12 +51,11 @@ async fn configs_build_and_serve_without_a_preinstalled_provider() {
     let config = pinned_client_config(id.cert_der.clone(), Some(&node)).unwrap();
     let channel = within(
         "connect",
-        connect_channel(
-            "127.0.0.1",
-            server.port(),
-            config,
-            &ChannelOptions::default().connect_timeout(Duration::from_secs(5)),
-        ),
+        connect_channel("127.0.0.1", server.port(), config, &{
+            let mut opts = ChannelOptions::default();
+            opts.connect_timeout = Duration::from_secs(5);
+            opts
+        }),
     )
     .await
     .unwrap();

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 use fedroute::wire::{
-    decode_value, encode_to_bytes, Envelope, FrameProblem, PingRequest, Reassembler, TrainRequest,
-    Value, WireError, MAX_DEPTH,
+    decode_value, encode_to_bytes, DecodeLimits, Envelope, FrameProblem, PingRequest, Reassembler,
+    TrainRequest, Value, WireError,
 };
 
 fn fixture(name: &str) -> Bytes {
@@ -68,7 +68,7 @@ fn deep_nesting_is_refused_by_the_depth_limit() {
     assert!(matches!(
         decode(&deep),
         Err(WireError::TooDeep {
-            limit: MAX_DEPTH,
+            limit: DecodeLimits::DEFAULT_MAX_DEPTH,
             ..
         })
     ));
@@ -78,7 +78,7 @@ fn deep_nesting_is_refused_by_the_depth_limit() {
     }
     assert!(matches!(decode(&maps), Err(WireError::TooDeep { .. })));
     // just under the limit is fine
-    let mut ok = vec![0x91u8; MAX_DEPTH - 1];
+    let mut ok = vec![0x91u8; DecodeLimits::DEFAULT_MAX_DEPTH - 1];
     ok.push(0xc0);
     assert!(decode(&ok).is_ok());
 }

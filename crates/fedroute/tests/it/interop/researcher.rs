@@ -314,12 +314,10 @@ async fn fedroute_researcher_drives_fedbiomed_node() {
     // process. A task handed to a poll whose connection is dying when it is
     // written is lost, as with Fed-BioMed's own server (a unary poll has no
     // delivery acknowledgement): the application's request timeout covers it.
-    let config = ResearcherConfig {
-        disconnection_timeout: DISCONNECTION_TIMEOUT,
-        ..ResearcherConfig::default()
-    }
-    .listen("127.0.0.1:0".parse().expect("address"))
-    .host("127.0.0.1");
+    let mut config = ResearcherConfig::default();
+    config.nodes.disconnection_timeout = DISCONNECTION_TIMEOUT;
+    config.listen.address = "127.0.0.1:0".parse().expect("address");
+    config.listen.host = Some("127.0.0.1".into());
     let handle = researcher::start(config, Some(sink.recipient()))
         .await
         .expect("researcher starts");
