@@ -1,7 +1,7 @@
 //! Forwards node log records to researchers as `FeedbackMessage.log`, as
 //! Fed-BioMed's node logger does.
 //!
-//! [`install`] puts a [`LogForwarder`] in place of the process logger: every
+//! [`install`] puts a `LogForwarder` in place of the process logger: every
 //! record still goes to env_logger (filtered as usual by `RUST_LOG`; with
 //! [`install_with`], to any other [`log::Log`] the application uses), and
 //! records at the forwarding level and up are also handed to the controller
@@ -95,7 +95,7 @@ type Sink = Arc<Mutex<Option<Recipient<ForwardLog>>>>;
 
 /// The process logger: the application's own logger plus forwarding (see
 /// the module docs).
-pub struct LogForwarder {
+pub(crate) struct LogForwarder {
     inner: Box<dyn Log>,
     level: LevelFilter,
     sink: Sink,
@@ -110,7 +110,7 @@ impl std::fmt::Debug for LogForwarder {
     }
 }
 
-/// Connects an installed [`LogForwarder`] to a controller.
+/// Connects an installed `LogForwarder` to a controller.
 #[derive(Clone)]
 pub struct LogForwardHandle {
     sink: Sink,
@@ -145,7 +145,7 @@ impl LogForwardHandle {
 impl LogForwarder {
     /// A forwarder over `inner` (which keeps its own filter) forwarding
     /// records at `level` and up.
-    pub fn new(inner: impl Log + 'static, level: LevelFilter) -> (LogForwarder, LogForwardHandle) {
+    pub(crate) fn new(inner: impl Log + 'static, level: LevelFilter) -> (LogForwarder, LogForwardHandle) {
         let sink = Sink::default();
         let dropped = Arc::new(AtomicU64::new(0));
         let handle = LogForwardHandle {
@@ -198,7 +198,7 @@ impl Log for LogForwarder {
     }
 }
 
-/// Installs a [`LogForwarder`] built from `builder` as the process logger,
+/// Installs a `LogForwarder` built from `builder` as the process logger,
 /// forwarding records at `level` and up once a controller is attached.
 pub fn install(
     mut builder: env_logger::Builder,
@@ -209,7 +209,7 @@ pub fn install(
     install_with(inner, inner_max, level)
 }
 
-/// Installs a [`LogForwarder`] over `inner` (any logger; it sees records up
+/// Installs a `LogForwarder` over `inner` (any logger; it sees records up
 /// to `inner_max`, its own filter still applying) as the process logger,
 /// forwarding records at `level` and up once a controller is attached.
 pub fn install_with(

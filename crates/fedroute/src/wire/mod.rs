@@ -54,7 +54,8 @@ pub use payload::{encode_payload, Payload, SHARED_MIN_BYTES};
 pub use pool::BufferPool;
 pub use reassemble::Reassembler;
 pub use value::{decode_value, decode_value_with, Value};
-pub use version::{check_version, VersionCompat, PROTOCOL_VERSION};
+pub(crate) use version::check_version;
+pub use version::PROTOCOL_VERSION;
 
 /// gRPC message size limit for what fedroute sends (as Fed-BioMed); its
 /// frames are [`CHUNK_SIZE`] bytes.

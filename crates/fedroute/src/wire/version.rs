@@ -14,7 +14,7 @@ pub const PROTOCOL_VERSION: &str = "7";
 /// How a compatible peer version relates to ours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum VersionCompat {
+pub(crate) enum VersionCompat {
     /// The same version.
     Same,
     /// An older minor (or micro) version: accepted.
@@ -22,7 +22,7 @@ pub enum VersionCompat {
 }
 
 /// Checks the peer's protocol version `theirs` against [`PROTOCOL_VERSION`].
-pub fn check_version(theirs: &str) -> Result<VersionCompat, WireError> {
+pub(crate) fn check_version(theirs: &str) -> Result<VersionCompat, WireError> {
     check_against(theirs, PROTOCOL_VERSION)
 }
 
