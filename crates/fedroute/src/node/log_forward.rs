@@ -145,7 +145,10 @@ impl LogForwardHandle {
 impl LogForwarder {
     /// A forwarder over `inner` (which keeps its own filter) forwarding
     /// records at `level` and up.
-    pub(crate) fn new(inner: impl Log + 'static, level: LevelFilter) -> (LogForwarder, LogForwardHandle) {
+    pub(crate) fn new(
+        inner: impl Log + 'static,
+        level: LevelFilter,
+    ) -> (LogForwarder, LogForwardHandle) {
         let sink = Sink::default();
         let dropped = Arc::new(AtomicU64::new(0));
         let handle = LogForwardHandle {

@@ -10,7 +10,7 @@
 //! cost more is refused with [`WireError::TreeTooLarge`] before anything
 //! more is allocated.
 //!
-//! What is charged ([`TREE_NODE_BYTES`] per value, [`ALLOCATION_BYTES`] per
+//! What is charged (the size of a `Value` per value, [`ALLOCATION_BYTES`] per
 //! heap block, for the allocator's own bookkeeping):
 //! - an array of n elements: n × 40 + 32 bytes;
 //! - a map of n entries: n × 80 + 32 bytes;
@@ -44,10 +44,6 @@
 //! ```
 
 use super::error::WireError;
-use super::value::Value;
-
-/// Bytes of memory one decoded value takes in its parent's array or map.
-pub(super) const TREE_NODE_BYTES: usize = std::mem::size_of::<Value>();
 
 /// Bytes charged per heap allocation on top of its size (the allocator's
 /// header and rounding; glibc needs at most 23, and 32 for the smallest
@@ -188,7 +184,7 @@ mod tests {
     #[test]
     fn the_budget_grows_with_the_input_between_the_floor_and_the_cap() {
         let l = DecodeLimits::default();
-        assert_eq!(TREE_NODE_BYTES, 40);
+        assert_eq!(crate::wire::value::TREE_NODE_BYTES, 40);
         assert_eq!(l.tree_budget(0), 8 << 20);
         assert_eq!(l.tree_budget(2 << 20), 16 << 20);
         assert_eq!(l.tree_budget(usize::MAX), 1 << 30);

@@ -14,7 +14,10 @@
 use bytes::Bytes;
 
 use super::error::WireError;
-use super::limits::{DecodeLimits, TreeBudget, TREE_NODE_BYTES};
+use super::limits::{DecodeLimits, TreeBudget};
+
+/// Bytes of memory one decoded value takes in its parent's array or map.
+pub(super) const TREE_NODE_BYTES: usize = std::mem::size_of::<Value>();
 
 /// A msgpack value.
 ///
