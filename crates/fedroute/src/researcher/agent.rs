@@ -65,7 +65,7 @@ use tokio::sync::mpsc;
 
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
-use super::node_tasks::{Effect, NewPoll, NodeTasks, PollSink, Refused};
+use super::node_tasks::{Effect, NewPoll, NodeTasks, PollSink, Refused, Room};
 use super::queue::QueuedTask;
 use crate::wire::Payload;
 
@@ -140,6 +140,16 @@ struct PollTx {
 }
 
 impl PollSink for PollTx {
+    fn room(&self) -> Room {
+        if self.tx.is_closed() {
+            Room::Closed
+        } else if self.tx.capacity() == 0 {
+            Room::Full
+        } else {
+            Room::Free
+        }
+    }
+
     fn offer(&mut self, task: QueuedTask<Task>, conn: Option<SocketAddr>) -> Result<(), Refused> {
         let flight = InFlight {
             task: Some(task),

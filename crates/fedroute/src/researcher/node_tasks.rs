@@ -66,8 +66,22 @@ pub(crate) enum Refused {
     Closed(QueuedTask<Task>),
 }
 
+/// Whether a poll can take a task now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Room {
+    /// It can.
+    Free,
+    /// Not now (its stream has not caught up): try later.
+    Full,
+    /// The poll is gone.
+    Closed,
+}
+
 /// Where one poll's tasks go.
 pub(crate) trait PollSink {
+    /// Whether [`PollSink::offer`] would take a task now (checked first, so
+    /// a full poll costs no task taken and put back).
+    fn room(&self) -> Room;
     /// Hands `task` to the poll, or gives it back untouched.
     fn offer(&mut self, task: QueuedTask<Task>, conn: Option<SocketAddr>) -> Result<(), Refused>;
     /// Ends the poll: the researcher is shutting down.
@@ -646,32 +660,37 @@ impl<S: PollSink> NodeTasks<S> {
     /// Moves queued tasks into polls with credit and room.
     fn pump(&mut self) {
         let mut i = 0;
-        while i < self.polls.len() {
+        while i < self.polls.len() && !self.queue.is_empty() {
             if self.polls[i].credit == 0 {
                 i += 1;
                 continue;
             }
-            let Some(task) = self.queue.take() else {
-                break;
-            };
-            let request_id = task.task.request_id.clone();
-            let conn = self.polls[i].conn;
-            match self.polls[i].sink.offer(task, conn) {
-                Ok(()) => {
-                    if let Some(id) = request_id {
-                        *self.in_flight_ids.entry(id).or_default() += 1;
-                    }
-                }
-                Err(Refused::Full(task)) => {
-                    self.queue.restore(task);
+            match self.polls[i].sink.room() {
+                Room::Free => {}
+                Room::Full => {
                     i += 1;
                     continue;
                 }
-                Err(Refused::Closed(task)) => {
-                    self.queue.restore(task);
+                Room::Closed => {
                     self.polls.remove(i);
                     continue;
                 }
+            }
+            let Some(task) = self.queue.take() else {
+                break;
+            };
+            if let Some(id) = &task.task.request_id {
+                *self.in_flight_ids.entry(id.clone()).or_default() += 1;
+            }
+            let conn = self.polls[i].conn;
+            // Refused although it had room: its stream ended just now.
+            if let Err(Refused::Full(task) | Refused::Closed(task)) =
+                self.polls[i].sink.offer(task, conn)
+            {
+                self.land(&task.task.request_id);
+                self.queue.restore(task);
+                self.polls.remove(i);
+                continue;
             }
             let slot = &mut self.polls[i];
             slot.credit -= 1;
@@ -716,6 +735,17 @@ mod tests {
     struct Sink(Rc<RefCell<Channel>>);
 
     impl PollSink for Sink {
+        fn room(&self) -> Room {
+            let c = self.0.borrow();
+            if c.closed {
+                Room::Closed
+            } else if c.got.len() >= c.room {
+                Room::Full
+            } else {
+                Room::Free
+            }
+        }
+
         fn offer(
             &mut self,
             task: QueuedTask<Task>,
