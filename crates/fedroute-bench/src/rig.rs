@@ -122,7 +122,7 @@ impl Handler<TaskReceived> for BenchNode {
             let reply = match reply {
                 Ok(r) => r,
                 Err(e) => {
-                    log::error!("bench node: {e}");
+                    log::error!("bench node: {}", ErrorChain(&e));
                     return;
                 }
             };

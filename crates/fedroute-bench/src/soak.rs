@@ -142,7 +142,7 @@ pub async fn soak(duration: Duration) -> Result<SoakReport, BenchError> {
                         c.lost += 1;
                     }
                     Err(e) => {
-                        log::warn!("soak: request failed: {e}");
+                        log::warn!("soak: request failed: {}", fedroute::ErrorChain(&e));
                         c.sent += 1;
                         c.failed_by_restart += 1;
                     }
