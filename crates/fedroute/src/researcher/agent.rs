@@ -65,7 +65,7 @@ use tokio::sync::mpsc;
 
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
-use super::node_tasks::{Effect, NewPoll, NodeTasks, PollSink, Refused, Room};
+use super::node_tasks::{Effect, NewPoll, NodeTasks, PollSink, Room};
 use super::queue::QueuedTask;
 use crate::wire::Payload;
 
@@ -150,7 +150,11 @@ impl PollSink for PollTx {
         }
     }
 
-    fn offer(&mut self, task: QueuedTask<Task>, conn: Option<SocketAddr>) -> Result<(), Refused> {
+    fn offer(
+        &mut self,
+        task: QueuedTask<Task>,
+        conn: Option<SocketAddr>,
+    ) -> Result<(), QueuedTask<Task>> {
         let flight = InFlight {
             task: Some(task),
             agent: self.agent.clone(),
@@ -159,20 +163,13 @@ impl PollSink for PollTx {
         };
         // Taking the task back out of a refused item keeps its guard from
         // reporting it as returned: the caller gets it back at once instead.
-        let back = |item: PollItem| match item {
-            PollItem::Task(mut f) => f.task.take(),
-            PollItem::End(_) => None,
-        };
         match self.tx.try_send(PollItem::Task(flight)) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(item)) => match back(item) {
-                Some(task) => Err(Refused::Full(task)),
-                None => Ok(()),
-            },
-            Err(mpsc::error::TrySendError::Closed(item)) => match back(item) {
-                Some(task) => Err(Refused::Closed(task)),
-                None => Ok(()),
-            },
+            Err(
+                mpsc::error::TrySendError::Full(PollItem::Task(mut f))
+                | mpsc::error::TrySendError::Closed(PollItem::Task(mut f)),
+            ) => f.task.take().map_or(Ok(()), Err),
+            Err(_) => Ok(()),
         }
     }
 

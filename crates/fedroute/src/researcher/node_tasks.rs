@@ -57,15 +57,6 @@ pub(crate) enum PollMode {
     Streaming,
 }
 
-/// Why a poll did not take a task it was offered.
-#[derive(Debug)]
-pub(crate) enum Refused {
-    /// No room right now (its stream has not caught up): try later.
-    Full(QueuedTask<Task>),
-    /// The poll is gone.
-    Closed(QueuedTask<Task>),
-}
-
 /// Whether a poll can take a task now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Room {
@@ -82,8 +73,13 @@ pub(crate) trait PollSink {
     /// Whether [`PollSink::offer`] would take a task now (checked first, so
     /// a full poll costs no task taken and put back).
     fn room(&self) -> Room;
-    /// Hands `task` to the poll, or gives it back untouched.
-    fn offer(&mut self, task: QueuedTask<Task>, conn: Option<SocketAddr>) -> Result<(), Refused>;
+    /// Hands `task` to a poll whose [`PollSink::room`] was `Free`, or gives
+    /// it back untouched when the poll ended in between.
+    fn offer(
+        &mut self,
+        task: QueuedTask<Task>,
+        conn: Option<SocketAddr>,
+    ) -> Result<(), QueuedTask<Task>>;
     /// Ends the poll: the researcher is shutting down.
     fn end(&mut self);
 }
@@ -684,9 +680,7 @@ impl<S: PollSink> NodeTasks<S> {
             }
             let conn = self.polls[i].conn;
             // Refused although it had room: its stream ended just now.
-            if let Err(Refused::Full(task) | Refused::Closed(task)) =
-                self.polls[i].sink.offer(task, conn)
-            {
+            if let Err(task) = self.polls[i].sink.offer(task, conn) {
                 self.land(&task.task.request_id);
                 self.queue.restore(task);
                 self.polls.remove(i);
@@ -750,13 +744,10 @@ mod tests {
             &mut self,
             task: QueuedTask<Task>,
             conn: Option<SocketAddr>,
-        ) -> Result<(), Refused> {
+        ) -> Result<(), QueuedTask<Task>> {
             let mut c = self.0.borrow_mut();
-            if c.closed {
-                return Err(Refused::Closed(task));
-            }
-            if c.got.len() >= c.room {
-                return Err(Refused::Full(task));
+            if c.closed || c.got.len() >= c.room {
+                return Err(task);
             }
             c.got.push_back((task, conn));
             Ok(())
