@@ -1,4 +1,4 @@
-//! Fuzzes the msgpack decoder (`wire::decode_value`) and the message decoder
+//! Fuzzes the msgpack decoder (`wire::Value::decode`) and the message decoder
 //! (`wire::Envelope::decode`), then everything a receiver does with a decoded
 //! message: accessors, version check, typed conversion.
 //!
@@ -13,11 +13,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use fedroute::wire::{
-    decode_value, encode_to_bytes, DecodeLimits, ApprovalReply, ApprovalRequest, Envelope, ErrorMessage,
-    ListReply, ListRequest, NdArray, OverlayMessage, PingReply, PingRequest, SearchReply,
-    SearchRequest, TrainReply, TrainRequest,
-};
+use fedroute::wire::{DecodeLimits, ApprovalReply, ApprovalRequest, Envelope, ErrorMessage, ListReply, ListRequest, NdArray, OverlayMessage, PingReply, PingRequest, SearchReply, SearchRequest, TrainReply, TrainRequest, Value};
 use libfuzzer_sys::fuzz_target;
 
 struct Counting;
@@ -46,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     let raw = Bytes::copy_from_slice(data);
     let start = NOW.load(Ordering::Relaxed);
     PEAK.store(start, Ordering::Relaxed);
-    let decoded = decode_value(&raw);
+    let decoded = Value::decode(&raw);
     let peak = PEAK.load(Ordering::Relaxed) - start;
     let budget = DecodeLimits::default().tree_budget(raw.len());
     assert!(
@@ -55,9 +51,9 @@ fuzz_target!(|data: &[u8]| {
         raw.len()
     );
     if let Ok(v) = decoded {
-        let once = encode_to_bytes(&v);
-        let again = decode_value(&once).expect("an encoding of a decoded value must decode");
-        let twice = encode_to_bytes(&again);
+        let once = v.to_bytes();
+        let again = Value::decode(&once).expect("an encoding of a decoded value must decode");
+        let twice = again.to_bytes();
         assert_eq!(once, twice, "encoding is not stable");
         let _ = NdArray::from_value(&v);
     }

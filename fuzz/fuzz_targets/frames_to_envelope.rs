@@ -6,7 +6,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use fedroute::wire::{chunks_of, Envelope, Reassembler};
+use fedroute::wire::{Envelope, Reassembler, Frame};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     // Above any input (-max_len is 4 MiB): well-formed frames must pass.
     let mut r = Reassembler::new(8 << 20);
     let mut out = None;
-    for f in chunks_of(payload.clone(), chunk) {
+    for f in Frame::split_by(payload.clone(), chunk) {
         if let Some(p) = r
             .push(f.size, f.iteration, f.bytes)
             .expect("well-formed frames refused")

@@ -16,7 +16,7 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fedroute::wire::{
-    chunks, BufferPool, Envelope, Frame, NdArray, Reassembler, TrainRequest, Value, CHUNK_SIZE,
+    BufferPool, Envelope, Frame, NdArray, Reassembler, TrainRequest, Value, CHUNK_SIZE,
 };
 
 fn train_request(len: usize) -> TrainRequest {
@@ -27,19 +27,19 @@ fn train_request(len: usize) -> TrainRequest {
 
 fn encode_and_chunk(req: &TrainRequest) -> Vec<Frame> {
     let env = Envelope::from_typed(req).expect("a TrainRequest always encodes");
-    chunks(env.to_bytes()).collect()
+    Frame::split(env.to_bytes()).collect()
 }
 
 /// Encoding into shared pieces, as the researcher and the node send.
 fn encode_and_chunk_shared(req: &TrainRequest) -> Vec<Frame> {
     let env = Envelope::from_typed(req).expect("a TrainRequest always encodes");
-    chunks(env.to_payload()).collect()
+    Frame::split(env.to_payload()).collect()
 }
 
 /// Encoding into a buffer kept across messages.
 fn encode_and_chunk_reusing(req: &TrainRequest, buf: &mut BytesMut) -> Vec<Frame> {
     let env = Envelope::from_typed(req).expect("a TrainRequest always encodes");
-    chunks(env.to_bytes_in(buf)).collect()
+    Frame::split(env.to_bytes_in(buf)).collect()
 }
 
 fn reassemble_and_decode(frames: &[Frame]) -> usize {

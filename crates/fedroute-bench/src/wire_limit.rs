@@ -81,7 +81,7 @@ impl ResearcherService for Bare {
                 self.blob.len()
             )));
         }
-        let frames = wire::chunks(self.blob.slice(0..n)).map(|f| {
+        let frames = wire::Frame::split(self.blob.slice(0..n)).map(|f| {
             Ok(TaskResponse {
                 size: f.size,
                 iteration: f.iteration,
@@ -246,7 +246,7 @@ impl WireRig {
         let mut client = self.client.clone();
         let payload = self.blob.slice(0..bytes.min(self.blob.len()));
         let start = Instant::now();
-        let frames = wire::chunks(payload).map(|f| TaskResult {
+        let frames = wire::Frame::split(payload).map(|f| TaskResult {
             size: f.size,
             iteration: f.iteration,
             bytes: f.bytes,

@@ -348,7 +348,7 @@ pub type Script = Vec<TaskResponse>;
 
 /// Frames of a well-formed payload.
 pub fn script_of(payload: bytes::Bytes) -> Script {
-    wire::chunks(payload)
+    wire::Frame::split(payload)
         .map(|f| TaskResponse {
             size: f.size,
             iteration: f.iteration,

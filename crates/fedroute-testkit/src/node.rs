@@ -165,7 +165,7 @@ async fn serve_one(
     };
     drop(queue);
     let Some(task) = task else { return false };
-    for f in wire::chunks(task) {
+    for f in wire::Frame::split(task) {
         let frame = TaskResponse {
             size: f.size,
             iteration: f.iteration,

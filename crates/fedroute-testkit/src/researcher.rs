@@ -204,7 +204,7 @@ pub fn spawn_poll(
 
 /// The frames of `payload` as `TaskResult`s.
 pub fn frames(payload: Bytes) -> Vec<TaskResult> {
-    wire::chunks(payload)
+    wire::Frame::split(payload)
         .map(|f| TaskResult {
             size: f.size,
             iteration: f.iteration,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use clap::Args;
 
-use fedroute::wire::{decode_value, to_json_pretty, Envelope};
+use fedroute::wire::{Envelope, Value};
 
 /// Arguments of `fedroute inspect`.
 #[derive(Debug, Args)]
@@ -21,7 +21,7 @@ pub(crate) fn run(args: &InspectArgs) -> Result<(), String> {
     let raw = std::fs::read(&args.file)
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
     let raw = Bytes::from(raw);
-    let value = decode_value(&raw)
+    let value = Value::decode(&raw)
         .map_err(|e| format!("{} is not a msgpack payload: {e}", args.file.display()))?;
     match Envelope::from_value(value.clone()) {
         Ok(env) => eprintln!(
@@ -37,6 +37,6 @@ pub(crate) fn run(args: &InspectArgs) -> Result<(), String> {
             raw.len()
         ),
     }
-    println!("{}", to_json_pretty(&value));
+    println!("{}", value.to_json_pretty());
     Ok(())
 }

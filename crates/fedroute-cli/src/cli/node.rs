@@ -525,7 +525,7 @@ impl Handler<TaskReceived> for ReferenceNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fedroute::wire::{ListRequest, PingRequest, SearchRequest, TrainRequest};
+    use fedroute::wire::{ListRequest, PingRequest, SearchRequest, TrainRequest, Value};
 
     fn responder() -> Responder {
         Responder {

@@ -129,7 +129,7 @@ async fn stalled_partial_replies_hold_at_most_the_budget_and_are_cancelled() {
         "blob",
         fedroute::wire::Value::Bin(Bytes::from(vec![1u8; BUDGET / 4])),
     );
-    let frames: Vec<_> = fedroute::wire::chunks(big.to_bytes())
+    let frames: Vec<_> = fedroute::wire::Frame::split(big.to_bytes())
         .map(|f| (f.size, f.iteration, f.bytes))
         .collect();
     let sent = finished(attacker(move || async move {

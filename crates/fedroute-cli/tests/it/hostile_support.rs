@@ -552,14 +552,14 @@ impl ResearcherService for Hostile {
                 Script::Frames(f) => (f, false),
                 Script::FramesThenStall(f) => (f, true),
                 Script::Message(m) => (
-                    wire::chunks(m)
+                    wire::Frame::split(m)
                         .map(|f| (f.size, f.iteration, f.bytes))
                         .collect(),
                     false,
                 ),
                 Script::Messages(all) => (
                     all.into_iter()
-                        .flat_map(wire::chunks)
+                        .flat_map(wire::Frame::split)
                         .map(|f| (f.size, f.iteration, f.bytes))
                         .collect(),
                     false,

@@ -812,7 +812,7 @@ mod tests {
         let mut a = assembler(Some("R1"));
         let payload = task("R1", "7", crate::wire::CHUNK_SIZE + 100);
         let mut out = None;
-        for f in crate::wire::chunks(payload.clone()) {
+        for f in crate::wire::Frame::split(payload.clone()) {
             out = feed(&mut a, frame(f.size, f.iteration, f.bytes)).unwrap();
         }
         let (env, len) = out.unwrap();

@@ -1,7 +1,7 @@
 //! The sender: drains a link's outgoing queue to the researcher.
 //!
 //! Messages go by the client-streaming `ReplyTask`, each cut into chunks by
-//! `wire::chunks` (slices of the message's pieces, no copies of a model);
+//! `Frame::split` (slices of the message's pieces, no copies of a model);
 //! consecutive queued messages share one `ReplyTask` stream (Fed-BioMed
 //! accepts several messages per stream), up to the batch limits of the
 //! config. Feedback goes by the unary `Feedback` RPC, one call per message.
@@ -37,14 +37,14 @@ pub(super) fn frames(batch: &[Outgoing]) -> Vec<TaskResult> {
     let count: usize = batch
         .iter()
         .map(|m| match m {
-            Outgoing::Message(b) => wire::frame_count(b.len()),
+            Outgoing::Message(b) => wire::Frame::count_for(b.len()),
             Outgoing::Feedback(_) => 0,
         })
         .sum();
     let mut frames = Vec::with_capacity(count);
     for item in batch {
         if let Outgoing::Message(bytes) = item {
-            frames.extend(wire::chunks(bytes.clone()).map(|f| TaskResult {
+            frames.extend(wire::Frame::split(bytes.clone()).map(|f| TaskResult {
                 size: f.size,
                 iteration: f.iteration,
                 bytes: f.bytes,
@@ -233,7 +233,7 @@ impl Pump {
             match next {
                 Some(Outgoing::Message(bytes)) => {
                     let mut complete = true;
-                    for f in wire::chunks(bytes.clone()) {
+                    for f in wire::Frame::split(bytes.clone()) {
                         let frame = TaskResult {
                             size: f.size,
                             iteration: f.iteration,

@@ -605,7 +605,7 @@ impl Stream for PollStream {
             }
             match this.rx.poll_recv(cx) {
                 Poll::Ready(Some(PollItem::Task(flight))) => {
-                    let chunks = wire::chunks(flight.payload());
+                    let chunks = Chunks::new(flight.payload());
                     this.current = Some((flight, chunks));
                     continue;
                 }

@@ -25,27 +25,47 @@ pub struct Frame {
     pub bytes: Bytes,
 }
 
-/// The number of frames a payload of `len` bytes travels in (at least 1).
-pub fn frame_count(len: usize) -> usize {
-    frame_count_of(len, CHUNK_SIZE)
+impl Frame {
+    /// The number of frames a payload of `len` bytes travels in (at least 1).
+    pub fn count_for(len: usize) -> usize {
+        frame_count_of(len, CHUNK_SIZE)
+    }
+
+    /// Splits `payload` (a [`Bytes`] or a [`Payload`]) into frames of
+    /// [`CHUNK_SIZE`] bytes; an empty payload is one empty frame.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use fedroute::wire::{Frame, CHUNK_SIZE};
+    ///
+    /// let frames: Vec<Frame> = Frame::split(Bytes::from(vec![0u8; CHUNK_SIZE + 1])).collect();
+    /// assert_eq!(frames.len(), 2);
+    /// assert_eq!((frames[1].iteration, frames[1].size, frames[1].bytes.len()), (2, 2, 1));
+    /// ```
+    pub fn split(payload: impl Into<Payload>) -> impl ExactSizeIterator<Item = Frame> + Send {
+        chunks_of(payload, CHUNK_SIZE)
+    }
+
+    /// Splits `payload` into frames of `chunk_size` bytes (at least 1), as
+    /// [`Frame::split`] does with [`CHUNK_SIZE`].
+    ///
+    /// A payload needing more than `i32::MAX` frames cannot be represented
+    /// on the wire; such a payload is far above any message limit, and its
+    /// frame count saturates at `i32::MAX`.
+    pub fn split_by(
+        payload: impl Into<Payload>,
+        chunk_size: usize,
+    ) -> impl ExactSizeIterator<Item = Frame> + Send {
+        chunks_of(payload, chunk_size)
+    }
 }
 
 fn frame_count_of(len: usize, chunk_size: usize) -> usize {
     len.div_ceil(chunk_size).max(1)
 }
 
-/// Splits `payload` (a [`Bytes`] or a [`Payload`]) into frames of
-/// [`CHUNK_SIZE`] bytes; an empty payload is one empty frame.
-pub fn chunks(payload: impl Into<Payload>) -> Chunks {
-    chunks_of(payload, CHUNK_SIZE)
-}
-
-/// Splits `payload` into frames of `chunk_size` bytes (at least 1).
-///
-/// A payload needing more than `i32::MAX` frames cannot be represented on the
-/// wire; such a payload is far above any message limit, and its frame count
-/// saturates at `i32::MAX`.
-pub fn chunks_of(payload: impl Into<Payload>, chunk_size: usize) -> Chunks {
+/// [`Frame::split_by`], as a type the researcher's reply stream can hold.
+pub(crate) fn chunks_of(payload: impl Into<Payload>, chunk_size: usize) -> Chunks {
     let payload = payload.into();
     let chunk_size = chunk_size.max(1);
     let count = frame_count_of(payload.len(), chunk_size);
@@ -57,9 +77,9 @@ pub fn chunks_of(payload: impl Into<Payload>, chunk_size: usize) -> Chunks {
     }
 }
 
-/// Iterator over the frames of one payload; see [`chunks`].
+/// Iterator over the frames of one payload; see [`Frame::split`].
 #[derive(Clone, Debug)]
-pub struct Chunks {
+pub(crate) struct Chunks {
     payload: Payload,
     chunk_size: usize,
     size: i32,
@@ -67,9 +87,9 @@ pub struct Chunks {
 }
 
 impl Chunks {
-    /// The number of frames (the `size` of every frame).
-    pub fn size(&self) -> i32 {
-        self.size
+    /// [`Frame::split`] with a type a stream can hold.
+    pub(crate) fn new(payload: impl Into<Payload>) -> Chunks {
+        chunks_of(payload, CHUNK_SIZE)
     }
 }
 
@@ -105,7 +125,7 @@ mod tests {
 
     #[test]
     fn empty_payload_is_one_empty_frame() {
-        let f: Vec<_> = chunks(Bytes::new()).collect();
+        let f: Vec<_> = Frame::split(Bytes::new()).collect();
         assert_eq!(
             f,
             vec![Frame {
@@ -114,7 +134,7 @@ mod tests {
                 bytes: Bytes::new()
             }]
         );
-        assert_eq!(frame_count(0), 1);
+        assert_eq!(Frame::count_for(0), 1);
     }
 
     #[test]
@@ -129,8 +149,8 @@ mod tests {
         );
         assert!(f.iter().all(|f| f.size == 3));
         assert_eq!(f[1].bytes.as_ptr(), p[4..].as_ptr());
-        assert_eq!(frame_count(CHUNK_SIZE), 1);
-        assert_eq!(frame_count(CHUNK_SIZE + 1), 2);
+        assert_eq!(Frame::count_for(CHUNK_SIZE), 1);
+        assert_eq!(Frame::count_for(CHUNK_SIZE + 1), 2);
     }
 
     #[test]

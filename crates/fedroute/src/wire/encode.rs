@@ -17,6 +17,7 @@ use std::io::{self, Write};
 use bytes::{BufMut, Bytes, BytesMut};
 use rmp::encode;
 
+use super::payload::Payload;
 use super::value::Value;
 
 /// Appends `v` to `out`.
@@ -45,7 +46,7 @@ pub(crate) fn map_header<B: BufMut>(n: usize, out: &mut B) {
 }
 
 /// Encodes `v` into a buffer allocated once at its exact final size.
-pub fn encode_to_bytes(v: &Value) -> Bytes {
+pub(crate) fn encode_to_bytes(v: &Value) -> Bytes {
     let mut out = Vec::with_capacity(encoded_len(v));
     encode_into(v, &mut out);
     Bytes::from(out)
@@ -146,8 +147,21 @@ fn written<T, E>(result: Result<T, E>) {
 // Here rather than with `Value` so that the value tree does not depend on
 // its encoder.
 impl Value {
+    /// Its msgpack encoding, in a buffer allocated once at its exact final
+    /// size (the minimal encodings Python's msgpack writes).
+    pub fn to_bytes(&self) -> Bytes {
+        encode_to_bytes(self)
+    }
+
+    /// Its msgpack encoding (the same bytes as [`Value::to_bytes`]), with
+    /// every `bin` or `ext` value of at least [`Payload::SHARED_MIN_BYTES`]
+    /// shared instead of copied, for models sent without a copy.
+    pub fn to_payload(&self) -> Payload {
+        super::payload::encode_payload(self)
+    }
+
     /// The number of bytes its msgpack encoding takes (what
-    /// [`encode_to_bytes`] writes), without encoding it.
+    /// [`Value::to_bytes`] writes), without encoding it.
     pub fn encoded_len(&self) -> usize {
         encoded_len(self)
     }

@@ -7,12 +7,12 @@
 use bytes::{Bytes, BytesMut};
 
 use super::echo::echo;
-use super::encode::{encode_to_buf, encode_to_bytes};
+use super::encode::encode_to_buf;
 use super::error::WireError;
 use super::limits::DecodeLimits;
 use super::message::{Fields, Typed};
-use super::payload::{encode_payload, Payload};
-use super::value::{decode_value_with, Value};
+use super::payload::Payload;
+use super::value::Value;
 use super::version::check_version;
 
 /// The key naming a message's class.
@@ -55,7 +55,7 @@ impl Envelope {
 
     /// Decodes a message payload within `limits` (see `super::limits`).
     pub fn decode_with(raw: Bytes, limits: &DecodeLimits) -> Result<Envelope, WireError> {
-        let value = decode_value_with(&raw, limits)?;
+        let value = Value::decode_with(&raw, limits)?;
         validate(&value)?;
         Ok(Envelope {
             value,
@@ -74,7 +74,7 @@ impl Envelope {
     pub fn to_bytes(&self) -> Bytes {
         match &self.raw {
             Some(raw) => raw.clone(),
-            None => encode_to_bytes(&self.value),
+            None => self.value.to_bytes(),
         }
     }
 
@@ -85,7 +85,7 @@ impl Envelope {
     pub fn to_payload(&self) -> Payload {
         match &self.raw {
             Some(raw) => Payload::from(raw.clone()),
-            None => encode_payload(&self.value),
+            None => self.value.to_payload(),
         }
     }
 

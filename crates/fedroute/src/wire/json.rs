@@ -10,8 +10,23 @@ use super::value::Value;
 /// How many leading bytes of a bin value the view shows in hex.
 pub(super) const HEX_PREFIX_BYTES: usize = 16;
 
-/// The JSON view of `v`.
-pub fn to_json(v: &Value) -> Json {
+impl Value {
+    /// The JSON view of this value (see the module's conventions: `bin`
+    /// shows as `{"$len", "$bytes_hex"}` with its first bytes).
+    pub fn to_json(&self) -> Json {
+        to_json(self)
+    }
+
+    /// The JSON view as text, keys in wire order, laid out like Python's
+    /// `json.dumps(v, indent=2)` (ASCII only, `\uXXXX` escapes).
+    pub fn to_json_pretty(&self) -> String {
+        let mut out = String::new();
+        write_pretty(&to_json_ordered(self), 0, &mut out);
+        out
+    }
+}
+
+fn to_json(v: &Value) -> Json {
     match v {
         Value::Nil => Json::Null,
         Value::Bool(b) => Json::Bool(*b),
@@ -55,15 +70,7 @@ fn hex_prefix(b: &[u8]) -> String {
         .collect()
 }
 
-/// The JSON view of `v` as text, keys in wire order, laid out like Python's
-/// `json.dumps(v, indent=2)` (ASCII only, `\uXXXX` escapes).
-pub fn to_json_pretty(v: &Value) -> String {
-    let mut out = String::new();
-    write_pretty(&to_json_ordered(v), 0, &mut out);
-    out
-}
-
-/// Like [`to_json`] but keeping key order (a small tree of our own, since
+/// Like [`Value::to_json`] but keeping key order (a small tree of our own, since
 /// serde_json's map sorts its keys).
 enum Ordered {
     Scalar(Json),

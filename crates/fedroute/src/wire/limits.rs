@@ -34,12 +34,12 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use fedroute::wire::{decode_value_with, DecodeLimits, WireError};
+//! use fedroute::wire::{DecodeLimits, Value, WireError};
 //!
 //! // An array of a million nils: 1 MB of input, 40 MB as a tree.
 //! let mut nils = vec![0xdd, 0x00, 0x0f, 0x42, 0x40];
 //! nils.resize(5 + 1_000_000, 0xc0);
-//! let err = decode_value_with(&Bytes::from(nils), &DecodeLimits::default()).unwrap_err();
+//! let err = Value::decode_with(&Bytes::from(nils), &DecodeLimits::default()).unwrap_err();
 //! assert!(matches!(err, WireError::TreeTooLarge { .. }), "{err}");
 //! ```
 

@@ -32,15 +32,14 @@ mod value;
 mod version;
 
 pub(crate) use budget::{Hold, ReceiveBudget, WaitPlace};
-pub use chunk::{chunks, chunks_of, frame_count, Chunks, Frame, CHUNK_SIZE};
+pub(crate) use chunk::Chunks;
+pub use chunk::{Frame, CHUNK_SIZE};
 pub use echo::{echo, shortened};
-pub use encode::encode_to_bytes;
 pub use envelope::{Envelope, MESSAGE_MODULE, TYPE_MESSAGE_KEY};
 pub use error::{FrameProblem, WireError};
 pub use feedback::{Feedback, FeedbackMessage, Log, Scalar};
 pub(crate) use ident::check_id;
 pub use ident::IdKind;
-pub use json::{to_json, to_json_pretty};
 pub use limits::DecodeLimits;
 pub use message::new_request_id;
 pub use message::{
@@ -50,10 +49,10 @@ pub use message::{
 };
 pub use ndarray::NdArray;
 pub(crate) use offload::{MessageDecoder, OFF_LOOP_MIN_BYTES};
-pub use payload::{encode_payload, Payload, SHARED_MIN_BYTES};
+pub use payload::Payload;
 pub use pool::BufferPool;
 pub use reassemble::Reassembler;
-pub use value::{decode_value, decode_value_with, Value};
+pub use value::Value;
 pub(crate) use version::check_version;
 pub use version::PROTOCOL_VERSION;
 

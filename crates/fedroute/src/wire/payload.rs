@@ -2,10 +2,10 @@
 //!
 //! Encoding a message that carries a model would copy the model's bytes into
 //! a fresh buffer (for 100 MiB: a 100 MiB allocation, its page faults and a
-//! memcpy) only for [`super::chunks`] to slice that buffer again. A
-//! [`Payload`] avoids the copy: [`encode_payload`] writes the small parts of
+//! memcpy) only for [`Frame::split`](super::Frame::split) to slice that buffer again. A
+//! [`Payload`] avoids the copy: [`Value::to_payload`] writes the small parts of
 //! the message (keys, numbers, headers) into one buffer and keeps every `bin`
-//! or `ext` value of at least [`SHARED_MIN_BYTES`] as a piece of its own,
+//! or `ext` value of at least [`Payload::SHARED_MIN_BYTES`] as a piece of its own,
 //! which is a cheap clone of the [`Bytes`] the value already holds. The
 //! frames cut from a payload are slices of those pieces; only a frame that
 //! straddles two pieces is assembled into a buffer of its own (at most one
@@ -23,13 +23,13 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use fedroute::wire::{encode_payload, encode_to_bytes, Value, SHARED_MIN_BYTES};
+//! use fedroute::wire::{Payload, Value};
 //!
-//! let model = Bytes::from(vec![7u8; SHARED_MIN_BYTES]);
+//! let model = Bytes::from(vec![7u8; Payload::SHARED_MIN_BYTES]);
 //! let v = Value::map([("params", Value::Bin(model.clone())), ("round", Value::UInt(3))]);
-//! let payload = encode_payload(&v);
+//! let payload = v.to_payload();
 //! // The same bytes as a contiguous encoding...
-//! assert_eq!(payload.to_bytes(), encode_to_bytes(&v));
+//! assert_eq!(payload.to_bytes(), v.to_bytes());
 //! // ...but the model is shared, not copied.
 //! assert!(payload.pieces().iter().any(|p| p.as_ptr() == model.as_ptr()));
 //! ```
@@ -38,15 +38,8 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::encode::{
-    array_header, bin_header, encode_into, encode_to_bytes, encoded_len, ext_header, map_header,
-};
+use super::encode::{array_header, bin_header, encode_into, encoded_len, ext_header, map_header};
 use super::value::Value;
-
-/// The smallest `bin` or `ext` value [`encode_payload`] shares instead of
-/// copying (64 KiB). Below this, a copy is cheaper than the bookkeeping and
-/// than the frame assembly a piece boundary may cost.
-pub const SHARED_MIN_BYTES: usize = 64 << 10;
 
 /// An encoded message: its bytes, in order, as one or more [`Bytes`] pieces.
 ///
@@ -71,6 +64,11 @@ impl Default for Pieces {
 }
 
 impl Payload {
+    /// The smallest `bin` or `ext` value [`Value::to_payload`] shares
+    /// instead of copying (64 KiB). Below this, a copy is cheaper than the
+    /// bookkeeping and than the frame assembly a piece boundary may cost.
+    pub const SHARED_MIN_BYTES: usize = 64 << 10;
+
     /// A payload made of `pieces`, in order (empty pieces are dropped).
     pub fn from_pieces(pieces: impl IntoIterator<Item = Bytes>) -> Payload {
         let mut pieces: Vec<Bytes> = pieces.into_iter().filter(|p| !p.is_empty()).collect();
@@ -217,13 +215,13 @@ impl std::fmt::Debug for Payload {
     }
 }
 
-/// Encodes `v` like [`super::encode_to_bytes`] (the same bytes), sharing
-/// every `bin` or `ext` value of at least [`SHARED_MIN_BYTES`] instead of
+/// Encodes `v` like [`Value::to_bytes`] (the same bytes), sharing every
+/// `bin` or `ext` value of at least [`Payload::SHARED_MIN_BYTES`] instead of
 /// copying it; everything else goes into one buffer allocated once.
-pub fn encode_payload(v: &Value) -> Payload {
+pub(crate) fn encode_payload(v: &Value) -> Payload {
     let shared = shared_len(v);
     if shared == 0 {
-        return Payload::from(encode_to_bytes(v));
+        return Payload::from(v.to_bytes());
     }
     let mut buf = BytesMut::with_capacity(encoded_len(v) - shared);
     let mut pieces = Vec::new();
@@ -235,7 +233,7 @@ pub fn encode_payload(v: &Value) -> Payload {
 /// The bytes of the values [`encode_payload`] shares.
 fn shared_len(v: &Value) -> usize {
     match v {
-        Value::Bin(b) | Value::Ext(_, b) if b.len() >= SHARED_MIN_BYTES => b.len(),
+        Value::Bin(b) | Value::Ext(_, b) if b.len() >= Payload::SHARED_MIN_BYTES => b.len(),
         Value::Array(a) => a.iter().map(shared_len).sum(),
         Value::Map(m) => m.iter().map(|(k, v)| shared_len(k) + shared_len(v)).sum(),
         _ => 0,
@@ -244,7 +242,7 @@ fn shared_len(v: &Value) -> usize {
 
 fn encode_shared(v: &Value, buf: &mut BytesMut, pieces: &mut Vec<Bytes>) {
     match v {
-        Value::Bin(b) | Value::Ext(_, b) if b.len() >= SHARED_MIN_BYTES => {
+        Value::Bin(b) | Value::Ext(_, b) if b.len() >= Payload::SHARED_MIN_BYTES => {
             // The header into the buffer, the body as a piece of its own.
             match v {
                 Value::Ext(tag, _) => ext_header(*tag, b.len(), buf),
@@ -283,12 +281,12 @@ mod tests {
         let v = Value::map([("a", Value::Bin(big(100, 1))), ("b", Value::UInt(7))]);
         let p = encode_payload(&v);
         assert_eq!(p.pieces().len(), 1);
-        assert_eq!(p.to_bytes(), encode_to_bytes(&v));
+        assert_eq!(p.to_bytes(), v.to_bytes());
     }
 
     #[test]
     fn large_bins_and_exts_are_shared_and_the_bytes_are_the_same() {
-        let a = big(SHARED_MIN_BYTES, 2);
+        let a = big(Payload::SHARED_MIN_BYTES, 2);
         let b = big(70_000, 3);
         let e = big(1 << 20, 4);
         let v = Value::map([
@@ -302,7 +300,7 @@ mod tests {
         ]);
         let p = encode_payload(&v);
         assert_eq!(p.len(), encoded_len(&v));
-        assert_eq!(p.to_bytes(), encode_to_bytes(&v));
+        assert_eq!(p.to_bytes(), v.to_bytes());
         for shared in [&a, &b, &e] {
             assert!(
                 p.pieces().iter().any(|x| x.as_ptr() == shared.as_ptr()),
@@ -315,11 +313,11 @@ mod tests {
 
     #[test]
     fn a_message_that_is_one_large_bin_has_no_empty_pieces() {
-        let a = big(SHARED_MIN_BYTES * 2, 9);
+        let a = big(Payload::SHARED_MIN_BYTES * 2, 9);
         let v = Value::Bin(a.clone());
         let p = encode_payload(&v);
         assert!(p.pieces().iter().all(|x| !x.is_empty()));
-        assert_eq!(p.to_bytes(), encode_to_bytes(&v));
+        assert_eq!(p.to_bytes(), v.to_bytes());
     }
 
     #[test]

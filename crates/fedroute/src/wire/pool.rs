@@ -18,19 +18,19 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use fedroute::wire::{chunks_of, BufferPool, Reassembler};
+//! use fedroute::wire::{BufferPool, Frame, Reassembler};
 //!
 //! let pool = BufferPool::new(1 << 20);
 //! let mut r = Reassembler::default().with_pool(pool.clone());
 //! let mut first = None;
-//! for f in chunks_of(Bytes::from(vec![1u8; 1000]), 100) {
+//! for f in Frame::split_by(Bytes::from(vec![1u8; 1000]), 100) {
 //!     first = r.push(f.size, f.iteration, f.bytes).unwrap();
 //! }
 //! let first = first.unwrap();
 //! let at = first.as_ptr();
 //! drop(first);
 //! let mut second = None;
-//! for f in chunks_of(Bytes::from(vec![2u8; 1000]), 100) {
+//! for f in Frame::split_by(Bytes::from(vec![2u8; 1000]), 100) {
 //!     second = r.push(f.size, f.iteration, f.bytes).unwrap();
 //! }
 //! // The second message reused the first one's memory.

@@ -33,12 +33,12 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use fedroute::wire::{chunks_of, Reassembler};
+//! use fedroute::wire::{Frame, Reassembler};
 //!
 //! let payload = Bytes::from_static(b"a message cut in 4-byte frames");
 //! let mut r = Reassembler::default();
 //! let mut out = None;
-//! for f in chunks_of(payload.clone(), 4) {
+//! for f in Frame::split_by(payload.clone(), 4) {
 //!     out = r.push(f.size, f.iteration, f.bytes).unwrap();
 //! }
 //! assert_eq!(out, Some(payload));

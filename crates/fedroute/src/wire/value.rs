@@ -270,23 +270,29 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 // ---------------------------------------------------------------------------
 // decoding
 
-/// Decodes a buffer that holds exactly one msgpack value, within the
-/// default [`DecodeLimits`]; see [`decode_value_with`].
-pub fn decode_value(buf: &Bytes) -> Result<Value, WireError> {
-    decode_value_with(buf, &DecodeLimits::default())
+impl Value {
+    /// Decodes a buffer that holds exactly one msgpack value, within the
+    /// default [`DecodeLimits`]; see [`Value::decode_with`].
+    pub fn decode(buf: &Bytes) -> Result<Value, WireError> {
+        decode_with(buf, &DecodeLimits::default())
+    }
+
+    /// Decodes a buffer that holds exactly one msgpack value.
+    ///
+    /// `bin` and `ext` data are slices of `buf` (no copy). Nothing is
+    /// reserved on a claim: an array, map or string longer than the rest of
+    /// the input could hold is [`WireError::Truncated`] at once, and one
+    /// whose decoded form would take the tree past
+    /// [`DecodeLimits::tree_budget`] is [`WireError::TreeTooLarge`] before it
+    /// is allocated (see `super::limits`). Nesting deeper than
+    /// `limits.max_depth` is [`WireError::TooDeep`]; every other violation is
+    /// its own [`WireError`] variant.
+    pub fn decode_with(buf: &Bytes, limits: &DecodeLimits) -> Result<Value, WireError> {
+        decode_with(buf, limits)
+    }
 }
 
-/// Decodes a buffer that holds exactly one msgpack value.
-///
-/// `bin` and `ext` data are slices of `buf` (no copy). Nothing is reserved
-/// on a claim: an array, map or string longer than the rest of the input
-/// could hold is [`WireError::Truncated`] at once, and one whose decoded
-/// form would take the tree past [`DecodeLimits::tree_budget`] is
-/// [`WireError::TreeTooLarge`] before it is allocated (see
-/// `super::limits`). Nesting deeper than `limits.max_depth` is
-/// [`WireError::TooDeep`]; every other violation is its own [`WireError`]
-/// variant.
-pub fn decode_value_with(buf: &Bytes, limits: &DecodeLimits) -> Result<Value, WireError> {
+fn decode_with(buf: &Bytes, limits: &DecodeLimits) -> Result<Value, WireError> {
     let mut d = Decoder {
         buf,
         pos: 0,
@@ -504,10 +510,10 @@ impl Decoder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::encode::{encode_to_bytes, encoded_len};
+    use crate::wire::encode::encoded_len;
 
     fn roundtrip(v: Value) {
-        let b = encode_to_bytes(&v);
+        let b = v.to_bytes();
         assert_eq!(b.len(), encoded_len(&v), "encoded_len of {v:?}");
         // Arrays of nils are what the default limits refuse; these test the
         // encodings, so any tree is allowed.
@@ -516,7 +522,7 @@ mod tests {
             tree_bytes_floor: usize::MAX,
             ..DecodeLimits::default()
         };
-        assert_eq!(decode_value_with(&b, &any_tree).unwrap(), v);
+        assert_eq!(Value::decode_with(&b, &any_tree).unwrap(), v);
     }
 
     #[test]
@@ -560,7 +566,7 @@ mod tests {
         for n in [0usize, 1, 2, 3, 4, 8, 16, 17, 300] {
             roundtrip(Value::Ext(-3, Bytes::from(vec![1u8; n])));
         }
-        let b = encode_to_bytes(&Value::Int(-1));
+        let b = Value::to_bytes(&Value::Int(-1));
         assert_eq!(&b[..], &[0xff]);
     }
 
@@ -577,8 +583,8 @@ mod tests {
     #[test]
     fn bin_values_slice_the_input() {
         let v = Value::map([("blob", Value::Bin(Bytes::from(vec![3u8; 1000])))]);
-        let buf = encode_to_bytes(&v);
-        let decoded = decode_value(&buf).unwrap();
+        let buf = v.to_bytes();
+        let decoded = Value::decode(&buf).unwrap();
         let bin = decoded.get("blob").and_then(Value::as_bin).unwrap();
         let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
         assert!(range.contains(&(bin.as_ptr() as usize)));

@@ -211,12 +211,12 @@ fn hostile_replies(rng: &mut StdRng) -> Vec<Case> {
     trailing.push(0xc0);
     let no_class = {
         let mut v = vec![0x82];
-        v.extend_from_slice(&wire::encode_to_bytes(&Value::Str("node_id".into())));
-        v.extend_from_slice(&wire::encode_to_bytes(&Value::Str(GOOD.into())));
-        v.extend_from_slice(&wire::encode_to_bytes(&Value::Str(
+        v.extend_from_slice(&wire::Value::to_bytes(&Value::Str("node_id".into())));
+        v.extend_from_slice(&wire::Value::to_bytes(&Value::Str(GOOD.into())));
+        v.extend_from_slice(&wire::Value::to_bytes(&Value::Str(
             "__type_message__".into(),
         )));
-        v.extend_from_slice(&wire::encode_to_bytes(&Value::map([(
+        v.extend_from_slice(&wire::Value::to_bytes(&Value::map([(
             "module",
             Value::Str("x".into()),
         )])));
@@ -288,7 +288,7 @@ fn hostile_replies(rng: &mut StdRng) -> Vec<Case> {
                 ));
                 cases.push(case(
                     format!("nesting {depth} in a reply (maps: {maps})"),
-                    wire::chunks(envelope_around(GOOD, &nested(depth, maps)))
+                    wire::Frame::split(envelope_around(GOOD, &nested(depth, maps)))
                         .map(|f| frame(f.size, f.iteration, f.bytes))
                         .collect(),
                     Code::InvalidArgument,

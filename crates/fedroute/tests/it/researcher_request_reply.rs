@@ -64,14 +64,14 @@ async fn blob_round_trip(request_len: usize, reply_len: usize) -> (usize, usize)
     let node = async {
         let (payload, task_frames) = bounded("poll", poller).await.unwrap().unwrap();
         assert_eq!(payload.len(), encoded_len);
-        assert_eq!(task_frames, wire::frame_count(encoded_len));
+        assert_eq!(task_frames, wire::Frame::count_for(encoded_len));
         let task = Envelope::decode(payload).unwrap();
         match task.get("blob") {
             Some(wire::Value::Bin(b)) => assert!(*b == pattern(request_len)),
             other => panic!("blob missing: {other:?}"),
         }
         let answer = blob_reply(&task, NODE, pattern(reply_len));
-        let reply_frames = wire::frame_count(answer.to_bytes().len());
+        let reply_frames = wire::Frame::count_for(answer.to_bytes().len());
         reply(&mut client, &[answer]).await.unwrap();
         (task_frames, reply_frames)
     };
@@ -116,7 +116,11 @@ async fn chunk_boundaries_give_exact_frame_counts() {
         let node = async {
             let (payload, n) = poll_raw(&mut client, NODE).await.unwrap();
             assert_eq!(payload.len(), target);
-            assert_eq!(n, wire::frame_count(target), "frames for {target} bytes");
+            assert_eq!(
+                n,
+                wire::Frame::count_for(target),
+                "frames for {target} bytes"
+            );
             let task = Envelope::decode(payload).unwrap();
             // Reply with the same size to cross the boundary on the way back.
             let answer = blob_reply(&task, NODE, pattern(blob_len));

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use fedroute::wire::{chunks, chunks_of, frame_count, Reassembler, CHUNK_SIZE};
+use fedroute::wire::{Frame, Reassembler, CHUNK_SIZE};
 use proptest::prelude::*;
 
 const MAX_LEN: usize = 3 * CHUNK_SIZE + 1;
@@ -36,8 +36,8 @@ fn reassemble(payload: &Bytes, frames: impl Iterator<Item = fedroute::wire::Fram
 
 fn check(len: usize, offset: usize) {
     let p = payload(len, offset);
-    let frames = chunks(p.clone());
-    assert_eq!(frames.len(), frame_count(len));
+    let frames = Frame::split(p.clone());
+    assert_eq!(frames.len(), Frame::count_for(len));
     assert_eq!(frames.len(), len.div_ceil(CHUNK_SIZE).max(1));
     let collected: Vec<_> = frames.collect();
     for (i, f) in collected.iter().enumerate() {
@@ -50,7 +50,7 @@ fn check(len: usize, offset: usize) {
     }
     let out = reassemble(&p, collected.into_iter());
     assert!(out == p, "payload of {len} bytes changed");
-    if frame_count(len) == 1 {
+    if Frame::count_for(len) == 1 {
         assert_eq!(
             out.as_ptr(),
             p.as_ptr(),
@@ -83,7 +83,7 @@ fn boundary_sizes_round_trip() {
 fn one_byte_chunks_round_trip() {
     // Fed-BioMed accepts replies cut into 1-byte chunks.
     let p = payload(300, 0);
-    let out = reassemble(&p, chunks_of(p.clone(), 1));
+    let out = reassemble(&p, Frame::split_by(p.clone(), 1));
     assert_eq!(out, p);
 }
 
@@ -109,7 +109,7 @@ proptest! {
     #[test]
     fn any_chunk_size_round_trips(len in 0usize..5000, chunk in 1usize..600, offset in 0usize..1000) {
         let p = payload(len, offset);
-        let out = reassemble(&p, chunks_of(p.clone(), chunk));
+        let out = reassemble(&p, Frame::split_by(p.clone(), chunk));
         prop_assert_eq!(out, p);
     }
 }

@@ -11,7 +11,7 @@
 
 use bytes::{Bytes, BytesMut};
 use fedroute::wire::{
-    chunks, BufferPool, Envelope, NdArray, Reassembler, TrainRequest, Value, CHUNK_SIZE,
+    BufferPool, Envelope, Frame, NdArray, Reassembler, TrainRequest, Value, CHUNK_SIZE,
 };
 
 /// (result, bytes allocated, large allocations) of `f` on this thread.
@@ -46,7 +46,8 @@ fn payload_bytes_are_copied_at_most_once_per_side() {
             bytes < SMALL && large == 0,
             "the shared-piece encoding allocated {bytes} bytes"
         );
-        let (piece_frames, bytes, large) = measure(|| chunks(pieces.clone()).collect::<Vec<_>>());
+        let (piece_frames, bytes, large) =
+            measure(|| Frame::split(pieces.clone()).collect::<Vec<_>>());
         assert!(
             bytes < 2 * CHUNK_SIZE + SMALL && large <= 2,
             "chunking the pieces allocated {bytes} bytes in {large} large blocks"
@@ -69,7 +70,7 @@ fn payload_bytes_are_copied_at_most_once_per_side() {
             bytes < len + SMALL && large == 1,
             "encoding allocated {bytes} bytes in {large} large blocks"
         );
-        let (frames, bytes, large) = measure(|| chunks(wire.clone()).collect::<Vec<_>>());
+        let (frames, bytes, large) = measure(|| Frame::split(wire.clone()).collect::<Vec<_>>());
         assert!(
             bytes < SMALL && large == 0,
             "chunking allocated {bytes} bytes"
@@ -129,7 +130,7 @@ fn payload_bytes_are_copied_at_most_once_per_side() {
     let mut r = Reassembler::default().with_pool(BufferPool::new(2 * len));
     for round in 0..3 {
         let ((), bytes, large) = measure(|| {
-            let frames: Vec<_> = chunks(env.to_bytes_in(&mut send_buf)).collect();
+            let frames: Vec<_> = Frame::split(env.to_bytes_in(&mut send_buf)).collect();
             let mut out = None;
             for f in frames {
                 out = r.push(f.size, f.iteration, f.bytes).unwrap();

@@ -10,7 +10,7 @@
 //! the budget too.
 
 use bytes::Bytes;
-use fedroute::wire::{decode_value_with, DecodeLimits};
+use fedroute::wire::{DecodeLimits, Value};
 use proptest::prelude::*;
 
 /// Bytes decoding may allocate besides the tree (errors, bookkeeping).
@@ -19,7 +19,7 @@ const OVERHEAD: usize = 16 << 10;
 /// The peak bytes allocated while decoding `input` with `limits`, and
 /// whether it decoded.
 fn peak_decoding(input: &Bytes, limits: &DecodeLimits) -> (usize, bool) {
-    let (ok, seen) = fedroute_testkit::alloc::measure(|| decode_value_with(input, limits).is_ok());
+    let (ok, seen) = fedroute_testkit::alloc::measure(|| Value::decode_with(input, limits).is_ok());
     (seen.peak, ok)
 }
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use fedroute::proto;
 use fedroute::wire::{
-    decode_value, encode_to_bytes, to_json, to_json_pretty, Envelope, NdArray, PingReply,
-    PingRequest, SearchReply, SearchRequest, TrainRequest, Typed, Value,
+    Envelope, NdArray, PingReply, PingRequest, SearchReply, SearchRequest, TrainRequest, Typed,
+    Value,
 };
 use prost::Message;
 
@@ -50,8 +50,8 @@ fn there_are_fixtures_for_requests_and_replies() {
 fn every_fixture_re_encodes_to_identical_bytes() {
     for f in msgpack_fixtures() {
         let raw = Bytes::from(std::fs::read(&f).unwrap());
-        let v = decode_value(&raw).unwrap();
-        assert_eq!(encode_to_bytes(&v), raw, "{}", f.display());
+        let v = Value::decode(&raw).unwrap();
+        assert_eq!(v.to_bytes(), raw, "{}", f.display());
         // an envelope that was not modified hands back the very same buffer
         let env = Envelope::decode(raw.clone()).unwrap();
         assert_eq!(env.to_bytes().as_ptr(), raw.as_ptr());
@@ -68,7 +68,7 @@ fn every_fixture_re_encodes_to_identical_bytes() {
 fn every_fixture_matches_its_json_view_including_key_order() {
     for f in msgpack_fixtures() {
         let raw = Bytes::from(std::fs::read(&f).unwrap());
-        let v = decode_value(&raw).unwrap();
+        let v = Value::decode(&raw).unwrap();
         let hex: String = raw.iter().take(16).map(|b| format!("{b:02x}")).collect();
         let wrapper = Value::map([
             ("msgpack_len", Value::UInt(raw.len() as u64)),
@@ -77,13 +77,13 @@ fn every_fixture_matches_its_json_view_including_key_order() {
         ]);
         let expected = view_of(&f);
         assert_eq!(
-            to_json_pretty(&wrapper),
+            wrapper.to_json_pretty(),
             expected.trim_end(),
             "{}",
             f.display()
         );
         let parsed: serde_json::Value = serde_json::from_str(&expected).unwrap();
-        assert_eq!(to_json(&v), parsed["decoded"]);
+        assert_eq!(v.to_json(), parsed["decoded"]);
     }
 }
 

@@ -2,8 +2,7 @@
 
 use bytes::Bytes;
 use fedroute::wire::{
-    decode_value, encode_to_bytes, DecodeLimits, Envelope, FrameProblem, PingRequest, Reassembler,
-    TrainRequest, Value, WireError,
+    DecodeLimits, Envelope, FrameProblem, PingRequest, Reassembler, TrainRequest, Value, WireError,
 };
 
 fn fixture(name: &str) -> Bytes {
@@ -14,14 +13,14 @@ fn fixture(name: &str) -> Bytes {
 }
 
 fn decode(bytes: &[u8]) -> Result<Value, WireError> {
-    decode_value(&Bytes::copy_from_slice(bytes))
+    Value::decode(&Bytes::copy_from_slice(bytes))
 }
 
 #[test]
 fn every_truncation_of_a_message_is_a_truncated_error() {
     let raw = fixture("07_request_TrainRequest.msgpack");
     for len in 0..raw.len() {
-        let r = decode_value(&raw.slice(..len));
+        let r = Value::decode(&raw.slice(..len));
         assert!(
             matches!(r, Err(WireError::Truncated { .. })),
             "prefix {len}: {r:?}"
@@ -97,7 +96,7 @@ fn huge_length_claims_do_not_allocate() {
 
 #[test]
 fn a_message_must_be_a_map_with_a_type_message_class() {
-    let enc = |v: &Value| encode_to_bytes(v);
+    let enc = |v: &Value| Value::to_bytes(v);
     assert!(matches!(
         Envelope::decode(enc(&Value::Array(vec![]))),
         Err(WireError::NotAMap { found: "array" })

@@ -4,10 +4,7 @@
 //! encoding's bytes.
 
 use bytes::Bytes;
-use fedroute::wire::{
-    chunks_of, decode_value, encode_payload, encode_to_bytes, Envelope, Reassembler, Value,
-    SHARED_MIN_BYTES,
-};
+use fedroute::wire::{Envelope, Frame, Payload, Reassembler, Value};
 use proptest::prelude::*;
 
 fn leaf() -> impl Strategy<Value = Value> {
@@ -43,7 +40,7 @@ fn large_leaf() -> impl Strategy<Value = Value> {
     (
         any::<bool>(),
         any::<i8>(),
-        SHARED_MIN_BYTES - 2..SHARED_MIN_BYTES + 70_000,
+        Payload::SHARED_MIN_BYTES - 2..Payload::SHARED_MIN_BYTES + 70_000,
         any::<u8>(),
     )
         .prop_map(|(bin, tag, n, seed)| {
@@ -71,13 +68,13 @@ proptest! {
 
     #[test]
     fn shared_pieces_give_the_contiguous_bytes(v in tree_with_large(), chunk in 1_000usize..100_000) {
-        let contiguous = encode_to_bytes(&v);
-        let payload = encode_payload(&v);
+        let contiguous = v.to_bytes();
+        let payload = v.to_payload();
         prop_assert_eq!(payload.len(), contiguous.len());
         prop_assert_eq!(payload.to_bytes(), contiguous.clone());
         let mut r = Reassembler::default();
         let mut out = None;
-        for f in chunks_of(payload, chunk) {
+        for f in Frame::split_by(payload, chunk) {
             prop_assert!(out.is_none());
             out = r.push(f.size, f.iteration, f.bytes).unwrap();
         }
@@ -90,17 +87,17 @@ proptest! {
 
     #[test]
     fn any_value_round_trips(v in tree()) {
-        let bytes = encode_to_bytes(&v);
+        let bytes = v.to_bytes();
         prop_assert_eq!(bytes.len(), v.encoded_len());
-        let back = decode_value(&bytes).unwrap();
+        let back = Value::decode(&bytes).unwrap();
         prop_assert_eq!(&back, &v);
-        prop_assert_eq!(encode_to_bytes(&back), bytes);
+        prop_assert_eq!(back.to_bytes(), bytes);
     }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         let b = Bytes::from(bytes);
-        let _ = decode_value(&b);
+        let _ = Value::decode(&b);
         let _ = Envelope::decode(b);
     }
 
