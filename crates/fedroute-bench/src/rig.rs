@@ -500,6 +500,9 @@ impl BenchNodeHandle {
             .researchers(vec![endpoint])
             .config(config)
             .build(handler.clone().recipient())
+            .map_err(|e| BenchError::Setup {
+                what: format!("the bench node: {}", fedroute::ErrorChain(&e)),
+            })?
             .start();
         handler.send(SetController(controller.clone())).await?;
         Ok(BenchNodeHandle {

@@ -326,6 +326,8 @@ pub struct MiniResearcher {
     pub addr: SocketAddr,
     /// Its researcher id (certificate O=).
     pub researcher_id: String,
+    /// Its certificate and key (to restart it as the same researcher).
+    pub identity: tls::ServerIdentity,
     tasks: mpsc::UnboundedSender<Bytes>,
     /// Replies received (decoded), in arrival order.
     pub replies: mpsc::UnboundedReceiver<Envelope>,
@@ -343,6 +345,13 @@ impl MiniResearcher {
     pub fn start(port: u16, researcher_id: Option<&str>, streaming: bool) -> MiniResearcher {
         tls::install_crypto_provider();
         let identity = tls::generate_researcher_identity(researcher_id, "127.0.0.1").unwrap();
+        MiniResearcher::start_as(port, identity, streaming)
+    }
+
+    /// Starts a researcher presenting `identity` (for example the one of
+    /// a researcher that stopped: the same researcher restarted).
+    pub fn start_as(port: u16, identity: tls::ServerIdentity, streaming: bool) -> MiniResearcher {
+        tls::install_crypto_provider();
         let researcher_id = identity.researcher_id.clone();
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -362,6 +371,7 @@ impl MiniResearcher {
         MiniResearcher {
             addr,
             researcher_id,
+            identity,
             tasks: tasks_tx,
             replies,
             feedback,
@@ -461,7 +471,8 @@ pub fn start_node(
         .name(format!("{node_id} name"))
         .researchers(endpoints)
         .config(config)
-        .start(handler.recipient());
+        .start(handler.recipient())
+        .expect("the controller starts");
     (controller, seen)
 }
 

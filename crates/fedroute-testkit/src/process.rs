@@ -13,10 +13,28 @@ pub fn fedroute_bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("fedroute")
 }
 
-/// `fedroute` with the given arguments and logging as asked.
+/// The variable `fedroute` reads its default state directory from.
+pub const STATE_DIR_ENV: &str = "FEDROUTE_STATE_DIR";
+
+/// A fresh state directory for one `fedroute` process, under the target
+/// directory (git-ignored), so that tests neither share trust stores and
+/// identities nor write into the user's home. `--state-dir` still wins.
+pub fn test_state_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let bin = fedroute_bin();
+    let base = bin
+        .parent()
+        .map_or_else(std::env::temp_dir, |d| d.join("test-state"));
+    base.join(format!("{}-{n}", std::process::id()))
+}
+
+/// `fedroute` with the given arguments and logging as asked, with a state
+/// directory of its own ([`test_state_dir`]).
 pub fn fedroute(args: &[&str], rust_log: &str) -> Command {
     let mut cmd = Command::new(fedroute_bin());
     cmd.args(args)
+        .env(STATE_DIR_ENV, test_state_dir())
         .env("RUST_LOG", rust_log)
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())

@@ -12,7 +12,9 @@ use std::error::Error;
 use std::time::Duration;
 
 use actix::prelude::*;
-use fedroute::node::{Controller, IsConnected, ResearcherEndpoint, Shutdown, TaskReceived};
+use fedroute::node::{
+    Controller, IsConnected, NodeError, ResearcherEndpoint, Shutdown, TaskReceived,
+};
 use fedroute::researcher::{self, Request, ResearcherConfig};
 use fedroute::wire::{Envelope, ErrorMessage, PingReply, PingRequest, WireError};
 use fedroute::ErrorChain;
@@ -66,7 +68,7 @@ fn answer(request: &Envelope) -> Result<Envelope, WireError> {
 }
 
 /// Starts the handler and the controller that delivers tasks to it.
-fn start_node(endpoint: ResearcherEndpoint) -> Addr<Controller> {
+fn start_node(endpoint: ResearcherEndpoint) -> Result<Addr<Controller>, NodeError> {
     Controller::builder(NODE_ID)
         .name("example")
         .researcher(endpoint)
@@ -78,7 +80,7 @@ async fn against_local_researcher() -> Result<(), Box<dyn Error>> {
     config.listen.address = "127.0.0.1:0".parse()?;
     let researcher = researcher::start(config, None).await?;
     let port = researcher.local_addr.port();
-    let controller = start_node(ResearcherEndpoint::trust_on_first_use("127.0.0.1", port));
+    let controller = start_node(ResearcherEndpoint::trust_on_first_use("127.0.0.1", port))?;
     tokio::time::timeout(BOUND, async {
         while !controller.send(IsConnected).await.unwrap_or(false) {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -106,7 +108,7 @@ async fn against_local_researcher() -> Result<(), Box<dyn Error>> {
 
 async fn against(addr: &str) -> Result<(), Box<dyn Error>> {
     let (host, port) = addr.rsplit_once(':').ok_or("expected HOST:PORT")?;
-    let controller = start_node(ResearcherEndpoint::trust_on_first_use(host, port.parse()?));
+    let controller = start_node(ResearcherEndpoint::trust_on_first_use(host, port.parse()?))?;
     println!("node {NODE_ID} serving {addr}; Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;
     controller.send(Shutdown { deadline: BOUND }).await?;

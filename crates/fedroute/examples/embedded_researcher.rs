@@ -11,7 +11,7 @@ use std::error::Error;
 use std::time::Duration;
 
 use actix::prelude::*;
-use fedroute::node::{Controller, ResearcherEndpoint, Shutdown, TaskReceived};
+use fedroute::node::{Controller, NodeError, ResearcherEndpoint, Shutdown, TaskReceived};
 use fedroute::researcher::{self, Request, ResearcherConfig, ResearcherEvent};
 use fedroute::wire::{
     Envelope, Feedback, PingReply, PingRequest, SearchReply, SearchRequest, Value,
@@ -54,7 +54,9 @@ async fn run(listen: &str, local_node: bool) -> Result<(), Box<dyn Error>> {
         "researcher {} on {}",
         researcher.researcher_id, researcher.local_addr
     );
-    let node = local_node.then(|| start_node_in_process(researcher.local_addr.port()));
+    let node = local_node
+        .then(|| start_node_in_process(researcher.local_addr.port()))
+        .transpose()?;
     let node_id = tokio::time::timeout(BOUND, arrivals.recv())
         .await?
         .ok_or("the event handler stopped")?;
@@ -118,7 +120,7 @@ impl Handler<TaskReceived> for Node {
     }
 }
 
-fn start_node_in_process(port: u16) -> Addr<Controller> {
+fn start_node_in_process(port: u16) -> Result<Addr<Controller>, NodeError> {
     Controller::builder("NODE_local")
         .name("local")
         .researcher(ResearcherEndpoint::trust_on_first_use("127.0.0.1", port))

@@ -19,6 +19,7 @@ pub mod log_limit;
 pub mod node;
 pub mod proto;
 pub mod researcher;
+mod state_file;
 pub mod tls;
 pub mod wire;
 

@@ -20,7 +20,7 @@ use futures::future::join_all;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
-use fedroute::node::{Controller, ControllerConfig, ResearcherEndpoint, Shutdown};
+use fedroute::node::{Controller, ControllerConfig, ResearcherEndpoint, Shutdown, Status};
 use fedroute::researcher::{self, Request, Researcher, ResearcherConfig, ResearcherEvent};
 use fedroute::tls;
 use fedroute::wire::{Envelope, NdArray, PingRequest, SearchRequest, TrainRequest, Value};
@@ -286,12 +286,33 @@ fn progress_bar(total: u64) -> ProgressBar {
     pb
 }
 
+/// The demo researcher's state directory, removed when the demo ends.
+struct DemoState(std::path::PathBuf);
+
+impl DemoState {
+    fn create() -> Result<DemoState, String> {
+        let dir = std::env::temp_dir().join(format!("fedroute-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(DemoState(dir))
+    }
+}
+
+impl Drop for DemoState {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 async fn demo(args: &DemoArgs) -> Result<(), String> {
     tls::install_crypto_provider();
     let researcher_id = tls::new_researcher_id();
     let mut config = ResearcherConfig::default();
     config.listen.address = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     config.listen.researcher_id = Some(researcher_id.clone());
+    // The researcher keeps its identity here, to rotate it at the restart.
+    let state = DemoState::create()?;
+    config.state_dir = Some(state.0.clone());
     let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let tap = EventTap::new(tx).start();
     let started = Instant::now();
@@ -317,7 +338,8 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         };
         let endpoint = ResearcherEndpoint::trust_on_first_use(addr.ip().to_string(), addr.port());
         let (controller, _handler) =
-            ReferenceNode::start(responder, vec![endpoint], ControllerConfig::default(), None);
+            ReferenceNode::start(responder, vec![endpoint], ControllerConfig::default(), None)
+                .map_err(|e| format!("cannot start a demo node: {}", ErrorChain(&e)))?;
         controllers.push(controller);
     }
     let nodes = wait_nodes(&mut events, args.nodes).await?;
@@ -387,12 +409,21 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         train.merge(p);
     }
 
-    // Restart the researcher: same port, same id, new certificate.
+    // Restart the researcher: same port, same id, a rotated certificate
+    // (a new key, with a proof by the old one that the nodes check).
     run.pb.set_message("researcher restart");
     handle
         .shutdown()
         .await
         .map_err(|e| format!("cannot stop the researcher: {}", ErrorChain(&e)))?;
+    tls::IdentityDir::new(&state.0)
+        .rotate(&[&config.listen.certificate_host()])
+        .map_err(|e| {
+            format!(
+                "cannot rotate the researcher certificate: {}",
+                ErrorChain(&e)
+            )
+        })?;
     while events.try_recv().is_ok() {}
     say(
         &run.pb,
@@ -411,6 +442,15 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
     let back = wait_nodes(&mut events, args.nodes).await?;
     let reconnect = listening.elapsed();
     let new_cert = handle2.cert_der != handle.cert_der;
+    let mut by_proof = 0;
+    for c in &controllers {
+        if let Ok(links) = c.send(Status).await {
+            by_proof += links
+                .iter()
+                .filter(|l| l.certificate_accepted == Some(tls::Acceptance::RotationProof))
+                .count();
+        }
+    }
     say(
         &run.pb,
         format!(
@@ -418,7 +458,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
             handle2.researcher_id,
             handle2.local_addr,
             if new_cert {
-                "new certificate"
+                "rotated certificate"
             } else {
                 "same certificate"
             },
@@ -484,7 +524,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
     }
     println!("{}", row("total", &mut all));
     println!(
-        "researcher restart: {}/{} nodes reconnected in {} (same id, {})",
+        "researcher restart: {}/{} nodes reconnected in {} (same id, {}; {by_proof}/{} nodes accepted the rotated certificate by its proof)",
         back.len(),
         args.nodes,
         stats::duration(reconnect),
@@ -492,7 +532,8 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
             "new certificate"
         } else {
             "same certificate"
-        }
+        },
+        args.nodes
     );
     if !train_time.is_zero() {
         println!(

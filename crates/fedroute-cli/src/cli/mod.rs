@@ -17,6 +17,7 @@ pub(crate) mod inspect;
 pub(crate) mod node;
 pub(crate) mod researcher;
 pub(crate) mod runtime;
+pub(crate) mod state;
 pub(crate) mod stats;
 
 use clap::{Parser, Subcommand};

@@ -24,8 +24,8 @@ use tokio::sync::mpsc;
 
 use fedroute::log_limit::{LogRate, PeerLog};
 use fedroute::node::{
-    log_forward, Controller, ControllerConfig, FinishReason, Finished, ResearcherEndpoint,
-    SendReply, Shutdown, Status, TaskReceived,
+    log_forward, Controller, ControllerConfig, FinishReason, Finished, NodeError,
+    ResearcherEndpoint, SendReply, Shutdown, Status, TaskReceived,
 };
 use fedroute::tls::{self, ChannelOptions, ClientIdentity, TrustPolicy};
 use fedroute::wire::{
@@ -65,8 +65,9 @@ pub(crate) struct NodeArgs {
     #[arg(long = "dataset", value_name = "NAME:TAG,TAG")]
     pub(crate) datasets: Vec<DatasetSpec>,
     /// Trust exactly the researcher certificate in this PEM file, whatever
-    /// host is dialled [default: trust the certificate seen on first contact,
-    /// as Fed-BioMed does].
+    /// host is dialled [default: trust the certificate seen on first contact
+    /// and remember it in the trust store of --state-dir; a later, different
+    /// certificate is refused unless it carries a rotation proof].
     #[arg(long, value_name = "CERT", conflicts_with = "ca")]
     pub(crate) pin: Option<PathBuf>,
     /// Trust researcher certificates signed by a CA in this PEM bundle (host
@@ -80,6 +81,18 @@ pub(crate) struct NodeArgs {
     /// Private key (PEM) of --cert [default: none].
     #[arg(long, value_name = "PEM", requires = "cert")]
     pub(crate) key: Option<PathBuf>,
+    /// Fed-BioMed's trust on first use: accept a researcher's new
+    /// certificate whenever it names the same researcher id (O=), with a
+    /// warning. The id is not secret, so anyone on the path can do the
+    /// same: only for trusted networks [default: off, refuse a changed
+    /// certificate without a rotation proof].
+    #[arg(long, conflicts_with_all = ["pin", "ca", "insecure"])]
+    pub(crate) trust_same_id: bool,
+    /// Where the node keeps its state (the trust store, trust.json)
+    /// [default: $FEDROUTE_STATE_DIR, else $XDG_STATE_HOME/fedroute/node,
+    /// else ~/.local/state/fedroute/node].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
     /// Dial researchers in plaintext, without TLS: traffic is readable and
     /// the researcher is not authenticated. Only for closed test set-ups
     /// against a researcher started with --insecure [default: off, TLS].
@@ -117,6 +130,7 @@ pub(crate) fn run(args: &NodeArgs) -> Result<(), String> {
         }
         (Some(pin), _) => TrustPolicy::PinnedCertificate(pin.clone()),
         (None, Some(ca)) => TrustPolicy::CaBundle(ca.clone()),
+        (None, None) if args.trust_same_id => TrustPolicy::TrustSameResearcherId,
         (None, None) => TrustPolicy::TrustOnFirstUse,
     };
     let client_identity = match (&args.cert, &args.key) {
@@ -146,7 +160,10 @@ async fn serve(
         })
         .collect();
     // Check certificate files before dialling (no network for these policies).
-    if !matches!(trust, TrustPolicy::TrustOnFirstUse | TrustPolicy::Plaintext) {
+    if !matches!(
+        trust,
+        TrustPolicy::TrustOnFirstUse | TrustPolicy::TrustSameResearcherId | TrustPolicy::Plaintext
+    ) {
         if let Some(e) = endpoints.first() {
             tls::trusted_client_config(
                 &e.trust,
@@ -172,6 +189,7 @@ async fn serve(
     let mut config = ControllerConfig::default();
     config.channel.connect_timeout = dial_timeout;
     config.client_identity = client_identity;
+    config.state_dir = Some(super::state::state_dir(args.state_dir.as_ref(), "node")?);
     args.limits.apply(&mut config.receive);
     config
         .validate()
@@ -185,7 +203,8 @@ async fn serve(
     };
     let watch = FinishWatch(finished_tx).start();
     let (controller, _handler) =
-        ReferenceNode::start(responder, endpoints, config, Some(watch.recipient()));
+        ReferenceNode::start(responder, endpoints, config, Some(watch.recipient()))
+            .map_err(|e| format!("cannot start the node: {}", ErrorChain(&e)))?;
     if let Some(f) = &forwarding {
         f.attach(controller.clone().recipient());
     }
@@ -437,7 +456,7 @@ impl ReferenceNode {
         endpoints: Vec<ResearcherEndpoint>,
         config: ControllerConfig,
         on_finish: Option<Recipient<Finished>>,
-    ) -> (Addr<Controller>, Addr<ReferenceNode>) {
+    ) -> Result<(Addr<Controller>, Addr<ReferenceNode>), NodeError> {
         // The handler's address exists before the actor runs, so the
         // controller and its handler can know each other from the start.
         let ctx = Context::<ReferenceNode>::new();
@@ -446,7 +465,7 @@ impl ReferenceNode {
             .researchers(endpoints)
             .on_finish(on_finish)
             .config(config)
-            .build(ctx.address().recipient())
+            .build(ctx.address().recipient())?
             .start();
         let handler = ctx.run(ReferenceNode {
             responder,
@@ -454,7 +473,7 @@ impl ReferenceNode {
             greeted: HashSet::new(),
             log: Arc::new(PeerLog::new(LogRate::default())),
         });
-        (controller, handler)
+        Ok((controller, handler))
     }
 }
 

@@ -51,8 +51,8 @@ pub(crate) struct ResearcherArgs {
     /// [default: the listen IP, or localhost when listening on all addresses].
     #[arg(long, value_name = "HOST", conflicts_with = "cert")]
     pub(crate) host: Option<String>,
-    /// Certificate (PEM) to serve; needs --key [default: a self-signed
-    /// certificate generated at start].
+    /// Certificate (PEM) to serve; needs --key [default: the identity kept
+    /// in --state-dir, generated on the first start].
     #[arg(long, value_name = "PEM", requires = "key")]
     pub(crate) cert: Option<PathBuf>,
     /// Private key (PEM) of --cert.
@@ -63,6 +63,18 @@ pub(crate) struct ResearcherArgs {
     /// certificate [default: no client certificates].
     #[arg(long, value_name = "PEM")]
     pub(crate) client_ca: Option<PathBuf>,
+    /// Where the researcher keeps its key and certificate across restarts
+    /// (researcher-identity.pem), so that nodes which trusted it still do
+    /// [default: $FEDROUTE_STATE_DIR, else
+    /// $XDG_STATE_HOME/fedroute/researcher, else
+    /// ~/.local/state/fedroute/researcher].
+    #[arg(long, value_name = "DIR", conflicts_with = "cert")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Before serving, replace the identity in --state-dir with a new key
+    /// whose certificate carries a rotation proof signed by the current
+    /// key: nodes that trusted the current certificate accept the new one.
+    #[arg(long, conflicts_with_all = ["cert", "insecure", "id"])]
+    pub(crate) rotate_cert: bool,
     /// Write the server certificate (PEM) to this file, for nodes to --pin
     /// [default: not written].
     #[arg(long, value_name = "PATH")]
@@ -94,6 +106,26 @@ pub(crate) fn run(args: &ResearcherArgs) -> Result<(), String> {
     runtime::block_on(serve(args))
 }
 
+/// `--rotate-cert`: a new key for the identity in `dir`, with a proof.
+fn rotate_identity(dir: &std::path::Path, host: &str) -> Result<(), String> {
+    let ids = tls::IdentityDir::new(dir);
+    if !ids.identity_path().exists() {
+        return Err(format!(
+            "--rotate-cert: there is no identity to rotate in {} (start the researcher once without it)",
+            dir.display()
+        ));
+    }
+    let rotated = ids
+        .rotate(&[host])
+        .map_err(|e| format!("cannot rotate the certificate: {}", ErrorChain(&e)))?;
+    println!(
+        "rotated the certificate of {}: new SHA-256 {} (nodes that trusted the previous one accept it by its proof)",
+        rotated.researcher_id,
+        tls::Fingerprint::of(&rotated.cert_der)
+    );
+    Ok(())
+}
+
 async fn serve(args: &ResearcherArgs) -> Result<(), String> {
     let mut config = ResearcherConfig::default();
     config.listen.address = args.listen;
@@ -102,6 +134,13 @@ async fn serve(args: &ResearcherArgs) -> Result<(), String> {
     config.listen.host = args.host.clone();
     config.listen.identity = args.cert.clone().zip(args.key.clone());
     config.listen.client_ca = args.client_ca.clone();
+    if config.listen.identity.is_none() && !args.insecure {
+        let dir = super::state::state_dir(args.state_dir.as_ref(), "researcher")?;
+        if args.rotate_cert {
+            rotate_identity(&dir, &config.listen.certificate_host())?;
+        }
+        config.state_dir = Some(dir);
+    }
     args.limits.apply(&mut config.receive);
     let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let tap = EventTap::new(tx).start();

@@ -28,6 +28,10 @@ fn demo_with_small_sizes_loses_nothing() {
     assert!(stdout.contains("\n0 lost"), "{stdout}");
     assert!(stdout.contains("3/3 nodes reconnected"), "{stdout}");
     assert!(stdout.contains("new certificate"), "{stdout}");
+    assert!(
+        stdout.contains("3/3 nodes accepted the rotated certificate by its proof"),
+        "{stdout}"
+    );
     // 3 nodes x (6 pings + 1 search + 2 rounds).
     let total = stdout.lines().find(|l| l.starts_with("total")).unwrap();
     let counts: Vec<&str> = total.split_whitespace().skip(1).take(2).collect();

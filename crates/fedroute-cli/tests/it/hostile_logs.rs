@@ -151,7 +151,8 @@ async fn running_out_of_file_descriptors_does_not_spin_the_accept_loop() {
         cli_support::fedroute_bin().display()
     );
     let mut cmd = std::process::Command::new("sh");
-    cmd.args(["-c", &script]);
+    cmd.args(["-c", &script])
+        .env(cli_support::STATE_DIR_ENV, cli_support::test_state_dir());
     let mut researcher = Process::start_command(cmd, "info");
     researcher.wait_line("listening on").await;
     // More connections than descriptors: accepting fails with EMFILE.

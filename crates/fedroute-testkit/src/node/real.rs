@@ -42,6 +42,20 @@ impl RealResearcher {
         let mut config = ResearcherConfig::default();
         config.listen.address = SocketAddr::from(([127, 0, 0, 1], port));
         config.listen.researcher_id = researcher_id.map(str::to_string);
+        RealResearcher::start_with(config).await
+    }
+
+    /// Starts a researcher on 127.0.0.1:`port` (0: any) keeping its
+    /// identity in `state_dir` (generated there on the first start).
+    pub async fn start_in(port: u16, state_dir: &std::path::Path) -> RealResearcher {
+        let mut config = ResearcherConfig::default();
+        config.listen.address = SocketAddr::from(([127, 0, 0, 1], port));
+        config.state_dir = Some(state_dir.to_path_buf());
+        RealResearcher::start_with(config).await
+    }
+
+    /// Starts a researcher with `config`.
+    pub async fn start_with(config: ResearcherConfig) -> RealResearcher {
         let (tx, events) = mpsc::unbounded_channel();
         let sink = EventSink(tx).start();
         let handle = within(
@@ -61,15 +75,7 @@ impl RealResearcher {
         let mut config = ResearcherConfig::default();
         config.listen.address = SocketAddr::from(([127, 0, 0, 1], 0));
         config.listen.identity = Some((cert, key));
-        let (tx, events) = mpsc::unbounded_channel();
-        let sink = EventSink(tx).start();
-        let handle = within(
-            "the researcher to start",
-            researcher::start(config, Some(sink.recipient())),
-        )
-        .await
-        .expect("researcher start");
-        RealResearcher { handle, events }
+        RealResearcher::start_with(config).await
     }
 
     /// Its endpoint, trusted on first use.

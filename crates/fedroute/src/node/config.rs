@@ -1,11 +1,14 @@
 //! [`ControllerConfig`]: the settings the controller and all its links
 //! share, in groups, with documented defaults (see [`crate::config`]).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::status::PollMode;
 use crate::config::{ConfigError, ReceiveLimits};
 use crate::log_limit::LogRate;
+#[cfg(doc)]
+use crate::tls::TrustStore;
 use crate::tls::{ChannelOptions, ClientIdentity};
 
 /// How replies travel on `ReplyTask`.
@@ -71,6 +74,13 @@ pub struct ControllerConfig {
     /// window; the rest are counted and summed up in one line.
     /// Default: [`LogRate::default`] (5 lines per 10 s).
     pub peer_log_rate: LogRate,
+    /// Where the node keeps what must survive a restart: the trust store
+    /// (`trust.json`, see [`TrustStore`]), the certificate each researcher
+    /// endpoint was trusted with. Default: none, and the trust store lives
+    /// in memory (a restarted node trusts every researcher anew). `fedroute
+    /// node` defaults to `$XDG_STATE_HOME/fedroute/node` (or
+    /// `~/.local/state/fedroute/node`).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl ControllerConfig {
@@ -81,8 +91,8 @@ impl ControllerConfig {
     pub const DEFAULT_CONNECTION_WINDOW: u32 = 8 << 20;
 
     /// Checks that the settings fit together (see
-    /// [`ReceiveLimits::validate`]). `fedroute node` checks before it
-    /// starts its controller; the controller itself does not.
+    /// [`ReceiveLimits::validate`]); [`ControllerBuilder::build`](super::ControllerBuilder::build)
+    /// calls it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.receive.validate()
     }
@@ -110,6 +120,7 @@ impl Default for ControllerConfig {
             replies: ReplySettings::default(),
             receive: ReceiveLimits::default(),
             queues: QueueSettings::default(),
+            state_dir: None,
             peer_log_rate: LogRate::default(),
         }
     }
@@ -311,7 +322,9 @@ mod tests {
             receive,
             queues,
             peer_log_rate,
+            state_dir,
         } = ControllerConfig::default();
+        assert!(state_dir.is_none());
         assert_eq!(channel.initial_stream_window_size, Some(4 << 20));
         assert_eq!(channel.initial_connection_window_size, Some(8 << 20));
         assert_eq!(

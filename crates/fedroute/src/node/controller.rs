@@ -37,7 +37,8 @@
 //!     let controller = Controller::builder("NODE_1")
 //!         .name("node one")
 //!         .researcher(ResearcherEndpoint::trust_on_first_use("127.0.0.1", 50051))
-//!         .start(Pong.start().recipient());
+//!         .start(Pong.start().recipient())
+//!         .expect("the configuration is valid and the trust store readable");
 //!     let connected = controller.send(fedroute::node::IsConnected).await;
 //!     println!("connected: {connected:?}");
 //! });
@@ -70,6 +71,7 @@ use super::messages::{
 };
 use super::outbox::Outgoing;
 use super::shared::LinkShared;
+use super::trust::NodeTrust;
 use crate::proto;
 use crate::wire::{Envelope, FeedbackMessage, Log};
 use crate::ErrorChain;
@@ -110,6 +112,8 @@ pub struct Controller {
     finished_told: bool,
     /// The receive budget and decoder every link shares.
     intake: Intake,
+    /// The trust store every link shares.
+    trust: NodeTrust,
 }
 
 impl std::fmt::Debug for Controller {
@@ -175,9 +179,17 @@ impl ControllerBuilder {
     }
 
     /// The controller, delivering tasks to `handler`; start it with
-    /// [`Actor::start`] (or on an arbiter of its own).
-    pub fn build(self, handler: Recipient<TaskReceived>) -> Controller {
-        Controller {
+    /// [`Actor::start`] (or on an arbiter of its own). Checks the
+    /// configuration ([`ControllerConfig::validate`]) and opens the trust
+    /// store of its state directory: a damaged store is an error naming
+    /// the file.
+    pub fn build(self, handler: Recipient<TaskReceived>) -> Result<Controller, NodeError> {
+        self.config
+            .validate()
+            .map_err(|source| NodeError::Config { source })?;
+        let trust = NodeTrust::open(&self.config)?;
+        Ok(Controller {
+            trust,
             node_name: self.node_name.unwrap_or_else(|| self.node_id.clone()),
             node_id: self.node_id,
             intake: Intake::new(&self.config),
@@ -189,12 +201,13 @@ impl ControllerBuilder {
             links: Vec::new(),
             state: RunState::Running,
             finished_told: false,
-        }
+        })
     }
 
-    /// Builds the controller and starts it on the current arbiter.
-    pub fn start(self, handler: Recipient<TaskReceived>) -> Addr<Controller> {
-        self.build(handler).start()
+    /// Builds the controller (see [`ControllerBuilder::build`]) and starts
+    /// it on the current arbiter.
+    pub fn start(self, handler: Recipient<TaskReceived>) -> Result<Addr<Controller>, NodeError> {
+        Ok(self.build(handler)?.start())
     }
 }
 
@@ -239,6 +252,7 @@ impl Controller {
                 handler: Arc::clone(&self.handler),
                 events: ctx.address().downgrade().recipient(),
                 replier: Replier::new(ctx.address().downgrade().recipient()),
+                trust: self.trust.clone(),
             },
             Arc::clone(&shared),
             self.intake.clone(),

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::tls::TlsError;
+use crate::config::ConfigError;
+use crate::tls::{Fingerprint, RotationError, TlsError};
 use crate::wire::{shortened, WireError};
 
 /// Characters of a researcher's status message quoted in an error (the
@@ -85,6 +86,51 @@ pub enum NodeError {
         found: String,
         /// Where the new id was seen ("server certificate" or "task").
         seen_in: &'static str,
+    },
+    /// Security: the researcher behind an endpoint presents another
+    /// certificate than the one the node trusts it with, without a valid
+    /// rotation proof. Nothing is sent to it; the link keeps retrying (with
+    /// its normal back-off), so the real researcher is served again as soon
+    /// as it is back.
+    #[error(
+        "security: {endpoint} presents certificate {presented} instead of the trusted {recorded} ({why}); \
+         nothing is sent to it. If the researcher really changed its certificate, {accept}"
+    )]
+    CertificateChanged {
+        /// `host:port`.
+        endpoint: String,
+        /// The fingerprint of the trusted certificate.
+        recorded: Fingerprint,
+        /// The fingerprint of the certificate presented.
+        presented: Fingerprint,
+        /// Why the new certificate was not accepted.
+        why: Box<RotationError>,
+        /// How an operator accepts the new certificate ("accept it with:
+        /// fedroute trust forget ...").
+        accept: String,
+    },
+    /// The researcher's certificate is outside its validity period; the
+    /// link retries with back-off (the researcher may renew it).
+    #[error("the certificate of {endpoint} {validity}")]
+    CertificateNotValid {
+        /// `host:port`.
+        endpoint: String,
+        /// How its validity stands ("expired on ...").
+        validity: String,
+    },
+    /// The trust store could not be opened or written.
+    #[error("the trust store cannot be used")]
+    TrustStore {
+        /// The TLS layer's error (it names the file).
+        #[source]
+        source: Box<TlsError>,
+    },
+    /// The configuration does not hold together.
+    #[error("the controller configuration is not valid")]
+    Config {
+        /// What is wrong.
+        #[source]
+        source: ConfigError,
     },
     /// A task could not be used (bad frames, msgpack, version, fields); it is dropped.
     #[error("dropped a bad task from {endpoint}")]

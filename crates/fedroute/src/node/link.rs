@@ -4,8 +4,11 @@
 //! Life of a link:
 //! 1. `started`: dial (after a backoff delay, except for the very first
 //!    attempt): apply the endpoint's [`TrustPolicy`] (trust on first use
-//!    fetches and pins the certificate), check the researcher id against the
-//!    one known for this endpoint, open the tonic channel.
+//!    fetches the certificate and has the controller's trust store decide on
+//!    it before anything is sent: a certificate other than the trusted one,
+//!    without a valid rotation proof, is refused and retried with back-off),
+//!    check the researcher id against the one known for this endpoint, open
+//!    the tonic channel.
 //! 2. Connected: spawn the poll loop ([`Poller`]) and the send pump
 //!    ([`Pump`]) as actor futures; both report back when they end.
 //! 3. Connection lost (a failed dial, poll or send): `ctx.stop()`. The
@@ -27,7 +30,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix::WeakRecipient;
-use rustls_pki_types::CertificateDer;
 use tonic::transport::Channel;
 
 use super::backoff::Backoff;
@@ -42,6 +44,7 @@ use super::messages::{notify, LinkChange, LinkEvent, Replier};
 use super::probe::{self, ProbeSchedule};
 use super::progress::{LastData, LinkClient, Progress};
 use super::shared::LinkShared;
+use super::trust::NodeTrust;
 
 use super::sender::Pump;
 use super::status::{LinkState, PollMode};
@@ -81,7 +84,6 @@ impl Intake {
 /// The result of a successful dial.
 struct Dialled {
     channel: Channel,
-    certificate: Option<CertificateDer<'static>>,
     researcher_id: Option<String>,
 }
 
@@ -98,7 +100,7 @@ pub(crate) struct ResearcherLink {
     shared: Arc<LinkShared>,
     /// Where the link stands between dials.
     life: LinkLife,
-    pinned: Option<CertificateDer<'static>>,
+    trust: NodeTrust,
     mode: PollMode,
     client: Option<LinkClient>,
     /// When data last arrived on the current channel.
@@ -125,6 +127,8 @@ pub(super) struct LinkWiring {
     pub(super) events: WeakRecipient<LinkEvent>,
     /// What each task carries for the handler to reply with.
     pub(super) replier: Replier,
+    /// The controller's trust store.
+    pub(super) trust: NodeTrust,
 }
 
 impl std::fmt::Debug for ResearcherLink {
@@ -151,6 +155,7 @@ impl ResearcherLink {
             handler,
             events,
             replier,
+            trust,
         } = wiring;
         ResearcherLink {
             log: Arc::new(PeerLog::new(config.peer_log_rate)),
@@ -170,8 +175,8 @@ impl ResearcherLink {
             handler,
             events,
             replier,
+            trust,
             shared,
-            pinned: None,
             client: None,
             last_data: None,
             poll: None,
@@ -203,7 +208,7 @@ impl ResearcherLink {
         let key = self.key.clone();
         let config = Arc::clone(&self.config);
         let known = self.shared.researcher_id();
-        let pinned = self.pinned.clone();
+        let trust = self.trust.clone();
         // After a task was refused for lack of budget: wait until the others
         // gave some back (at most a stall timeout, after which a stalled
         // holder has been dropped), so the researcher's next try fits.
@@ -233,7 +238,7 @@ impl ResearcherLink {
                 .await;
             }
             shared.status().state = LinkState::Connecting;
-            dial(&endpoint, &key, known, pinned, &config).await
+            dial(&endpoint, &key, known, &trust, &config).await
         };
         ctx.spawn(
             fut.into_actor(self)
@@ -265,9 +270,6 @@ impl ResearcherLink {
                 );
             }
         }
-        if d.certificate.is_some() {
-            self.pinned = d.certificate;
-        }
         {
             let mut status = self.shared.status();
             if reconnected {
@@ -275,6 +277,7 @@ impl ResearcherLink {
             }
             status.state = LinkState::Connected;
             status.last_error = None;
+            status.certificate_accepted = self.trust.acceptance(&self.key);
         }
         if reconnected {
             log::info!("{}: reconnected", self.key);
@@ -423,7 +426,17 @@ impl ResearcherLink {
         {
             let mut status = self.shared.status();
             status.polling = false;
-            status.state = LinkState::BackingOff;
+            status.state = match &e {
+                NodeError::CertificateChanged {
+                    recorded,
+                    presented,
+                    ..
+                } => LinkState::CertificateChanged {
+                    recorded: *recorded,
+                    presented: *presented,
+                },
+                _ => LinkState::BackingOff,
+            };
             status.last_error = Some(why.clone());
         }
         if was_up {
@@ -468,7 +481,7 @@ async fn dial(
     endpoint: &ResearcherEndpoint,
     key: &str,
     known: Option<String>,
-    pinned: Option<CertificateDer<'static>>,
+    trust: &NodeTrust,
     config: &ControllerConfig,
 ) -> Result<Dialled, NodeError> {
     let tls_error = |e: tls::TlsError| NodeError::Tls {
@@ -483,7 +496,6 @@ async fn dial(
             .map_err(tls_error)?;
         return Ok(Dialled {
             channel,
-            certificate: None,
             researcher_id: known,
         });
     }
@@ -499,14 +511,21 @@ async fn dial(
     if let Some(found) = &trusted.researcher_id {
         check_same_researcher(key, known.as_deref(), found, "server certificate")?;
     }
-    if let (Some(old), Some(new), Some(id)) =
-        (&pinned, &trusted.certificate, &trusted.researcher_id)
-    {
-        if old != new {
-            log::warn!(
-                "{key}: the researcher presents a new certificate with the same researcher id {id}; \
-                 accepting it and pinning it from now on"
-            );
+    if let Some(cert) = &trusted.certificate {
+        if matches!(
+            endpoint.trust,
+            tls::TrustPolicy::TrustOnFirstUse | tls::TrustPolicy::TrustSameResearcherId
+        ) {
+            // Before anything is sent: a server with another certificate
+            // than the trusted one gets no poll, no reply, no feedback.
+            trust
+                .admit(
+                    key,
+                    cert.clone(),
+                    trusted.researcher_id.clone(),
+                    &endpoint.trust,
+                )
+                .await?;
         }
     }
     let connected =
@@ -529,7 +548,6 @@ async fn dial(
     }
     Ok(Dialled {
         channel: connected.channel,
-        certificate: trusted.certificate,
         researcher_id,
     })
 }

@@ -68,6 +68,7 @@ mod progress;
 mod sender;
 mod shared;
 mod status;
+mod trust;
 
 pub use config::{
     ControllerConfig, PollSettings, QueueSettings, ReconnectSettings, ReplySettings,

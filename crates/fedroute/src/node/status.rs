@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::SystemTime;
 
+use crate::tls::{Acceptance, Fingerprint};
+
 /// Where a link stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -14,6 +16,16 @@ pub enum LinkState {
     Connected,
     /// The last attempt failed; waiting before the next one.
     BackingOff,
+    /// The researcher presented another certificate than the trusted one,
+    /// without a valid rotation proof: nothing was sent to it, and the
+    /// link keeps retrying with its back-off (the real researcher is served
+    /// again as soon as it is back). `last_error` says how to accept it.
+    CertificateChanged {
+        /// The fingerprint of the trusted certificate.
+        recorded: Fingerprint,
+        /// The fingerprint of the one presented.
+        presented: Fingerprint,
+    },
     /// Stopped for good; the reason says why (a security error: the researcher id changed).
     Failed(String),
     /// Closed on request (shutdown or `RemoveResearcher`).
@@ -26,6 +38,13 @@ impl fmt::Display for LinkState {
             LinkState::Connecting => f.write_str("connecting"),
             LinkState::Connected => f.write_str("connected"),
             LinkState::BackingOff => f.write_str("backing off"),
+            LinkState::CertificateChanged {
+                recorded,
+                presented,
+            } => write!(
+                f,
+                "certificate changed (trusted {recorded}, presented {presented})"
+            ),
             LinkState::Failed(reason) => write!(f, "failed: {reason}"),
             LinkState::Closed => f.write_str("closed"),
         }
@@ -105,6 +124,9 @@ pub struct LinkStatus {
     /// is closed (it stopped or panicked): it polls again, and delivers the
     /// task it holds, once [`SetHandler`](super::SetHandler) gives a new one.
     pub waiting_for_handler: bool,
+    /// How the researcher's current certificate came to be trusted (trust
+    /// on first use only): first use, rotation proof or same id.
+    pub certificate_accepted: Option<Acceptance>,
 }
 
 impl LinkStatus {
@@ -129,6 +151,7 @@ impl LinkStatus {
             last_poll: None,
             last_error: None,
             waiting_for_handler: false,
+            certificate_accepted: None,
         }
     }
 

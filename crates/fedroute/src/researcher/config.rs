@@ -45,6 +45,14 @@ pub struct ResearcherConfig {
     /// counted and summed up in one line. Default: [`LogRate::default`]
     /// (5 lines per 10 s).
     pub peer_log_rate: LogRate,
+    /// Where the researcher keeps what must survive a restart: its key and
+    /// certificate (`researcher-identity.pem`, see
+    /// [`IdentityDir`](crate::tls::IdentityDir)), generated on the first
+    /// start, so that nodes which trusted it on first use still trust it.
+    /// `listen.identity` files, when given, take precedence. Default: none,
+    /// and a new identity is generated at every start (nodes that trusted
+    /// an earlier one then refuse it).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl ResearcherConfig {
@@ -313,7 +321,9 @@ mod tests {
             timeouts,
             receive,
             peer_log_rate,
+            state_dir,
         } = ResearcherConfig::default();
+        assert!(state_dir.is_none());
         assert_eq!(receive, ReceiveLimits::default());
         assert_eq!(peer_log_rate, LogRate::default());
 

@@ -87,12 +87,14 @@ pub async fn start(
 ) -> Result<ResearcherHandle, ResearcherError> {
     config.validate()?;
     tls::install_crypto_provider();
-    let identity = match &config.listen.identity {
-        Some((cert, key)) => tls::load_researcher_identity(cert, key)?,
-        None => tls::generate_researcher_identity(
-            config.listen.researcher_id.as_deref(),
-            &config.listen.certificate_host(),
-        )?,
+    let host = config.listen.certificate_host();
+    let identity = match (&config.listen.identity, &config.state_dir) {
+        (Some((cert, key)), _) => tls::load_researcher_identity(cert, key)?,
+        (None, Some(dir)) => tls::IdentityDir::new(dir)
+            .load_or_generate(config.listen.researcher_id.as_deref(), &[host.as_str()])?,
+        (None, None) => {
+            tls::generate_researcher_identity(config.listen.researcher_id.as_deref(), &host)?
+        }
     };
 
     let bind_error = |source| ResearcherError::Bind {

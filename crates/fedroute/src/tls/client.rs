@@ -22,9 +22,19 @@ use crate::ErrorChain;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TrustPolicy {
-    /// Fetch the server certificate on first contact and pin it (what
-    /// Fed-BioMed does); the researcher id comes from its subject O=.
+    /// Trust the certificate seen on first contact and remember it (in the
+    /// node's trust store; across restarts with a state directory); the
+    /// researcher id comes from its subject O=. A later, different
+    /// certificate is refused unless it carries a valid rotation proof by
+    /// the remembered key. The default.
     TrustOnFirstUse,
+    /// Fed-BioMed's behaviour: like [`TrustPolicy::TrustOnFirstUse`], but a
+    /// different certificate with the same researcher id (subject O=) is
+    /// accepted, with a warning each time. The id is not secret (it is in
+    /// every task), so anyone on the path can present such a certificate:
+    /// use it only where Fed-BioMed researchers regenerate their
+    /// certificates and the network is trusted.
+    TrustSameResearcherId,
     /// Trust exactly the certificate in this PEM file, whatever host name is dialled.
     PinnedCertificate(PathBuf),
     /// Trust certificates signed by a CA in this PEM bundle (host names are checked).
@@ -210,7 +220,7 @@ pub async fn trusted_client_config(
     timeout: Duration,
 ) -> Result<TrustedServer, TlsError> {
     match policy {
-        TrustPolicy::TrustOnFirstUse => {
+        TrustPolicy::TrustOnFirstUse | TrustPolicy::TrustSameResearcherId => {
             let cert = fetch_server_certificate(host, port, timeout, client).await?;
             Ok(pinned_server(cert, client)?)
         }

@@ -76,6 +76,50 @@ pub enum TlsError {
         /// rcgen's error.
         source: rcgen::Error,
     },
+    /// A certificate rotation could not be made.
+    #[error("could not rotate the researcher certificate: {reason}")]
+    Rotation {
+        /// What went wrong.
+        reason: String,
+    },
+    /// The trust store file exists but cannot be used; it is left as it
+    /// is (never reset): repair it, or move it away to trust every
+    /// researcher anew.
+    #[error("the trust store {path} is damaged: {reason}")]
+    TrustStoreDamaged {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A state directory holds the identity of another researcher than the
+    /// configured id.
+    #[error("{path} holds the identity of researcher {stored}, not of the configured {wanted}")]
+    IdentityMismatch {
+        /// The identity file.
+        path: std::path::PathBuf,
+        /// The id it holds.
+        stored: String,
+        /// The configured id.
+        wanted: String,
+    },
+    /// The identity file of a state directory does not hold a usable
+    /// certificate and key.
+    #[error("the researcher identity {path} is damaged")]
+    IdentityDamaged {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it cannot be used.
+        source: Box<TlsError>,
+    },
+    /// One's own certificate is outside its validity period.
+    #[error("the certificate in {path} {validity}")]
+    OwnCertificateInvalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// How its validity stands ("expired on ...").
+        validity: String,
+    },
     /// rustls refused a configuration (for example a key that does not match its certificate).
     #[error("rustls refused the {what} configuration")]
     Config {

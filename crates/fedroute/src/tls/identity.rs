@@ -151,6 +151,10 @@ pub(crate) fn researcher_params(
         .map(|h| host_san(h))
         .collect::<Result<_, _>>()?;
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    // Five years, as Fed-BioMed's; a day back for clocks that lag.
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(5 * 365);
     Ok(params)
 }
 
@@ -187,6 +191,7 @@ pub fn load_researcher_identity(cert: &Path, key: &Path) -> Result<ServerIdentit
     let cert_der = certs[0].clone();
     let researcher_id = researcher_id_of(&cert_der)?;
     check_server_key(certs, private_key)?;
+    super::validity::check_own_certificate(&cert_der, cert)?;
     Ok(ServerIdentity {
         cert_pem,
         key_pem,

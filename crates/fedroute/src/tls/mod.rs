@@ -56,9 +56,15 @@ mod channel;
 mod client;
 mod dial;
 mod error;
+mod fingerprint;
 mod identity;
+mod identity_dir;
+mod info;
 mod pem;
+mod rotation;
 mod server;
+mod trust_store;
+mod validity;
 mod verify;
 
 use std::sync::Arc;
@@ -72,14 +78,20 @@ pub use client::{
     TrustPolicy, TrustedServer,
 };
 pub use error::TlsError;
+pub use fingerprint::Fingerprint;
 pub use identity::{
     generate_researcher_identity, generate_researcher_identity_for_hosts, load_researcher_identity,
     new_researcher_id, node_id_of_client_cert, researcher_id_of, ClientIdentity, ServerIdentity,
     RESEARCHER_ID_PREFIX,
 };
+pub use identity_dir::IdentityDir;
+pub use info::CertificateInfo;
+pub use rotation::RotationError;
 pub use rustls_pki_types::CertificateDer;
 pub(crate) use server::SERVER_HANDSHAKE_TIMEOUT;
 pub use server::{authorize_node, peer_node_id, server_rustls_config, server_tls_config};
+pub use trust_store::{Acceptance, TrustStore, TrustedResearcher};
+pub(crate) use trust_store::{ChangeRule, Decision};
 
 /// The ALPN protocol id of HTTP/2.
 pub(crate) const ALPN_H2: &[u8] = b"h2";

@@ -85,7 +85,8 @@ async fn setup_with(poll_mode: fedroute::node::PollMode) -> Setup {
             proxy.addr.port(),
         )])
         .config(config)
-        .start(app.recipient());
+        .start(app.recipient())
+        .expect("the controller starts");
     events.connected(NODE).await;
     Setup {
         handle,

@@ -30,8 +30,11 @@ impl Handler<fedroute::node::TaskReceived> for Quiet {
     fn handle(&mut self, _: fedroute::node::TaskReceived, _: &mut Context<Self>) {}
 }
 
-fn config(port: u16) -> ResearcherConfig {
+/// A researcher on `port` keeping its identity in `state`, so that a
+/// restarted researcher is the one the node trusted.
+fn config(port: u16, state: &std::path::Path) -> ResearcherConfig {
     let mut config = ResearcherConfig::default();
+    config.state_dir = Some(state.to_path_buf());
     config.listen.address = SocketAddr::from(([127, 0, 0, 1], port));
     config.listen.researcher_id = Some(RID.to_string());
     config
@@ -54,6 +57,7 @@ fn node(id: &str, port: u16, config: ControllerConfig) -> Addr<Controller> {
         )])
         .config(config)
         .build(Quiet.start().recipient())
+        .expect("the controller starts")
         .start()
 }
 
@@ -90,7 +94,8 @@ async fn wait_connected(c: &Addr<Controller>, want: bool) {
 #[actix_rt::test]
 async fn replies_queued_during_a_researcher_crash_all_arrive_after_restart() {
     let _ = env_logger::builder().is_test(true).try_init();
-    let mut r = Crashable::start(config(0));
+    let state = tempfile::tempdir().unwrap();
+    let mut r = Crashable::start(config(0, state.path()));
     let port = r.addr.port();
     let names = ["NODE_r1", "NODE_r2", "NODE_r3"];
     let nodes: Vec<_> = names.iter().map(|n| node(n, port, fast())).collect();
@@ -110,7 +115,7 @@ async fn replies_queued_during_a_researcher_crash_all_arrive_after_restart() {
                 .expect("a reply is queued while the researcher is down");
         }
     }
-    let mut r = Crashable::start(config(port));
+    let mut r = Crashable::start(config(port, state.path()));
     let got = r.unmatched(per_node * names.len()).await;
     for n in names {
         let seqs: Vec<u64> = got
@@ -153,7 +158,8 @@ async fn replies_queued_during_a_researcher_crash_all_arrive_after_restart() {
 async fn a_reply_queued_during_an_outage_is_not_refused_after_the_restart() {
     let _ = env_logger::builder().is_test(true).try_init();
     for round in 0..3 {
-        let mut r = Crashable::start(config(0));
+        let state = tempfile::tempdir().unwrap();
+        let mut r = Crashable::start(config(0, state.path()));
         let port = r.addr.port();
         let id = "NODE_settled";
         let mut streaming = fast();
@@ -166,7 +172,7 @@ async fn a_reply_queued_during_an_outage_is_not_refused_after_the_restart() {
             .await
             .unwrap()
             .expect("a reply is queued while the researcher is down");
-        let mut r = Crashable::start(config(port));
+        let mut r = Crashable::start(config(port, state.path()));
         let got = r.unmatched(1).await;
         assert_eq!(got[0].get("seq").and_then(Value::as_u64), Some(0));
         let status = within("Status", c.send(Status)).await.unwrap();
@@ -190,7 +196,8 @@ async fn a_reply_queued_during_an_outage_is_not_refused_after_the_restart() {
 async fn shutdown_sends_queued_replies_or_reports_them_unsent() {
     let _ = env_logger::builder().is_test(true).try_init();
     // Researcher up: everything queued is sent before the deadline.
-    let mut r = Crashable::start(config(0));
+    let state = tempfile::tempdir().unwrap();
+    let mut r = Crashable::start(config(0, state.path()));
     let port = r.addr.port();
     let c = node("NODE_s1", port, fast());
     r.connected("NODE_s1").await;
@@ -257,7 +264,8 @@ async fn an_unreachable_researcher_is_retried_with_backoff_and_flat_memory() {
         return;
     }
     let _ = env_logger::builder().is_test(true).try_init();
-    let mut r = Crashable::start(config(0));
+    let state = tempfile::tempdir().unwrap();
+    let mut r = Crashable::start(config(0, state.path()));
     let port = r.addr.port();
     let c = node("NODE_u", port, fast());
     r.connected("NODE_u").await;
@@ -312,7 +320,7 @@ async fn an_unreachable_researcher_is_retried_with_backoff_and_flat_memory() {
         "memory grew by {} KiB while the researcher was down",
         rss_after - rss_before
     );
-    let mut r = Crashable::start(config(port));
+    let mut r = Crashable::start(config(port, state.path()));
     wait_connected(&c, true).await;
     let got = r.unmatched(queued).await;
     let seqs: Vec<u64> = got

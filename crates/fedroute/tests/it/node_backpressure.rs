@@ -47,6 +47,7 @@ async fn a_stuck_handler_does_not_block_sending_and_loses_nothing() {
         .researchers(vec![endpoint_of(&researcher)])
         .config(fast_config())
         .build(gate.recipient())
+        .expect("the controller starts")
         .start();
     researcher.next_poll().await;
     // Far more tasks than the handler's mailbox (16) and the stream credits (16).

@@ -1,7 +1,8 @@
 //! End to end against the real fedroute researcher (`fedroute::researcher`)
 //! over TLS on 127.0.0.1: request/reply in both poll modes, broadcast to
 //! three researchers, routing errors, connectivity and status, a researcher
-//! restart on the same port (new certificate, same id), and an impostor.
+//! restart on the same port (a rotated certificate, same id), and an
+//! impostor.
 
 use crate::node_support;
 
@@ -181,7 +182,8 @@ async fn is_connected_and_status_follow_the_real_researcher() {
 
 #[actix_rt::test]
 async fn replies_survive_a_real_researcher_restart() {
-    let mut researcher = RealResearcher::start(0, None).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut researcher = RealResearcher::start_in(0, state.path()).await;
     let port = researcher.port();
     let id = researcher.id();
     let first_cert = researcher.handle.cert_der.clone();
@@ -208,9 +210,15 @@ async fn replies_survive_a_real_researcher_restart() {
             .unwrap();
     }
 
+    // The researcher comes back with a rotated certificate: a new key,
+    // with a proof signed by the old one.
+    fedroute::tls::IdentityDir::new(state.path())
+        .rotate(&["127.0.0.1"])
+        .unwrap();
     let restarted_at = Instant::now();
-    let mut researcher = RealResearcher::start(port, Some(&id)).await;
+    let mut researcher = RealResearcher::start_in(port, state.path()).await;
     assert_ne!(researcher.handle.cert_der, first_cert, "a new certificate");
+    assert_eq!(researcher.id(), id);
     researcher.connected("NODE_rs").await;
     println!(
         "real researcher restart: {:?} from restart to the node's next poll",
@@ -234,6 +242,11 @@ async fn replies_survive_a_real_researcher_restart() {
         .unwrap()
         .remove(0);
     assert!(status.reconnects >= 1, "{status:?}");
+    assert_eq!(
+        status.certificate_accepted,
+        Some(fedroute::tls::Acceptance::RotationProof),
+        "{status:?}"
+    );
     researcher.shutdown().await;
 }
 

@@ -89,7 +89,8 @@ async fn a_stopped_handler_is_replaced_without_losing_a_task(mode: PollMode) {
             }
             .start()
             .recipient(),
-        );
+        )
+        .expect("the controller starts");
     events.connected(&node).await;
     let up = within("link up", changes.recv()).await.unwrap();
     assert!(
@@ -186,7 +187,8 @@ async fn a_node_keeps_serving_when_nobody_keeps_its_controller_address() {
                 handle.local_addr.port(),
             ))
             .config(fast_config())
-            .start(handler.recipient()),
+            .start(handler.recipient())
+            .expect("the controller starts"),
     );
     events.connected("NODE_unowned").await;
     let ping = researcher_support::ping(&handle);

@@ -47,6 +47,7 @@ fn start_node_with_finish(
         .on_finish(finish.recipient())
         .config(config)
         .build(handler.recipient())
+        .expect("the controller starts")
         .start();
     (controller, seen, fin)
 }
@@ -55,6 +56,7 @@ async fn replies_survive_restart(mode: PollMode, outage: Duration) {
     let mut researcher = MiniResearcher::start(0, None, true);
     let port = researcher.port();
     let id = researcher.researcher_id.clone();
+    let identity = researcher.identity.clone();
     // Default backoff (first retry within 50 ms, cap 2 s): the measured time is the real one.
     let mut config = ControllerConfig::default();
     config.polling.mode = mode;
@@ -81,7 +83,7 @@ async fn replies_survive_restart(mode: PollMode, outage: Duration) {
     // The outage itself (not a synchronisation): how long the researcher stays down.
     tokio::time::sleep(outage).await;
     let restarted_at = Instant::now();
-    let mut researcher = MiniResearcher::start(port, Some(&id), true);
+    let mut researcher = MiniResearcher::start_as(port, identity, true);
     let polled_at = researcher.next_poll().await;
     println!(
         "reconnect ({mode}, outage {outage:?}): {:?} from researcher restart to the next poll",

@@ -41,6 +41,7 @@ fn node_with_finish(
         .on_finish(FinishRecorder(fin_tx).start().recipient())
         .config(fast_config())
         .build(handler.recipient())
+        .expect("the controller starts")
         .start();
     (controller, fin)
 }

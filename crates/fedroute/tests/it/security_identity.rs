@@ -40,6 +40,7 @@ fn node(id: &str, port: u16, identity: Option<ClientIdentity>) -> Addr<Controlle
         .researcher(ResearcherEndpoint::trust_on_first_use("127.0.0.1", port))
         .config(config)
         .start(app.recipient())
+        .expect("the controller starts")
 }
 
 async fn link(c: &Addr<Controller>) -> LinkStatus {

@@ -53,6 +53,7 @@ fn node(port: u16, identity: Option<ClientIdentity>) -> Addr<Controller> {
             config
         })
         .start(app.recipient())
+        .expect("the controller starts")
 }
 
 /// Base64 lines of the PEM body (the secret part of a key).

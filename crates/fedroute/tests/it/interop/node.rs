@@ -156,7 +156,8 @@ async fn fedroute_node_library_serves_fedbiomed_researcher() {
             port,
         )])
         .config(ControllerConfig::default())
-        .start(handler.recipient());
+        .start(handler.recipient())
+        .expect("the controller starts");
     forwarding.attach(controller.clone().recipient());
 
     // The researcher process drives the scenario and exits with its verdict.
