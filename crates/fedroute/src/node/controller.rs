@@ -244,6 +244,9 @@ impl Controller {
             return Err(NodeError::DuplicateEndpoint { endpoint: key });
         }
         let shared = Arc::new(LinkShared::new(key.clone(), &self.config));
+        // A researcher known from the trust store can be sent replies (they
+        // queue) before its link is up again.
+        shared.status().researcher_id = self.trust.researcher_id(&key);
         let link = ResearcherLink::new(
             endpoint.clone(),
             self.node_id.clone(),

@@ -197,11 +197,18 @@ impl ResearcherLink {
                 self.config.reconnect.backoff_max,
             )
         });
-        self.shared.status().state = if first {
-            LinkState::Connecting
-        } else {
-            LinkState::BackingOff
-        };
+        {
+            // A refused certificate stays the link's state while it retries:
+            // it is what the operator must act on.
+            let mut status = self.shared.status();
+            if !matches!(status.state, LinkState::CertificateChanged { .. }) {
+                status.state = if first {
+                    LinkState::Connecting
+                } else {
+                    LinkState::BackingOff
+                };
+            }
+        }
         let knock_timeout = self.config.channel.connect_timeout.min(PROBE_KNOCK_TIMEOUT);
         let shared = Arc::clone(&self.shared);
         let endpoint = self.endpoint.clone();
@@ -237,7 +244,12 @@ impl ResearcherLink {
                 )
                 .await;
             }
-            shared.status().state = LinkState::Connecting;
+            {
+                let mut status = shared.status();
+                if !matches!(status.state, LinkState::CertificateChanged { .. }) {
+                    status.state = LinkState::Connecting;
+                }
+            }
             dial(&endpoint, &key, known, &trust, &config).await
         };
         ctx.spawn(

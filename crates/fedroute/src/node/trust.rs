@@ -137,6 +137,12 @@ impl NodeTrust {
         Ok(())
     }
 
+    /// The researcher id recorded for `endpoint`, if any.
+    pub(super) fn researcher_id(&self, endpoint: &str) -> Option<String> {
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        store.get(endpoint).and_then(|e| e.researcher_id.clone())
+    }
+
     /// How the trusted certificate of `endpoint` was accepted, if known.
     pub(super) fn acceptance(&self, endpoint: &str) -> Option<Acceptance> {
         let store = self.store.lock().unwrap_or_else(|p| p.into_inner());

@@ -22,6 +22,7 @@ mod node_reconnect;
 mod node_request_reply;
 mod node_shutdown;
 mod node_trust;
+mod node_trust_store;
 mod researcher_bad_input;
 mod researcher_mtls;
 mod researcher_pending;
