@@ -19,6 +19,7 @@ pub(crate) mod researcher;
 pub(crate) mod runtime;
 pub(crate) mod state;
 pub(crate) mod stats;
+pub(crate) mod trust;
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +52,9 @@ pub(crate) enum Command {
     Bench(bench::BenchArgs),
     /// Print a captured msgpack payload (a Fed-BioMed message) as JSON.
     Inspect(inspect::InspectArgs),
+    /// List or forget the researcher certificates a node trusts (its trust
+    /// store, in its state directory).
+    Trust(trust::TrustArgs),
 }
 
 impl Cli {
@@ -63,6 +67,7 @@ impl Cli {
             Some(Command::Node(args)) => node::run(&args),
             Some(Command::Bench(args)) => bench::run(&args),
             Some(Command::Inspect(args)) => inspect::run(&args),
+            Some(Command::Trust(args)) => trust::run(&args),
         }
     }
 }

@@ -8,6 +8,7 @@ use fedroute_testkit::researcher as researcher_support;
 mod cli_demo;
 mod cli_errors;
 mod cli_researcher_node;
+mod cli_trust;
 
 mod hostile_budget;
 mod hostile_decode;

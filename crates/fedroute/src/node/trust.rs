@@ -79,6 +79,9 @@ impl NodeTrust {
     ) -> Result<(), NodeError> {
         let now = SystemTime::now();
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        store.refresh().map_err(|e| NodeError::TrustStore {
+            source: Box::new(e),
+        })?;
         let previous = store.get(endpoint).map(|e| e.fingerprint);
         let id = researcher_id.as_deref();
         let decision = store.decide(endpoint, cert, id, rule, now);

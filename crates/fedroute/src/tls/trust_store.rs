@@ -109,6 +109,9 @@ pub struct TrustStore {
     /// Fingerprints already warned about (expiry soon), so that each
     /// warning is logged once per process, not once per connection.
     warned: HashSet<Fingerprint>,
+    /// The file's modification time and length when last read or written:
+    /// a change by someone else (`fedroute trust forget`) is read back.
+    seen: Option<(SystemTime, u64)>,
 }
 
 impl TrustStore {
@@ -167,7 +170,25 @@ impl TrustStore {
             path: Some(path.to_path_buf()),
             entries,
             warned: HashSet::new(),
+            seen: file_stamp(path),
         })
+    }
+
+    /// Reads the file again if someone else changed it since this store
+    /// last read or wrote it (an operator ran `fedroute trust forget`
+    /// while the node runs): the change takes effect at the next
+    /// connection, and is not overwritten by this store's next write.
+    pub(crate) fn refresh(&mut self) -> Result<(), TlsError> {
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        if file_stamp(&path) == self.seen {
+            return Ok(());
+        }
+        let fresh = TrustStore::open(&path)?;
+        self.entries = fresh.entries;
+        self.seen = fresh.seen;
+        Ok(())
     }
 
     /// The file backing the store, if any.
@@ -295,7 +316,7 @@ impl TrustStore {
         Ok((validity.expires_soon() && self.warned.insert(fingerprint)).then_some(validity))
     }
 
-    fn save(&self) -> Result<(), TlsError> {
+    fn save(&mut self) -> Result<(), TlsError> {
         let Some(path) = &self.path else {
             return Ok(());
         };
@@ -324,8 +345,16 @@ impl TrustStore {
             what: "trust store",
             path: path.clone(),
             source,
-        })
+        })?;
+        self.seen = file_stamp(path);
+        Ok(())
     }
+}
+
+/// A file's modification time and length, `None` when it is absent.
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -526,6 +555,26 @@ mod tests {
             let shown = crate::ErrorChain(&e).to_string();
             assert!(shown.contains(&path.display().to_string()), "{shown}");
         }
+    }
+
+    #[test]
+    fn a_change_by_another_process_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TrustStore::FILE_NAME);
+        let mut running = TrustStore::open(&path).unwrap();
+        trust(&mut running, &researcher(), ChangeRule::RotationProof);
+        // The operator forgets the endpoint while the node runs.
+        assert!(TrustStore::open(&path).unwrap().forget(EP).unwrap());
+        running.refresh().unwrap();
+        assert!(running.get(EP).is_none());
+        // Not resurrected by the running store's next write.
+        let other = researcher();
+        trust(&mut running, &other, ChangeRule::RotationProof);
+        let on_disk = TrustStore::open(&path).unwrap();
+        assert_eq!(
+            on_disk.get(EP).unwrap().fingerprint,
+            Fingerprint::of(&other.cert_der)
+        );
     }
 
     #[test]
