@@ -11,7 +11,10 @@
 #               node never re-fetches it, see FEDBIOMED_FACTS.md 3.2)
 #   node        `fedroute node` <-> Fed-BioMed researcher: ping, search, list, approval
 #               -> error, 16 MiB TrainRequest -> ErrorMessage, logs as Feedback,
-#               researcher restarted with a fresh certificate and the same id
+#               researcher restarted with its certificate (as Fed-BioMed keeps it)
+#   regen       `fedroute node` <-> Fed-BioMed researcher restarted with a REGENERATED
+#               certificate (same id): refused by default (the node's trust store),
+#               served with --trust-same-id (issue 14)
 #   node-lib    the same against fedroute's node library (crates/fedroute/tests/it/interop/node.rs): tells a
 #               CLI problem from a library one
 #   researcher  fedroute researcher (library, crates/fedroute/tests/it/interop/researcher.rs) <-> Fed-BioMed node:
@@ -30,7 +33,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 cd "$ROOT"
 
-ALL=(self node node-lib researcher bytes reconnect)
+ALL=(self node node-lib researcher bytes reconnect regen)
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=("${ALL[@]}"); fi
 for s in "${SCENARIOS[@]}"; do
   case " ${ALL[*]} " in *" $s "*) ;; *) echo "interop: unknown scenario '$s' (known: ${ALL[*]})" >&2; exit 2 ;; esac
@@ -123,10 +126,10 @@ scenario_node() {
   fi
   timeout 300 "$PY" "$HERE/fbm_researcher.py" --port "$port" --node-id NODE_fedroute \
     --expect-dataset cohort --search-tag '#a' --train-mib 16 --train-expect error \
-    --restart-cert fresh --timeout 280 >"$d/researcher.out" 2>"$d/researcher.err" &
+    --restart-cert same --timeout 280 >"$d/researcher.out" 2>"$d/researcher.err" &
   local rpid=$!; PIDS+=("$rpid")
   RUST_LOG="${RUST_LOG:-info}" timeout 300 "$BIN" node --researcher "127.0.0.1:$port" --id NODE_fedroute \
-    --name fedroute-interop --dataset 'cohort:#a,#b' --dataset 'other:#c' \
+    --name fedroute-interop --dataset 'cohort:#a,#b' --dataset 'other:#c' --state-dir "$d/node-state" --connect-timeout 120 \
     >"$d/fedroute-node.out" 2>"$d/fedroute-node.err" &
   local npid=$!; PIDS+=("$npid")
   wait "$rpid"; local rc=$?
@@ -145,7 +148,7 @@ scenario_reconnect() {
     --timeout 390 >"$d/researcher.out" 2>"$d/researcher.err" &
   local rpid=$!; PIDS+=("$rpid")
   RUST_LOG="${RUST_LOG:-info}" timeout 400 "$BIN" node --researcher "127.0.0.1:$port" --id NODE_fedroute_back \
-    --connect-timeout 0 >"$d/fedroute-node.out" 2>"$d/fedroute-node.err" &
+    --connect-timeout 0 --state-dir "$d/node-state" >"$d/fedroute-node.out" 2>"$d/fedroute-node.err" &
   local npid=$!; PIDS+=("$npid")
   wait "$rpid"; local rc=$?
   kill -INT "$npid" 2>/dev/null; wait "$npid" 2>/dev/null
@@ -164,6 +167,44 @@ for outage, ms in sorted(runs.items()):
 PYEOF
   say "reconnect: $(json_field "$res" passed) checks passed, $(json_field "$res" failed) failed"
   [ "$rc" = 0 ] && [ "$(json_field "$res" ok)" = True ] || { show_logs "$d"; return 1; }
+}
+
+# One run of the regenerated-certificate case: the Fed-BioMed researcher restarts with a new
+# key and the same id; `fedroute node` runs with the extra flags given.
+regen_run() {
+  local d="$1"; shift
+  local port; mkdir -p "$d"; port="$(free_port)"
+  timeout 120 "$PY" "$HERE/fbm_researcher.py" --port "$port" --node-id NODE_fedroute_regen \
+    --ping-only --restart-cert fresh --connect-timeout 15 --timeout 110 \
+    >"$d/researcher.out" 2>"$d/researcher.err" &
+  local rpid=$!; PIDS+=("$rpid")
+  RUST_LOG="${RUST_LOG:-info}" timeout 120 "$BIN" node --researcher "127.0.0.1:$port" --id NODE_fedroute_regen \
+    --connect-timeout 0 --state-dir "$d/node-state" "$@" >"$d/fedroute-node.out" 2>"$d/fedroute-node.err" &
+  local npid=$!; PIDS+=("$npid")
+  wait "$rpid"; local rc=$?
+  kill -INT "$npid" 2>/dev/null; wait "$npid" 2>/dev/null
+  return "$rc"
+}
+
+scenario_regen() {
+  local d="$WORK/regen" ok=0
+  # Default (strict): the regenerated certificate is refused, nothing is sent to it.
+  if regen_run "$d/strict"; then
+    say "regen: the node served a researcher whose certificate changed without a proof"; ok=1
+  elif ! grep -q "instead of the trusted" "$d/strict/fedroute-node.err"; then
+    say "regen: the researcher run failed, but not because the node refused the certificate"; ok=1
+  else
+    say "regen: strict: refused ($(grep -c 'instead of the trusted' "$d/strict/fedroute-node.err") refused attempt(s) logged)"
+  fi
+  # --trust-same-id (Fed-BioMed's behaviour): accepted, with a warning.
+  if ! regen_run "$d/same-id" --trust-same-id; then
+    say "regen: --trust-same-id: the researcher run failed"; ok=1
+  elif ! grep -q "only because it names the same researcher id" "$d/same-id/fedroute-node.err"; then
+    say "regen: --trust-same-id: served, but without the warning"; ok=1
+  else
+    say "regen: --trust-same-id: served after the regeneration, with a warning"
+  fi
+  [ "$ok" = 0 ] || { show_logs "$d/strict"; show_logs "$d/same-id"; return 1; }
 }
 
 scenario_node_lib() {

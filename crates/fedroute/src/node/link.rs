@@ -511,6 +511,7 @@ async fn dial(
             researcher_id: known,
         });
     }
+    let fetch_started = std::time::Instant::now();
     let trusted = tls::trusted_client_config(
         &endpoint.trust,
         &endpoint.host,
@@ -520,6 +521,10 @@ async fn dial(
     )
     .await
     .map_err(tls_error)?;
+    log::debug!(
+        "{key}: trust policy applied in {:?} (a TLS handshake when the certificate is fetched)",
+        fetch_started.elapsed()
+    );
     if let Some(found) = &trusted.researcher_id {
         check_same_researcher(key, known.as_deref(), found, "server certificate")?;
     }

@@ -78,6 +78,7 @@ impl NodeTrust {
         rule: ChangeRule,
     ) -> Result<(), NodeError> {
         let now = SystemTime::now();
+        let started = std::time::Instant::now();
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         store.refresh().map_err(|e| NodeError::TrustStore {
             source: Box::new(e),
@@ -137,6 +138,7 @@ impl NodeTrust {
         if let Some(validity) = soon {
             log::warn!("{endpoint}: the researcher's certificate {validity}");
         }
+        log::debug!("{endpoint}: trust store check took {:?}", started.elapsed());
         Ok(())
     }
 

@@ -558,6 +558,42 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_certificate_is_refused_even_on_first_contact() {
+        let store = TrustStore::in_memory();
+        let r = researcher();
+        let after_expiry = SystemTime::now() + Duration::from_secs(6 * 365 * 24 * 3600);
+        match store.decide(
+            EP,
+            &r.cert_der,
+            Some(&r.researcher_id),
+            ChangeRule::RotationProof,
+            after_expiry,
+        ) {
+            Decision::Invalid(v) => assert!(v.to_string().starts_with("expired on"), "{v}"),
+            other => panic!("{other:?}"),
+        }
+        let almost = SystemTime::now() + Duration::from_secs((5 * 365 - 10) * 24 * 3600);
+        let mut store = TrustStore::in_memory();
+        let d = store.decide(
+            EP,
+            &r.cert_der,
+            Some(&r.researcher_id),
+            ChangeRule::RotationProof,
+            almost,
+        );
+        assert!(matches!(d, Decision::Accept(Acceptance::FirstUse)));
+        let warn = store
+            .record(EP, &r.cert_der, Some(&r.researcher_id), &d, almost)
+            .unwrap();
+        assert!(warn.is_some_and(|v| v.expires_soon()));
+        // Warned once per process, not at every connection.
+        let again = store
+            .record(EP, &r.cert_der, None, &Decision::Known, almost)
+            .unwrap();
+        assert!(again.is_none());
+    }
+
+    #[test]
     fn a_change_by_another_process_is_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(TrustStore::FILE_NAME);

@@ -135,7 +135,7 @@ async fn fedroute_node_library_serves_fedbiomed_researcher() {
             "--train-expect",
             "error",
             "--restart-cert",
-            "fresh",
+            "same",
             "--timeout",
             "280",
         ])
