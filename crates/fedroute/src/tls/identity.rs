@@ -216,10 +216,30 @@ pub fn researcher_id_of(cert_der: &[u8]) -> Result<String, TlsError> {
     subject_attribute(cert_der, Attribute::Organization)
 }
 
-/// The node id in a client certificate (mutual TLS): the subject's Common
-/// Name (CN=).
+/// The node id in a client certificate (mutual TLS): the subject's
+/// Organization (O=), as in Fed-BioMed's node certificates, or its Common
+/// Name (CN=) when the subject has no O=.
+///
+/// ```
+/// let node = fedroute::tls::generate_node_identity("NODE_1")?;
+/// assert_eq!(fedroute::tls::node_id_of_client_cert(&node.cert_der)?, "NODE_1");
+/// # Ok::<(), fedroute::tls::TlsError>(())
+/// ```
 pub fn node_id_of_client_cert(cert_der: &[u8]) -> Result<String, TlsError> {
-    subject_attribute(cert_der, Attribute::CommonName)
+    match subject_attribute(cert_der, Attribute::Organization) {
+        Err(TlsError::MissingSubjectAttribute { .. }) => {
+            subject_attribute(cert_der, Attribute::CommonName).map_err(|e| match e {
+                TlsError::MissingSubjectAttribute { subject, .. } => {
+                    TlsError::MissingSubjectAttribute {
+                        attribute: "Organization (O=) or Common Name (CN=)",
+                        subject,
+                    }
+                }
+                other => other,
+            })
+        }
+        found => found,
+    }
 }
 
 /// The Common Name (CN=) of a certificate subject (for a researcher: the host).
@@ -343,7 +363,8 @@ impl ClientIdentity {
         &self.cert_chain[0]
     }
 
-    /// The node id in the leaf certificate (subject CN=).
+    /// The node id in the leaf certificate (subject O=, else CN=; see
+    /// [`node_id_of_client_cert`]).
     pub fn node_id(&self) -> Result<String, TlsError> {
         node_id_of_client_cert(self.leaf())
     }

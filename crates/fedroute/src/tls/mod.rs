@@ -3,7 +3,13 @@
 //! # Layout
 //! - `identity`: researcher certificates (generate with O = researcher id,
 //!   load from PEM files) and node client identities; ids read from subjects.
+//! - `node_cert`: self-signed node certificates to register with a
+//!   researcher ([`generate_node_identity`]).
 //! - `verify`: the pinned-certificate and accept-anything verifiers.
+//! - `trusted_nodes`: the researcher's directory of registered node
+//!   certificates, re-read when it changes.
+//! - `client_auth`: the researcher's client-certificate verifier (registered
+//!   certificates, a client CA, or both).
 //! - `client`: trust policies, client configurations, trust on first use.
 //! - `channel`: tonic channels over our own TCP + rustls connector.
 //! - `server`: tonic's server TLS configuration, optional mutual TLS.
@@ -54,11 +60,14 @@
 
 mod channel;
 mod client;
+mod client_auth;
 mod dial;
 mod error;
 mod identity;
+mod node_cert;
 mod pem;
 mod server;
+mod trusted_nodes;
 mod verify;
 
 use std::sync::Arc;
@@ -78,7 +87,8 @@ pub use identity::{
     RESEARCHER_ID_PREFIX,
 };
 pub use rustls_pki_types::CertificateDer;
-pub(crate) use server::SERVER_HANDSHAKE_TIMEOUT;
+pub use node_cert::{generate_node_identity, NodeCertificate};
+pub(crate) use server::{researcher_server_config, SERVER_HANDSHAKE_TIMEOUT};
 pub use server::{authorize_node, peer_node_id, server_rustls_config, server_tls_config};
 
 /// The ALPN protocol id of HTTP/2.
