@@ -59,17 +59,25 @@ pub(crate) struct ResearcherArgs {
     #[arg(long, value_name = "PEM", requires = "cert")]
     pub(crate) key: Option<PathBuf>,
     /// Require node certificates signed by a CA in this PEM bundle (mutual
-    /// TLS); a node may then only poll and reply as the node id in its
-    /// certificate [default: no client certificates].
+    /// TLS); a node may then only poll, reply and send feedback as the node
+    /// id in its certificate (subject O=, else CN=) [default: no client
+    /// certificates].
     #[arg(long, value_name = "PEM")]
     pub(crate) client_ca: Option<PathBuf>,
+    /// Require registered node certificates (mutual TLS, as Fed-BioMed):
+    /// every *.pem file in DIR is one node's certificate, trusted exactly as
+    /// it is (make one with `fedroute cert new`). Copying a certificate in
+    /// registers the node without a restart; with --client-ca too, a
+    /// certificate accepted by either passes [default: none].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) trusted_nodes: Option<PathBuf>,
     /// Write the server certificate (PEM) to this file, for nodes to --pin
     /// [default: not written].
     #[arg(long, value_name = "PATH")]
     pub(crate) cert_out: Option<PathBuf>,
     /// Serve plaintext gRPC without TLS, for interop and debugging only (a
     /// warning is logged) [default: TLS].
-    #[arg(long, conflicts_with_all = ["cert", "client_ca"])]
+    #[arg(long, conflicts_with_all = ["cert", "client_ca", "trusted_nodes"])]
     pub(crate) insecure: bool,
     /// Send N PingRequests to each node, print round-trip statistics and
     /// exit [default: serve until Ctrl-C].
@@ -102,6 +110,7 @@ async fn serve(args: &ResearcherArgs) -> Result<(), String> {
     config.listen.host = args.host.clone();
     config.listen.identity = args.cert.clone().zip(args.key.clone());
     config.listen.client_ca = args.client_ca.clone();
+    config.listen.trusted_nodes = args.trusted_nodes.clone();
     args.limits.apply(&mut config.receive);
     let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let tap = EventTap::new(tx).start();
@@ -110,7 +119,7 @@ async fn serve(args: &ResearcherArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot start the researcher: {}", ErrorChain(&e)))?;
     let mode = if args.insecure {
         "PLAINTEXT, insecure"
-    } else if args.client_ca.is_some() {
+    } else if args.client_ca.is_some() || args.trusted_nodes.is_some() {
         "mutual TLS"
     } else {
         "TLS"
