@@ -467,6 +467,36 @@ mod tests {
         ));
     }
 
+    /// A self-signed certificate with the given subject attributes.
+    fn cert_with_subject(attributes: &[(DnType, &str)]) -> CertificateDer<'static> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        for (kind, value) in attributes {
+            dn.push(kind.clone(), *value);
+        }
+        params.distinguished_name = dn;
+        let key = KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn the_node_id_is_the_organization_and_the_common_name_only_without_one() {
+        // Fed-BioMed's node certificates: O=NODE_<uuid>, CN=*.
+        let fedbiomed = cert_with_subject(&[
+            (DnType::CommonName, "*"),
+            (DnType::OrganizationName, "NODE_o"),
+        ]);
+        assert_eq!(node_id_of_client_cert(&fedbiomed).unwrap(), "NODE_o");
+        let cn_only = cert_with_subject(&[(DnType::CommonName, "NODE_cn")]);
+        assert_eq!(node_id_of_client_cert(&cn_only).unwrap(), "NODE_cn");
+        let nothing = cert_with_subject(&[(DnType::CountryName, "FR")]);
+        let e = node_id_of_client_cert(&nothing).unwrap_err();
+        assert!(
+            e.to_string().contains("Organization (O=) or Common Name (CN=)"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn garbage_der_is_an_error_not_a_panic() {
         assert!(matches!(
