@@ -60,9 +60,15 @@ fn run_new(args: &NewArgs) -> Result<(), String> {
         .write_new(&args.out)
         .map_err(|e| format!("cannot write the certificate: {}", ErrorChain(&e)))?;
     println!("node certificate: {}", cert.display());
-    println!("private key:      {} (keep it on the node only)", key.display());
+    println!(
+        "private key:      {} (keep it on the node only)",
+        key.display()
+    );
     println!();
-    println!("To register node {} with a researcher, copy the certificate into", node.node_id);
+    println!(
+        "To register node {} with a researcher, copy the certificate into",
+        node.node_id
+    );
     println!("the researcher's --trusted-nodes directory (no restart needed):");
     println!("  cp {} <researcher's trusted-nodes DIR>/", cert.display());
     println!("Then run the node with it:");

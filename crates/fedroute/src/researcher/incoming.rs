@@ -393,7 +393,8 @@ impl Stream for TlsIncoming {
             if !this.tcp_done {
                 match this.tcp.as_mut().poll_next(cx) {
                     Poll::Ready(Some(Ok(conn))) => {
-                        this.handshakes.spawn(handshake(Arc::clone(&this.tls), conn));
+                        this.handshakes
+                            .spawn(handshake(Arc::clone(&this.tls), conn));
                         continue;
                     }
                     Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
@@ -421,9 +422,13 @@ async fn handshake(tls: Arc<TlsAccept>, conn: GuardedTcp) -> Option<TlsStream<Gu
                 .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
             if refused {
                 // A certificate neither registered nor signed by the client CA.
-                let peer = remote.map_or_else(|| "an unknown address".to_string(), |r| r.ip().to_string());
+                let peer =
+                    remote.map_or_else(|| "an unknown address".to_string(), |r| r.ip().to_string());
                 tls.peer_log.warn(&peer, "refused certificate", || {
-                    format!("TLS: refused the client certificate of {}: {e}", display(remote))
+                    format!(
+                        "TLS: refused the client certificate of {}: {e}",
+                        display(remote)
+                    )
                 });
             } else {
                 log::debug!("{}: TLS handshake failed: {e}", display(remote));

@@ -42,11 +42,7 @@ pub(crate) fn authenticate(
 
 /// Checks that a call claiming node `claimed` (in `field`) may act as it,
 /// for a connection that proves `certified` (see [`authenticate`]).
-pub(crate) fn authorize(
-    certified: Option<&str>,
-    field: &str,
-    claimed: &str,
-) -> Result<(), Status> {
+pub(crate) fn authorize(certified: Option<&str>, field: &str, claimed: &str) -> Result<(), Status> {
     match certified {
         Some(node) if node != claimed => Err(Status::permission_denied(format!(
             "{field} {:?} is not the node of the client certificate ({:?})",
@@ -95,7 +91,10 @@ mod tests {
         assert!(none.message().contains("no client certificate"), "{none:?}");
         let anonymous = authenticate(true, Some(Err(names_no_node()))).unwrap_err();
         assert_eq!(anonymous.code(), Code::Unauthenticated);
-        assert!(anonymous.message().contains("names no node"), "{anonymous:?}");
+        assert!(
+            anonymous.message().contains("names no node"),
+            "{anonymous:?}"
+        );
     }
 
     #[test]

@@ -139,11 +139,19 @@ impl Shared {
 
     /// Checks that the call may act as node `claimed` (named in `field`);
     /// PERMISSION_DENIED, logged, when the certificate names another node.
-    fn check_node(&self, certified: &Option<String>, field: &str, claimed: &str) -> Result<(), Status> {
+    fn check_node(
+        &self,
+        certified: &Option<String>,
+        field: &str,
+        claimed: &str,
+    ) -> Result<(), Status> {
         node_auth::authorize(certified.as_deref(), field, claimed).inspect_err(|status| {
             let peer = certified.as_deref().unwrap_or_default();
             self.peer_log.warn(peer, "foreign node id", || {
-                format!("security: node {peer} tried to act as another node: {}", status.message())
+                format!(
+                    "security: node {peer} tried to act as another node: {}",
+                    status.message()
+                )
             });
         })
     }

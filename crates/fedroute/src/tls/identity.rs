@@ -492,7 +492,8 @@ mod tests {
         let nothing = cert_with_subject(&[(DnType::CountryName, "FR")]);
         let e = node_id_of_client_cert(&nothing).unwrap_err();
         assert!(
-            e.to_string().contains("Organization (O=) or Common Name (CN=)"),
+            e.to_string()
+                .contains("Organization (O=) or Common Name (CN=)"),
             "{e}"
         );
     }

@@ -47,9 +47,12 @@
 //! `Server::builder().tls_config(server_tls_config(&id, client_ca)?)` and
 //! `serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))` (Nagle
 //! off: with it, the first RPC of each connection waits for a delayed ACK, 45 ms
-//! instead of 8 ms on loopback; fedroute's own researcher runs its own accept loop). With a client CA,
+//! instead of 8 ms on loopback). With a client CA,
 //! handlers call [`authorize_node`] (or [`peer_node_id`]) to check that a
-//! node acts only as itself.
+//! node acts only as itself. fedroute's own researcher does TLS in its own
+//! accept loop instead, with a client verifier that also takes a directory
+//! of registered node certificates ([`generate_node_identity`] makes them;
+//! see `ListenSettings::trusted_nodes` in [`crate::researcher`]).
 //!
 //! # Crypto provider
 //! Only rustls' ring provider is compiled in. Every configuration built here
@@ -86,10 +89,10 @@ pub use identity::{
     new_researcher_id, node_id_of_client_cert, researcher_id_of, ClientIdentity, ServerIdentity,
     RESEARCHER_ID_PREFIX,
 };
-pub use rustls_pki_types::CertificateDer;
 pub use node_cert::{generate_node_identity, NodeCertificate};
-pub(crate) use server::{researcher_server_config, SERVER_HANDSHAKE_TIMEOUT};
+pub use rustls_pki_types::CertificateDer;
 pub use server::{authorize_node, peer_node_id, server_rustls_config, server_tls_config};
+pub(crate) use server::{researcher_server_config, SERVER_HANDSHAKE_TIMEOUT};
 
 /// The ALPN protocol id of HTTP/2.
 pub(crate) const ALPN_H2: &[u8] = b"h2";

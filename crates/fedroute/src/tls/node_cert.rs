@@ -11,8 +11,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
-    KeyUsagePurpose,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
 };
 use rustls_pki_types::CertificateDer;
 
@@ -150,8 +149,14 @@ mod tests {
         let node = generate_node_identity("NODE_x").unwrap();
         let (_, cert) = X509Certificate::from_der(&node.cert_der).unwrap();
         let subject = cert.subject();
-        let o: Vec<_> = subject.iter_organization().map(|a| a.as_str().unwrap()).collect();
-        let cn: Vec<_> = subject.iter_common_name().map(|a| a.as_str().unwrap()).collect();
+        let o: Vec<_> = subject
+            .iter_organization()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let cn: Vec<_> = subject
+            .iter_common_name()
+            .map(|a| a.as_str().unwrap())
+            .collect();
         assert_eq!((o, cn), (vec!["NODE_x"], vec!["NODE_x"]));
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth);

@@ -15,9 +15,9 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use super::client::root_store;
 use super::client_auth::NodeCertVerifier;
-use super::trusted_nodes::TrustedNodes;
 use super::identity::{node_id_of_client_cert, ServerIdentity};
 use super::pem::{certificates_from_pem, read_file};
+use super::trusted_nodes::TrustedNodes;
 use super::{crypto_provider, install_crypto_provider, TlsError, ALPN_H2};
 
 /// The longest a TLS handshake may take on the server before the connection
@@ -101,7 +101,11 @@ pub(crate) fn researcher_server_config(
         None => None,
     };
     let verifier: Option<Arc<dyn ClientCertVerifier>> = if ca.is_some() || trusted.is_some() {
-        Some(Arc::new(NodeCertVerifier::new(ca, trusted, crypto_provider())))
+        Some(Arc::new(NodeCertVerifier::new(
+            ca,
+            trusted,
+            crypto_provider(),
+        )))
     } else {
         None
     };

@@ -17,7 +17,8 @@ async fn replies_survive_restart(mode: PollMode, outage: Duration) {
     // Default backoff (first retry within 50 ms, cap 2 s): the measured time is the real one.
     let mut config = ControllerConfig::default();
     config.polling.mode = mode;
-    let (controller, _seen, _fin) = start_node_with_finish("NODE_r", vec![endpoint_of(&researcher)], config);
+    let (controller, _seen, _fin) =
+        start_node_with_finish("NODE_r", vec![endpoint_of(&researcher)], config);
     researcher.next_poll().await;
     researcher.stop();
     wait_until("the link to notice", || {

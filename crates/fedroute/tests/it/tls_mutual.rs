@@ -83,9 +83,12 @@ async fn a_node_may_poll_reply_and_send_feedback_only_as_itself() {
         .unwrap();
 
     // Polls for another node, unary and streaming.
-    let status = bounded("unary poll", client.get_task_unary(task_request("NODE_bob")))
-        .await
-        .unwrap_err();
+    let status = bounded(
+        "unary poll",
+        client.get_task_unary(task_request("NODE_bob")),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     let requests = tokio_stream::iter(vec![task_request("NODE_bob")]);
     let status = bounded("streaming poll", client.get_task(requests))
@@ -129,7 +132,11 @@ async fn a_node_may_poll_reply_and_send_feedback_only_as_itself() {
         let status = bounded("feedback", client.feedback(feedback(node, record(inner))))
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::PermissionDenied, "{node}/{inner}: {status:?}");
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{node}/{inner}: {status:?}"
+        );
     }
     bounded(
         "feedback",
@@ -188,13 +195,21 @@ async fn certificates_outside_the_directory_and_the_ca_are_refused_in_the_handsh
         let expect = |ok: bool| if ok { served.clone() } else { refused.clone() };
         for (who, identity, accepted) in [
             ("no certificate", None, false),
-            ("a registered certificate", Some(&registered), trusted_nodes.is_some()),
+            (
+                "a registered certificate",
+                Some(&registered),
+                trusted_nodes.is_some(),
+            ),
             (
                 "another certificate of a registered node",
                 Some(&unregistered),
                 false,
             ),
-            ("a certificate of the CA", Some(&signed), client_ca.is_some()),
+            (
+                "a certificate of the CA",
+                Some(&signed),
+                client_ca.is_some(),
+            ),
             ("a certificate of another CA", Some(&foreign), false),
         ] {
             assert_eq!(
@@ -211,7 +226,9 @@ async fn certificates_outside_the_directory_and_the_ca_are_refused_in_the_handsh
 async fn start_fails_naming_a_missing_directory_or_a_file_that_does_not_parse() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-dir");
-    let e = researcher::start(trusting(&missing), None).await.unwrap_err();
+    let e = researcher::start(trusting(&missing), None)
+        .await
+        .unwrap_err();
     let text = fedroute::ErrorChain(&e).to_string();
     assert!(text.contains("no-such-dir"), "{text}");
 
