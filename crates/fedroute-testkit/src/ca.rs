@@ -1,5 +1,6 @@
 //! A small certificate authority for the tests of mutual TLS and CA-bundle
-//! set-ups: it signs node certificates (subject CN = node id) and researcher
+//! set-ups: it signs node certificates (subject CN = node id only, so the
+//! researcher reads the id from CN=, its fallback without O=) and researcher
 //! server certificates. Fixtures only: the library itself never issues
 //! certificates signed by a CA (operators bring theirs).
 
@@ -123,6 +124,26 @@ impl CertificateAuthority {
             .map_err(|e| format!("node certificate: {e}"))?;
         Ok(NodeIdentity {
             node_id: node_id.to_string(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().clone(),
+        })
+    }
+
+    /// Issues a client certificate whose subject names no node (neither O=
+    /// nor CN=), for the refusal of certificates that identify nobody.
+    pub fn issue_unnamed_identity(&self) -> Result<NodeIdentity, CaError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().map_err(|e| format!("node key pair: {e}"))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| format!("node certificate: {e}"))?;
+        Ok(NodeIdentity {
+            node_id: String::new(),
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             cert_der: cert.der().clone(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use fedroute::node::{Controller, ControllerConfig, TaskReceived};
+use fedroute::node::{Controller, ControllerConfig, Finished, TaskReceived};
 use fedroute::proto::researcher_service_server::{ResearcherService, ResearcherServiceServer};
 use fedroute::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
 use fedroute::tls;
@@ -474,6 +474,51 @@ pub fn start_node(
         .start(handler.recipient())
         .expect("the controller starts");
     (controller, seen)
+}
+
+/// Forwards the controller's `Finished` to the test.
+struct FinishRecorder(mpsc::UnboundedSender<Finished>);
+
+impl Actor for FinishRecorder {
+    type Context = Context<Self>;
+}
+
+impl Handler<Finished> for FinishRecorder {
+    type Result = ();
+    fn handle(&mut self, msg: Finished, _: &mut Context<Self>) {
+        let _ = self.0.send(msg);
+    }
+}
+
+/// Like [`start_node`] with a handler that does not answer, also returning
+/// the controller's `Finished` (sent when every link failed for good).
+pub fn start_node_with_finish(
+    node_id: &str,
+    endpoints: Vec<fedroute::node::ResearcherEndpoint>,
+    config: ControllerConfig,
+) -> (
+    Addr<Controller>,
+    mpsc::UnboundedReceiver<TaskReceived>,
+    mpsc::UnboundedReceiver<Finished>,
+) {
+    let (seen_tx, seen) = mpsc::unbounded_channel();
+    let handler = PingHandler {
+        node_id: node_id.to_string(),
+        seen: seen_tx,
+        answer: false,
+    }
+    .start();
+    let (fin_tx, fin) = mpsc::unbounded_channel();
+    let finish = FinishRecorder(fin_tx).start();
+    let controller = Controller::builder(node_id)
+        .name(format!("{node_id} name"))
+        .researchers(endpoints)
+        .on_finish(finish.recipient())
+        .config(config)
+        .build(handler.recipient())
+        .expect("the controller starts")
+        .start();
+    (controller, seen, fin)
 }
 
 /// The endpoint of a mini researcher, trusted on first use.

@@ -203,6 +203,35 @@ pub fn nodelay_incoming(
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
+/// Connects to `addr` with `config`, completes the TLS handshake and reads
+/// the first byte the server sends: what Fed-BioMed's node probe looks at.
+/// A server that serves the connection sends its HTTP/2 SETTINGS at once
+/// (`Ok`); one that refuses the client certificate fails the handshake or
+/// the read with an alert (`Err`; classify it with [`tls_failure_of`]).
+/// Bounded by [`LIMIT`].
+pub async fn first_byte_after_handshake(
+    addr: SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> std::io::Result<u8> {
+    use tokio::io::AsyncReadExt as _;
+    within("TLS handshake and first byte", async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls_pki_types::ServerName::from(addr.ip());
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        let mut byte = [0u8; 1];
+        match tls.read(&mut byte).await? {
+            0 => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the server closed the connection without a byte",
+            )),
+            _ => Ok(byte[0]),
+        }
+    })
+    .await
+}
+
 /// Why a TLS handshake failed, as far as a caller needs to act on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TlsFailure {

@@ -4,6 +4,7 @@
 //! - [`demo`]: an embedded researcher and three nodes, real TLS (the default).
 //! - [`researcher`]: serve nodes; optionally ping them and print statistics.
 //! - [`node`]: the reference node ([`node::ReferenceNode`]).
+//! - [`cert`]: node certificates for mutual TLS (`cert new`).
 //! - [`bench`]: the benchmark workloads (the library's `bench` module).
 //! - [`inspect`]: print a captured payload as JSON.
 //! - [`runtime`]: logging set-up, the actix `System` and Ctrl-C.
@@ -12,6 +13,7 @@
 
 pub(crate) mod args;
 pub(crate) mod bench;
+pub(crate) mod cert;
 pub(crate) mod demo;
 pub(crate) mod inspect;
 pub(crate) mod node;
@@ -48,6 +50,9 @@ pub(crate) enum Command {
     /// Run the reference node: answers pings, dataset lists and searches,
     /// and any other request with an ErrorMessage.
     Node(node::NodeArgs),
+    /// Node certificates for mutual TLS: `cert new` writes a self-signed one
+    /// to register with researchers (--trusted-nodes).
+    Cert(cert::CertArgs),
     /// Run the benchmark workloads in process and print a table.
     Bench(bench::BenchArgs),
     /// Print a captured msgpack payload (a Fed-BioMed message) as JSON.
@@ -65,6 +70,7 @@ impl Cli {
             Some(Command::Demo(args)) => demo::run(&args),
             Some(Command::Researcher(args)) => researcher::run(&args),
             Some(Command::Node(args)) => node::run(&args),
+            Some(Command::Cert(args)) => cert::run(&args),
             Some(Command::Bench(args)) => bench::run(&args),
             Some(Command::Inspect(args)) => inspect::run(&args),
             Some(Command::Trust(args)) => trust::run(&args),

@@ -75,7 +75,8 @@ pub(crate) struct NodeArgs {
     #[arg(long, value_name = "BUNDLE")]
     pub(crate) ca: Option<PathBuf>,
     /// Node certificate (PEM) presented to researchers that require mutual
-    /// TLS; needs --key [default: none].
+    /// TLS (for example one from `fedroute cert new`); it must name --id
+    /// (subject O=, else CN=); needs --key [default: none].
     #[arg(long, value_name = "PEM", requires = "key")]
     pub(crate) cert: Option<PathBuf>,
     /// Private key (PEM) of --cert [default: none].
@@ -134,13 +135,38 @@ pub(crate) fn run(args: &NodeArgs) -> Result<(), String> {
         (None, None) => TrustPolicy::TrustOnFirstUse,
     };
     let client_identity = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => Some(
-            ClientIdentity::load(cert, key)
-                .map_err(|e| format!("cannot load the node certificate: {}", ErrorChain(&e)))?,
-        ),
+        (Some(cert), Some(key)) => {
+            let identity = ClientIdentity::load(cert, key)
+                .map_err(|e| format!("cannot load the node certificate: {}", ErrorChain(&e)))?;
+            check_certificate_names(&identity, &args.id, cert)?;
+            Some(identity)
+        }
         _ => None,
     };
     runtime::block_on(serve(args, trust, client_identity, forwarding))
+}
+
+/// A researcher under mutual TLS refuses every call of a node whose
+/// certificate names another node: say so now, not at the first poll.
+fn check_certificate_names(
+    identity: &ClientIdentity,
+    node_id: &str,
+    cert: &std::path::Path,
+) -> Result<(), String> {
+    let named = identity.node_id().map_err(|e| {
+        format!(
+            "the node certificate {} names no node: {}",
+            cert.display(),
+            ErrorChain(&e)
+        )
+    })?;
+    if named != node_id {
+        return Err(format!(
+            "the node certificate {} is for node {named}, not for --id {node_id}",
+            cert.display()
+        ));
+    }
+    Ok(())
 }
 
 async fn serve(

@@ -59,8 +59,9 @@ pub(crate) struct ResearcherArgs {
     #[arg(long, value_name = "PEM", requires = "cert")]
     pub(crate) key: Option<PathBuf>,
     /// Require node certificates signed by a CA in this PEM bundle (mutual
-    /// TLS); a node may then only poll and reply as the node id in its
-    /// certificate [default: no client certificates].
+    /// TLS); a node may then only poll, reply and send feedback as the node
+    /// id in its certificate (subject O=, else CN=) [default: no client
+    /// certificates].
     #[arg(long, value_name = "PEM")]
     pub(crate) client_ca: Option<PathBuf>,
     /// Where the researcher keeps its key and certificate across restarts
@@ -75,13 +76,20 @@ pub(crate) struct ResearcherArgs {
     /// key: nodes that trusted the current certificate accept the new one.
     #[arg(long, conflicts_with_all = ["cert", "insecure", "id"])]
     pub(crate) rotate_cert: bool,
+    /// Require registered node certificates (mutual TLS, as Fed-BioMed):
+    /// every *.pem file in DIR is one node's certificate, trusted exactly as
+    /// it is (make one with `fedroute cert new`). Copying a certificate in
+    /// registers the node without a restart; with --client-ca too, a
+    /// certificate accepted by either passes [default: none].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) trusted_nodes: Option<PathBuf>,
     /// Write the server certificate (PEM) to this file, for nodes to --pin
     /// [default: not written].
     #[arg(long, value_name = "PATH")]
     pub(crate) cert_out: Option<PathBuf>,
     /// Serve plaintext gRPC without TLS, for interop and debugging only (a
     /// warning is logged) [default: TLS].
-    #[arg(long, conflicts_with_all = ["cert", "client_ca"])]
+    #[arg(long, conflicts_with_all = ["cert", "client_ca", "trusted_nodes"])]
     pub(crate) insecure: bool,
     /// Send N PingRequests to each node, print round-trip statistics and
     /// exit [default: serve until Ctrl-C].
@@ -141,6 +149,7 @@ async fn serve(args: &ResearcherArgs) -> Result<(), String> {
         }
         config.state_dir = Some(dir);
     }
+    config.listen.trusted_nodes = args.trusted_nodes.clone();
     args.limits.apply(&mut config.receive);
     let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let tap = EventTap::new(tx).start();
@@ -149,7 +158,7 @@ async fn serve(args: &ResearcherArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot start the researcher: {}", ErrorChain(&e)))?;
     let mode = if args.insecure {
         "PLAINTEXT, insecure"
-    } else if args.client_ca.is_some() {
+    } else if args.client_ca.is_some() || args.trusted_nodes.is_some() {
         "mutual TLS"
     } else {
         "TLS"

@@ -97,3 +97,41 @@ async fn the_node_remembers_accepts_a_rotation_and_refuses_an_impostor_until_for
     impostor.wait_line("NODE_trust connected").await;
     node.wait_lines("on first use", 2).await;
 }
+
+#[test]
+fn cert_show_prints_the_id_fingerprint_validity_and_checks_a_rotation_proof() {
+    let state = tempfile::tempdir().unwrap();
+    let ids = fedroute::tls::IdentityDir::new(state.path());
+    let first = ids
+        .load_or_generate(Some("RESEARCHER_show"), &["127.0.0.1"])
+        .unwrap();
+    let rotated = ids.rotate(&["127.0.0.1"]).unwrap();
+    let current = ids.identity_path();
+    let previous = state.path().join("researcher-previous-certificate.pem");
+    let stranger = tempfile::tempdir().unwrap();
+    let other = fedroute::tls::IdentityDir::new(stranger.path());
+    other
+        .load_or_generate(Some("RESEARCHER_show"), &["127.0.0.1"])
+        .unwrap();
+    let show = |extra: &[&str]| {
+        let mut args = vec!["cert", "show", current.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        trust(&args)
+    };
+    let plain = show(&[]);
+    assert!(plain.contains("RESEARCHER_show"), "{plain}");
+    let fp = fedroute::tls::Fingerprint::of(&rotated.cert_der).to_string();
+    assert!(plain.contains(&fp), "{plain}");
+    assert!(plain.contains("(valid)"), "{plain}");
+    let by = fedroute::tls::Fingerprint::of(&first.cert_der).to_string();
+    assert!(
+        plain.contains(&format!("present, signed by the key of certificate {by}")),
+        "{plain}"
+    );
+    let checked = show(&["--previous", previous.to_str().unwrap()]);
+    assert!(checked.contains("rotation proof valid"), "{checked}");
+    let wrong = show(&["--previous", other.identity_path().to_str().unwrap()]);
+    assert!(wrong.contains("rotation proof NOT valid"), "{wrong}");
+    let none = trust(&["cert", "show", previous.to_str().unwrap()]);
+    assert!(none.contains("rotation proof none"), "{none}");
+}

@@ -5,6 +5,7 @@ use fedroute_testkit::node as node_support;
 use fedroute_testkit::process as cli_support;
 use fedroute_testkit::researcher as researcher_support;
 
+mod cli_cert;
 mod cli_demo;
 mod cli_errors;
 mod cli_researcher_node;

@@ -177,6 +177,23 @@ pub enum NodeError {
         /// The gRPC status.
         status: Box<tonic::Status>,
     },
+    /// The researcher refused the node's identity (a call answered
+    /// UNAUTHENTICATED: under mutual TLS, no usable client certificate; a
+    /// Fed-BioMed researcher also answers it to a poll for another node than
+    /// the certificate's). Retrying cannot help, so the link stops for good
+    /// ([`NodeError::is_fatal`]).
+    #[error(
+        "{endpoint} does not accept this node's identity: {rpc} was refused as UNAUTHENTICATED: {}          (check the node's client certificate, its node id and its registration with the researcher)",
+        shortened(reason, STATUS_CHARS)
+    )]
+    Unauthenticated {
+        /// `host:port`.
+        endpoint: String,
+        /// The RPC refused.
+        rpc: &'static str,
+        /// The researcher's status message.
+        reason: String,
+    },
     /// A gRPC call did not finish in time.
     #[error("{rpc} to {endpoint} did not finish within {after:?}")]
     Timeout {
@@ -235,10 +252,32 @@ pub enum NodeError {
 }
 
 impl NodeError {
-    /// True for errors after which the link must never reconnect (a
-    /// researcher id that changed: a security error).
+    /// The error of a call answered with `status`: [`NodeError::Rpc`], or
+    /// [`NodeError::Unauthenticated`] for UNAUTHENTICATED.
+    pub(crate) fn rpc(endpoint: &str, rpc: &'static str, status: tonic::Status) -> NodeError {
+        if status.code() == tonic::Code::Unauthenticated {
+            NodeError::Unauthenticated {
+                endpoint: endpoint.to_string(),
+                rpc,
+                reason: status.message().to_string(),
+            }
+        } else {
+            NodeError::Rpc {
+                endpoint: endpoint.to_string(),
+                rpc,
+                status: Box::new(status),
+            }
+        }
+    }
+
+    /// True for errors after which the link must never reconnect: security
+    /// errors (a researcher id that changed, an identity the researcher
+    /// refuses).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, NodeError::ResearcherIdChanged { .. })
+        matches!(
+            self,
+            NodeError::ResearcherIdChanged { .. } | NodeError::Unauthenticated { .. }
+        )
     }
 
     /// True when the researcher answered a send with an error status that is
@@ -354,6 +393,23 @@ mod tests {
             text.starts_with("ReplyTask to h:1 failed: Internal error: xxx"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn unauthenticated_is_fatal_and_says_why_and_where() {
+        let e = NodeError::rpc(
+            "h:1",
+            "GetTaskUnary",
+            tonic::Status::unauthenticated("no client certificate"),
+        );
+        assert!(e.is_fatal() && !e.is_refusal() && !e.is_rejection(), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("h:1 does not accept this node's identity: GetTaskUnary was refused as UNAUTHENTICATED: no client certificate"),
+            "{text}"
+        );
+        let e = NodeError::rpc("h:1", "GetTaskUnary", tonic::Status::permission_denied("x"));
+        assert!(!e.is_fatal() && e.is_refusal(), "{e}");
     }
 
     #[test]

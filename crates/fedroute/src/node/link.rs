@@ -16,7 +16,8 @@
 //!    futures, calls [`Supervised::restarting`] (which resets the connection
 //!    state) and `started` again. The outgoing queue and the counters live in
 //!    [`LinkShared`], so they survive.
-//! 4. Failed for good (a researcher id change) or closed: the
+//! 4. Failed for good (a researcher id change, or the researcher refusing
+//!    the node's identity with UNAUTHENTICATED) or closed: the
 //!    link stays idle until the controller drops it.
 //!
 //! The controller talks to a link through [`LinkShared`] for the hot path
@@ -394,7 +395,9 @@ impl ResearcherLink {
             stream_age: self.config.replies.stream_age,
         };
         ctx.spawn(pump.run().into_actor(self).map(|e, act, ctx| {
-            if e.is_refusal() {
+            if e.is_fatal() {
+                act.fail(e, ctx)
+            } else if e.is_refusal() {
                 act.send_rejected(e, ctx)
             } else {
                 act.lost(e, ctx)
@@ -466,6 +469,10 @@ impl ResearcherLink {
 
     /// Stop for good: the link never reconnects; the controller is told.
     fn fail(&mut self, e: NodeError, ctx: &mut Context<Self>) {
+        if self.life.is_over() {
+            // Already failed (the poll and the pump may both fail) or closed.
+            return;
+        }
         let reason = ErrorChain(&e).to_string();
         log::error!("{}: {reason}; the link stops for good", self.key);
         self.life.fail();

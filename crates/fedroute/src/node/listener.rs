@@ -403,12 +403,15 @@ impl Poller {
         }
     }
 
+    /// The poll failed with `status`: reconnect, or stop for good when the
+    /// researcher refuses the node's identity (UNAUTHENTICATED).
     fn lost(&self, rpc: &'static str, status: tonic::Status) -> PollEnd {
-        PollEnd::Lost(NodeError::Rpc {
-            endpoint: self.endpoint.clone(),
-            rpc,
-            status: Box::new(status),
-        })
+        let e = NodeError::rpc(&self.endpoint, rpc, status);
+        if e.is_fatal() {
+            PollEnd::Fatal(e)
+        } else {
+            PollEnd::Lost(e)
+        }
     }
 
     /// Ends the loop when polls keep ending at once without frames. A poll

@@ -83,11 +83,7 @@ pub(super) async fn send_batch(
     };
     match call {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(status)) => Err(NodeError::Rpc {
-            endpoint: endpoint.to_string(),
-            rpc,
-            status: Box::new(status),
-        }),
+        Ok(Err(status)) => Err(NodeError::rpc(endpoint, rpc, status)),
         Err(_) => Err(NodeError::Timeout {
             endpoint: endpoint.to_string(),
             rpc,
@@ -291,11 +287,7 @@ impl Pump {
                 self.acknowledge(written, bytes);
                 Ok(())
             }
-            Err(status) => Err(NodeError::Rpc {
-                endpoint: self.endpoint.clone(),
-                rpc: "ReplyTask",
-                status: Box::new(status),
-            }),
+            Err(status) => Err(NodeError::rpc(&self.endpoint, "ReplyTask", status)),
         }
     }
 }

@@ -59,12 +59,18 @@ impl ResearcherConfig {
     /// Checks the settings are usable: nothing that must be positive is
     /// zero, the keepalive is not too frequent for peers, the receive
     /// limits fit together ([`ReceiveLimits::validate`]), and plaintext is
-    /// not asked for with mutual TLS. [`super::start`] checks it.
+    /// not asked for with mutual TLS (a client CA or trusted nodes). [`super::start`] checks it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.insecure && self.listen.client_ca.is_some() {
             return Err(ConfigError::Conflict {
                 first: "listen.insecure (plaintext)",
                 second: "listen.client_ca (mutual TLS)",
+            });
+        }
+        if self.listen.insecure && self.listen.trusted_nodes.is_some() {
+            return Err(ConfigError::Conflict {
+                first: "listen.insecure (plaintext)",
+                second: "listen.trusted_nodes (mutual TLS)",
             });
         }
         for (setting, zero) in [
@@ -123,9 +129,25 @@ pub struct ListenSettings {
     /// certificate generated at start.
     pub identity: Option<(PathBuf, PathBuf)>,
     /// CA bundle (PEM) for mutual TLS: when set, nodes must present a client
-    /// certificate signed by it, and a poll or a reply is accepted only for
-    /// the node id in that certificate. Default: none.
+    /// certificate signed by it (or registered in
+    /// [`ListenSettings::trusted_nodes`]), and every call is accepted only
+    /// for the node id in that certificate (subject O=, else CN=).
+    /// Default: none.
     pub client_ca: Option<PathBuf>,
+    /// Directory of registered node certificates for mutual TLS, as
+    /// Fed-BioMed registers them: every `*.pem` file in it is one node's
+    /// (self-signed) certificate, trusted exactly as it is, not as a CA
+    /// (make one with `fedroute cert new` or
+    /// [`crate::tls::generate_node_identity`]). When set, nodes must present
+    /// a registered certificate (or one signed by
+    /// [`ListenSettings::client_ca`], when that is set too), and every call is
+    /// accepted only for the node id in it. The directory is checked again at
+    /// each handshake (one `stat` per file; changed files are read again), so
+    /// registering or removing a node needs no restart. At start, a missing
+    /// directory or a file that does not parse is an error; later, such a
+    /// file is logged once per change and its last good content kept.
+    /// Default: none.
+    pub trusted_nodes: Option<PathBuf>,
     /// Serve plaintext HTTP/2 (no TLS), for interop and debugging only; a
     /// warning is logged. Default: false.
     pub insecure: bool,
@@ -135,6 +157,12 @@ impl ListenSettings {
     /// Default of [`ListenSettings::address`] (`127.0.0.1:50051`, Fed-BioMed's).
     pub const DEFAULT_ADDRESS: SocketAddr =
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50051));
+
+    /// Whether nodes must present a client certificate (a client CA or a
+    /// trusted-nodes directory is set).
+    pub(crate) fn mutual_tls(&self) -> bool {
+        self.client_ca.is_some() || self.trusted_nodes.is_some()
+    }
 
     /// The host written into a generated certificate.
     pub fn certificate_host(&self) -> String {
@@ -154,6 +182,7 @@ impl Default for ListenSettings {
             researcher_id: None,
             identity: None,
             client_ca: None,
+            trusted_nodes: None,
             insecure: false,
         }
     }
@@ -333,11 +362,12 @@ mod tests {
             researcher_id,
             identity,
             client_ca,
+            trusted_nodes,
             insecure,
         } = listen;
         assert_eq!(address, "127.0.0.1:50051".parse().unwrap());
         assert_eq!((host, researcher_id), (None, None));
-        assert_eq!((identity, client_ca), (None, None));
+        assert_eq!((identity, client_ca, trusted_nodes), (None, None, None));
         assert!(!insecure);
 
         let NodeSettings {
@@ -416,6 +446,9 @@ mod tests {
         let mut c = ResearcherConfig::default();
         c.listen.insecure = true;
         c.listen.client_ca = Some("ca.pem".into());
+        assert!(matches!(c.validate(), Err(ConfigError::Conflict { .. })));
+        c.listen.client_ca = None;
+        c.listen.trusted_nodes = Some("nodes".into());
         assert!(matches!(c.validate(), Err(ConfigError::Conflict { .. })));
         let mut c = ResearcherConfig::default();
         c.receive.budget_bytes = 1;

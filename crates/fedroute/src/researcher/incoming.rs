@@ -15,6 +15,19 @@
 //!   `quiet_timeout` (a Fed-BioMed node keeps a second connection for its
 //!   replies, quiet between them). The service marks each call on its
 //!   connection ([`Connections::enter`]).
+//! - With TLS ([`accept_tls`]), the handshakes run here, concurrently, each
+//!   bounded by the handshake timeout and counted in `max_connections`;
+//!   tonic then serves HTTP/2 over the finished TLS streams, whose
+//!   connection info is tonic's own `TlsConnectInfo` (handlers read the
+//!   remote address and the client certificates as usual). fedroute does
+//!   TLS itself rather than through tonic's `ServerTlsConfig` because the
+//!   latter cannot take a custom client-certificate verifier (registered
+//!   node certificates, re-read at each handshake). A finished handshake
+//!   goes straight to HTTP/2, whose server sends its SETTINGS without
+//!   waiting for the client, as gRPC-core's does: Fed-BioMed's node probe
+//!   reads that byte as "no client certificate required"; under mutual
+//!   TLS a connection without an acceptable certificate fails its
+//!   handshake with an alert at once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,8 +43,13 @@ use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::log_limit::PeerLog;
 
 /// First wait after an accept failed for lack of resources.
 pub(crate) const ACCEPT_RETRY_FIRST: Duration = Duration::from_millis(10);
@@ -322,6 +340,110 @@ pub(crate) fn accept(
         let io = state.next().await?;
         Some((Ok(io), state))
     })
+}
+
+/// What [`accept_tls`] needs besides the accept loop's settings.
+pub(crate) struct TlsAccept {
+    /// The rustls configuration (ALPN h2; the client verifier, if any).
+    pub acceptor: TlsAcceptor,
+    /// Longest a handshake may take.
+    pub handshake_timeout: Duration,
+    /// Where refused client certificates are logged, per address.
+    pub peer_log: Arc<PeerLog>,
+}
+
+/// The stream of accepted connections whose TLS handshake succeeded, to
+/// hand to tonic (see the module documentation). It never yields an error.
+pub(crate) fn accept_tls(
+    listener: TcpListener,
+    settings: AcceptSettings,
+    table: Arc<Connections>,
+    tls: TlsAccept,
+) -> impl Stream<Item = Result<TlsStream<GuardedTcp>, io::Error>> {
+    TlsIncoming {
+        tcp: Box::pin(accept(listener, settings, table)),
+        tcp_done: false,
+        handshakes: JoinSet::new(),
+        tls: Arc::new(tls),
+    }
+}
+
+type TcpIncoming = Pin<Box<dyn Stream<Item = Result<GuardedTcp, io::Error>> + Send>>;
+
+/// Accepted connections, their handshakes in flight, and the finished ones.
+struct TlsIncoming {
+    tcp: TcpIncoming,
+    tcp_done: bool,
+    handshakes: JoinSet<Option<TlsStream<GuardedTcp>>>,
+    tls: Arc<TlsAccept>,
+}
+
+impl Stream for TlsIncoming {
+    type Item = Result<TlsStream<GuardedTcp>, io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match this.handshakes.poll_join_next(cx) {
+                Poll::Ready(Some(Ok(Some(io)))) => return Poll::Ready(Some(Ok(io))),
+                // A failed handshake (already logged), or its task panicked.
+                Poll::Ready(Some(_)) => continue,
+                Poll::Ready(None) | Poll::Pending => {}
+            }
+            if !this.tcp_done {
+                match this.tcp.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(Ok(conn))) => {
+                        this.handshakes
+                            .spawn(handshake(Arc::clone(&this.tls), conn));
+                        continue;
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                    Poll::Ready(None) => this.tcp_done = true,
+                    Poll::Pending => {}
+                }
+            }
+            if this.tcp_done && this.handshakes.is_empty() {
+                return Poll::Ready(None);
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+/// One server handshake, bounded in time; `None` when it failed.
+async fn handshake(tls: Arc<TlsAccept>, conn: GuardedTcp) -> Option<TlsStream<GuardedTcp>> {
+    let remote = conn.remote;
+    match tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(conn)).await {
+        Ok(Ok(io)) => Some(io),
+        Ok(Err(e)) => {
+            let refused = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+            if refused {
+                // A certificate neither registered nor signed by the client CA.
+                let peer =
+                    remote.map_or_else(|| "an unknown address".to_string(), |r| r.ip().to_string());
+                tls.peer_log.warn(&peer, "refused certificate", || {
+                    format!(
+                        "TLS: refused the client certificate of {}: {e}",
+                        display(remote)
+                    )
+                });
+            } else {
+                log::debug!("{}: TLS handshake failed: {e}", display(remote));
+            }
+            None
+        }
+        Err(_) => {
+            log::debug!(
+                "{}: TLS handshake not done within {:?}; connection closed",
+                display(remote),
+                tls.handshake_timeout
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]

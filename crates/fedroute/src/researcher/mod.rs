@@ -24,7 +24,10 @@
 //!   (channels, in-flight guards, one timer).
 //! - `actor` - the [`Researcher`] actor and its messages.
 //! - `service` - the tonic service and the poll response stream.
-//! - `incoming` - the accept loop and idle-closing connections.
+//! - `node_auth` - which node a call may act as under mutual TLS (plain
+//!   functions).
+//! - `incoming` - the accept loop, TLS handshakes and idle-closing
+//!   connections.
 //! - `metered` - the bytes the gRPC layer holds for a call, counted.
 //! - `events` - [`ResearcherEvent`] for the handler.
 //! - `server` - [`start`] and [`ResearcherHandle`].
@@ -37,6 +40,7 @@ mod error;
 mod events;
 mod incoming;
 mod metered;
+mod node_auth;
 mod node_tasks;
 mod pending;
 mod queue;

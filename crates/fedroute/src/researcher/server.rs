@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr, Recipient};
 use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 
 use super::actor::{Researcher, ServerControl, SetServer, Shutdown};
 use super::config::{Limits, ResearcherConfig};
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
-use super::incoming::{self, AcceptSettings, Connections};
+use super::incoming::{self, AcceptSettings, Connections, TlsAccept};
 use super::metered::Metered;
 use super::service::{ResearcherGrpc, ServiceParts};
 use crate::log_limit::PeerLog;
@@ -52,7 +53,7 @@ impl ResearcherHandle {
 }
 
 /// Starts a researcher: identity (loaded or generated), TLS (mutual when
-/// `client_ca` is set; plaintext only with `insecure`), the actor, and the
+/// `client_ca` or `trusted_nodes` is set; plaintext only with `insecure`), the actor, and the
 /// gRPC server on `config.listen.address`. Must run inside an actix `System`.
 /// Handler events go to `events` when given.
 ///
@@ -116,26 +117,35 @@ pub async fn start(
         researcher: researcher.clone(),
         events,
         shutdown: cut_rx,
-        mutual_tls: config.listen.client_ca.is_some(),
+        mutual_tls: config.listen.mutual_tls(),
         max_message_bytes: config.receive.max_message_bytes,
         stream_pipeline: config.nodes.stream_pipeline,
         buffers: BufferPool::new(config.receive.buffer_bytes),
         budget: budget.clone(),
         decoder: MessageDecoder::new(config.receive.decode_limits, config.receive.decode_threads),
         stall_timeout: config.receive.stall_timeout,
-        peer_log,
+        peer_log: Arc::clone(&peer_log),
     }))
     .max_decoding_message_size(config.receive.max_frame_bytes)
     .max_encoding_message_size(GRPC_MAX_MESSAGE_BYTES);
-    let incoming = incoming::accept(
-        listener,
-        AcceptSettings {
-            max_connections: config.limits.max_connections,
-            idle_timeout: config.timeouts.idle,
-            quiet_timeout: config.timeouts.quiet,
-        },
-        Arc::clone(&connections),
-    );
+    let accept_settings = AcceptSettings {
+        max_connections: config.limits.max_connections,
+        idle_timeout: config.timeouts.idle,
+        quiet_timeout: config.timeouts.quiet,
+    };
+    // Built before serving, so that a bad file fails the start.
+    let tls_config = if config.listen.insecure {
+        log::warn!(
+            "researcher on {local_addr} serves PLAINTEXT gRPC (insecure mode): for interop and debugging only"
+        );
+        None
+    } else {
+        Some(tls::researcher_server_config(
+            &identity,
+            config.listen.client_ca.as_deref(),
+            config.listen.trusted_nodes.as_deref(),
+        )?)
+    };
 
     let mut builder = Server::builder()
         .initial_stream_window_size(Limits::STREAM_WINDOW)
@@ -143,15 +153,6 @@ pub async fn start(
         .max_concurrent_streams(Some(config.limits.max_streams_per_connection))
         .http2_keepalive_interval(Some(config.timeouts.keepalive_interval))
         .http2_keepalive_timeout(Some(ChannelOptions::DEFAULT_KEEPALIVE_TIMEOUT));
-    if config.listen.insecure {
-        log::warn!(
-            "researcher on {local_addr} serves PLAINTEXT gRPC (insecure mode): for interop and debugging only"
-        );
-    } else {
-        let tls_config = tls::server_tls_config(&identity, config.listen.client_ca.as_deref())?
-            .timeout(config.timeouts.handshake);
-        builder = builder.tls_config(tls_config)?;
-    }
     let (stop, stopped) = oneshot::channel::<()>();
     let router = builder.add_service(Metered::new(
         service,
@@ -159,16 +160,36 @@ pub async fn start(
         config.receive.stall_timeout,
         Arc::clone(&connections),
     ));
-    let done = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+    let stopped = async {
         let _ = stopped.await;
-    }));
+    };
+    // TLS happens in our accept loop (see `incoming`), not in tonic's.
+    let done = match tls_config {
+        None => tokio::spawn(router.serve_with_incoming_shutdown(
+            incoming::accept(listener, accept_settings, Arc::clone(&connections)),
+            stopped,
+        )),
+        Some(tls_config) => tokio::spawn(router.serve_with_incoming_shutdown(
+            incoming::accept_tls(
+                listener,
+                accept_settings,
+                Arc::clone(&connections),
+                TlsAccept {
+                    acceptor: TlsAcceptor::from(tls_config),
+                    handshake_timeout: config.timeouts.handshake,
+                    peer_log: Arc::clone(&peer_log),
+                },
+            ),
+            stopped,
+        )),
+    };
     researcher
         .send(SetServer(ServerControl { stop, cut, done }))
         .await?;
     log::info!(
         "researcher {} listening on {local_addr}{}",
         identity.researcher_id,
-        if config.listen.client_ca.is_some() {
+        if config.listen.mutual_tls() {
             " (mutual TLS)"
         } else {
             ""

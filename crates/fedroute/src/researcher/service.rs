@@ -9,6 +9,10 @@
 //!   version-checks it, and has the researcher route it.
 //! - `Feedback`: forwarded to the handler as an event.
 //!
+//! Under mutual TLS, every call is checked against the node its client
+//! certificate names ([`node_auth`]): UNAUTHENTICATED without a usable
+//! certificate, PERMISSION_DENIED for another node's id.
+//!
 //! What a node sends is bounded before it is kept: node and request ids
 //! are checked ([`crate::wire::check_id`]; INVALID_ARGUMENT otherwise), a
 //! reply's partial message takes its memory from the researcher's
@@ -40,6 +44,7 @@ use super::agent::{Credit, CreditEnded, InFlight, NodeAgent, PollClosed, PollIte
 use super::error::ResearcherError;
 use super::events::ResearcherEvent;
 use super::metered::{meter_of, StreamMeter};
+use super::node_auth;
 use crate::log_limit::PeerLog;
 use crate::proto::researcher_service_server::ResearcherService;
 use crate::proto::{Empty, FeedbackMessage, TaskRequest, TaskResponse, TaskResult};
@@ -116,32 +121,39 @@ fn bad_id(kind: IdKind, id: &str) -> Result<(), Status> {
 }
 
 impl Shared {
-    /// The node id of the client certificate, when mutual TLS is on.
+    /// The node the connection's client certificate proves, when mutual
+    /// TLS is on (UNAUTHENTICATED when it proves none; see `node_auth`).
     fn certified_node<T>(&self, request: &Request<T>) -> Result<Option<String>, Status> {
-        if !self.mutual_tls {
-            return Ok(None);
-        }
-        match crate::tls::peer_node_id(request) {
-            Some(Ok(id)) => Ok(Some(id)),
-            Some(Err(e)) => Err(Status::permission_denied(format!(
-                "the client certificate names no node: {}",
-                echo(&ErrorChain(&e).to_string())
-            ))),
-            None => Err(Status::permission_denied(
-                "mutual TLS is required: no client certificate",
-            )),
-        }
+        let certificate = if self.mutual_tls {
+            crate::tls::peer_node_id(request)
+        } else {
+            None
+        };
+        node_auth::authenticate(self.mutual_tls, certificate).inspect_err(|status| {
+            let peer = peer_key(None, request.remote_addr());
+            self.peer_log.warn(&peer, "unauthenticated", || {
+                format!("call from {peer} refused: {}", status.message())
+            });
+        })
     }
 
-    fn check_node(certified: &Option<String>, node_id: &str) -> Result<(), Status> {
-        match certified {
-            Some(id) if id != node_id => Err(Status::permission_denied(format!(
-                "node {:?} does not match the client certificate's node {:?}",
-                echo(node_id),
-                echo(id)
-            ))),
-            _ => Ok(()),
-        }
+    /// Checks that the call may act as node `claimed` (named in `field`);
+    /// PERMISSION_DENIED, logged, when the certificate names another node.
+    fn check_node(
+        &self,
+        certified: &Option<String>,
+        field: &str,
+        claimed: &str,
+    ) -> Result<(), Status> {
+        node_auth::authorize(certified.as_deref(), field, claimed).inspect_err(|status| {
+            let peer = certified.as_deref().unwrap_or_default();
+            self.peer_log.warn(peer, "foreign node id", || {
+                format!(
+                    "security: node {peer} tried to act as another node: {}",
+                    status.message()
+                )
+            });
+        })
     }
 
     /// Validates a `TaskRequest` and registers a poll for it.
@@ -158,7 +170,7 @@ impl Shared {
             return Err(Status::invalid_argument("TaskRequest.node is empty"));
         }
         bad_id(IdKind::Node, node_id)?;
-        Self::check_node(certified, node_id)?;
+        self.check_node(certified, "TaskRequest.node", node_id)?;
         if !task_request.protocol_version.is_empty() {
             wire::check_version(&task_request.protocol_version)
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
@@ -276,7 +288,7 @@ impl Shared {
         if let Some(id) = envelope.dest_node_id() {
             bad_id(IdKind::Node, id)?;
         }
-        Self::check_node(certified, node_id)?;
+        self.check_node(certified, "the reply's node_id", node_id)?;
         let route = self
             .researcher
             .send(RouteReply { envelope })
@@ -545,7 +557,14 @@ impl ResearcherService for ResearcherGrpc {
             .check_version()
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         bad_id(IdKind::Node, feedback.node_id())?;
-        Shared::check_node(&certified, feedback.node_id())?;
+        self.inner
+            .check_node(&certified, "the feedback's node_id", feedback.node_id())?;
+        if let (Some(_), wire::Feedback::Log(log)) = (&certified, &feedback.feedback) {
+            if let Some(inner) = node_auth::log_record_node_id(&log.msg) {
+                self.inner
+                    .check_node(&certified, "the log record's node_id", &inner)?;
+            }
+        }
         if self.inner.events.is_none() {
             // Nobody asked for feedback: a few lines, shortened.
             let node = feedback.node_id();

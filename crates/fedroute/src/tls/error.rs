@@ -41,6 +41,31 @@ pub enum TlsError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A file to be created exists already (fedroute never overwrites a
+    /// certificate or key it generates).
+    #[error("{path} already exists; refusing to overwrite it")]
+    FileExists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The directory of registered node certificates
+    /// (`ListenSettings::trusted_nodes`) could not be listed.
+    #[error("could not read the trusted-nodes directory {path}")]
+    ReadDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file of the trusted-nodes directory is not one usable node
+    /// certificate.
+    #[error("{path} is not a usable registered node certificate: {reason}")]
+    BadRegisteredCertificate {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A PEM file (or PEM text) is malformed or holds none of the expected sections.
     #[error("{origin} is not a usable PEM {what}: {reason}")]
     BadPem {
@@ -68,6 +93,12 @@ pub enum TlsError {
     /// A researcher id given for a new certificate is empty.
     #[error("a researcher or node id must not be empty")]
     EmptyId,
+    /// A node id given for a new certificate is not a valid identifier.
+    #[error("cannot make a node certificate for this id")]
+    BadNodeId {
+        /// What is wrong with the id.
+        source: crate::wire::WireError,
+    },
     /// rcgen could not generate a key or certificate.
     #[error("could not generate the {what}")]
     Generate {
@@ -203,7 +234,7 @@ pub enum TlsError {
     NodeIdMismatch {
         /// The node id the request claims.
         claimed: String,
-        /// The node id in the client certificate (subject CN=).
+        /// The node id in the client certificate (subject O=, else CN=).
         certified: String,
     },
     /// tonic could not build or connect the channel.

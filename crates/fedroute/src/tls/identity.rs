@@ -221,10 +221,30 @@ pub fn researcher_id_of(cert_der: &[u8]) -> Result<String, TlsError> {
     subject_attribute(cert_der, Attribute::Organization)
 }
 
-/// The node id in a client certificate (mutual TLS): the subject's Common
-/// Name (CN=).
+/// The node id in a client certificate (mutual TLS): the subject's
+/// Organization (O=), as in Fed-BioMed's node certificates, or its Common
+/// Name (CN=) when the subject has no O=.
+///
+/// ```
+/// let node = fedroute::tls::generate_node_identity("NODE_1")?;
+/// assert_eq!(fedroute::tls::node_id_of_client_cert(&node.cert_der)?, "NODE_1");
+/// # Ok::<(), fedroute::tls::TlsError>(())
+/// ```
 pub fn node_id_of_client_cert(cert_der: &[u8]) -> Result<String, TlsError> {
-    subject_attribute(cert_der, Attribute::CommonName)
+    match subject_attribute(cert_der, Attribute::Organization) {
+        Err(TlsError::MissingSubjectAttribute { .. }) => {
+            subject_attribute(cert_der, Attribute::CommonName).map_err(|e| match e {
+                TlsError::MissingSubjectAttribute { subject, .. } => {
+                    TlsError::MissingSubjectAttribute {
+                        attribute: "Organization (O=) or Common Name (CN=)",
+                        subject,
+                    }
+                }
+                other => other,
+            })
+        }
+        found => found,
+    }
 }
 
 /// The Common Name (CN=) of a certificate subject (for a researcher: the host).
@@ -299,8 +319,11 @@ impl fmt::Debug for ClientIdentity {
 
 impl ClientIdentity {
     /// Loads a node certificate (chain, leaf first) and key from PEM files.
+    /// A certificate outside its validity period is refused; one that
+    /// expires within 30 days is warned about.
     pub fn load(cert: &Path, key: &Path) -> Result<ClientIdentity, TlsError> {
         let cert_chain = load_certificates(cert)?;
+        super::validity::check_own_certificate(&cert_chain[0], cert)?;
         let key = load_private_key(key)?;
         ClientIdentity::new(cert_chain, key)
     }
@@ -348,7 +371,8 @@ impl ClientIdentity {
         &self.cert_chain[0]
     }
 
-    /// The node id in the leaf certificate (subject CN=).
+    /// The node id in the leaf certificate (subject O=, else CN=; see
+    /// [`node_id_of_client_cert`]).
     pub fn node_id(&self) -> Result<String, TlsError> {
         node_id_of_client_cert(self.leaf())
     }
@@ -449,6 +473,37 @@ mod tests {
             generate_researcher_identity(Some("R"), "h\u{f6}st.example"),
             Err(TlsError::BadHostName { .. })
         ));
+    }
+
+    /// A self-signed certificate with the given subject attributes.
+    fn cert_with_subject(attributes: &[(DnType, &str)]) -> CertificateDer<'static> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        for (kind, value) in attributes {
+            dn.push(kind.clone(), *value);
+        }
+        params.distinguished_name = dn;
+        let key = KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn the_node_id_is_the_organization_and_the_common_name_only_without_one() {
+        // Fed-BioMed's node certificates: O=NODE_<uuid>, CN=*.
+        let fedbiomed = cert_with_subject(&[
+            (DnType::CommonName, "*"),
+            (DnType::OrganizationName, "NODE_o"),
+        ]);
+        assert_eq!(node_id_of_client_cert(&fedbiomed).unwrap(), "NODE_o");
+        let cn_only = cert_with_subject(&[(DnType::CommonName, "NODE_cn")]);
+        assert_eq!(node_id_of_client_cert(&cn_only).unwrap(), "NODE_cn");
+        let nothing = cert_with_subject(&[(DnType::CountryName, "FR")]);
+        let e = node_id_of_client_cert(&nothing).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("Organization (O=) or Common Name (CN=)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,7 +3,13 @@
 //! # Layout
 //! - `identity`: researcher certificates (generate with O = researcher id,
 //!   load from PEM files) and node client identities; ids read from subjects.
+//! - `node_cert`: self-signed node certificates to register with a
+//!   researcher ([`generate_node_identity`]).
 //! - `verify`: the pinned-certificate and accept-anything verifiers.
+//! - `trusted_nodes`: the researcher's directory of registered node
+//!   certificates, re-read when it changes.
+//! - `client_auth`: the researcher's client-certificate verifier (registered
+//!   certificates, a client CA, or both).
 //! - `client`: trust policies, client configurations, trust on first use.
 //! - `channel`: tonic channels over our own TCP + rustls connector.
 //! - `server`: tonic's server TLS configuration, optional mutual TLS.
@@ -41,9 +47,12 @@
 //! `Server::builder().tls_config(server_tls_config(&id, client_ca)?)` and
 //! `serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))` (Nagle
 //! off: with it, the first RPC of each connection waits for a delayed ACK, 45 ms
-//! instead of 8 ms on loopback; fedroute's own researcher runs its own accept loop). With a client CA,
+//! instead of 8 ms on loopback). With a client CA,
 //! handlers call [`authorize_node`] (or [`peer_node_id`]) to check that a
-//! node acts only as itself.
+//! node acts only as itself. fedroute's own researcher does TLS in its own
+//! accept loop instead, with a client verifier that also takes a directory
+//! of registered node certificates ([`generate_node_identity`] makes them;
+//! see `ListenSettings::trusted_nodes` in [`crate::researcher`]).
 //!
 //! # Crypto provider
 //! Only rustls' ring provider is compiled in. Every configuration built here
@@ -54,16 +63,19 @@
 
 mod channel;
 mod client;
+mod client_auth;
 mod dial;
 mod error;
 mod fingerprint;
 mod identity;
 mod identity_dir;
 mod info;
+mod node_cert;
 mod pem;
 mod rotation;
 mod server;
 mod trust_store;
+mod trusted_nodes;
 mod validity;
 mod verify;
 
@@ -86,10 +98,11 @@ pub use identity::{
 };
 pub use identity_dir::IdentityDir;
 pub use info::CertificateInfo;
+pub use node_cert::{generate_node_identity, NodeCertificate};
 pub use rotation::RotationError;
 pub use rustls_pki_types::CertificateDer;
-pub(crate) use server::SERVER_HANDSHAKE_TIMEOUT;
 pub use server::{authorize_node, peer_node_id, server_rustls_config, server_tls_config};
+pub(crate) use server::{researcher_server_config, SERVER_HANDSHAKE_TIMEOUT};
 pub use trust_store::{Acceptance, TrustStore, TrustedResearcher};
 pub(crate) use trust_store::{ChangeRule, Decision};
 

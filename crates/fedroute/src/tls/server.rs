@@ -1,18 +1,23 @@
 //! The researcher (server) side: tonic's `ServerTlsConfig` from a
 //! [`ServerIdentity`], optionally requiring client certificates signed by a
-//! CA (mutual TLS), and reading the node id a client certificate carries.
+//! CA (mutual TLS); the rustls configuration of fedroute's own researcher
+//! (a CA, a directory of registered node certificates, or both); and
+//! reading the node id a client certificate carries.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use super::client::root_store;
+use super::client_auth::NodeCertVerifier;
 use super::identity::{node_id_of_client_cert, ServerIdentity};
 use super::pem::{certificates_from_pem, read_file};
+use super::trusted_nodes::TrustedNodes;
 use super::{crypto_provider, install_crypto_provider, TlsError, ALPN_H2};
 
 /// The longest a TLS handshake may take on the server before the connection
@@ -36,7 +41,11 @@ pub fn server_tls_config(
         None => None,
     };
     // Validate with the same inputs tonic will use.
-    build_server_config(id, ca_pem.as_deref().zip(client_ca))?;
+    let verifier = match ca_pem.as_deref().zip(client_ca) {
+        Some((pem, path)) => Some(ca_verifier(pem, path)?),
+        None => None,
+    };
+    build_server_config(id, verifier)?;
     let mut config = ServerTlsConfig::new()
         .identity(Identity::from_pem(&id.cert_pem, &id.key_pem))
         .timeout(SERVER_HANDSHAKE_TIMEOUT);
@@ -53,16 +62,71 @@ pub fn server_rustls_config(
     id: &ServerIdentity,
     client_ca: Option<&Path>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let ca_pem = match client_ca {
-        Some(path) => Some(read_file(path, "CA bundle")?),
+    let verifier = match client_ca {
+        Some(path) => Some(ca_verifier(&read_file(path, "CA bundle")?, path)?),
         None => None,
     };
-    build_server_config(id, ca_pem.as_deref().zip(client_ca)).map(Arc::new)
+    build_server_config(id, verifier).map(Arc::new)
+}
+
+/// The rustls configuration of fedroute's researcher, which does TLS in
+/// its own accept loop: ALPN h2, and mutual TLS when `client_ca` or
+/// `trusted_nodes` is set (a node certificate passes when either accepts
+/// it; see `client_auth`). Files are read and checked now: a missing
+/// directory or a file that does not parse is an error naming it.
+pub(crate) fn researcher_server_config(
+    id: &ServerIdentity,
+    client_ca: Option<&Path>,
+    trusted_nodes: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let ca = match client_ca {
+        Some(path) => Some(ca_verifier(&read_file(path, "CA bundle")?, path)?),
+        None => None,
+    };
+    let trusted = match trusted_nodes {
+        Some(dir) => {
+            let trusted = TrustedNodes::open(dir)?;
+            let count = trusted.current().len();
+            log::info!(
+                "trusted nodes: {count} registered certificate(s) in {}{}",
+                dir.display(),
+                if count == 0 {
+                    " (copy a node's .pem there to register it; no restart needed)"
+                } else {
+                    ""
+                }
+            );
+            Some(Arc::new(trusted))
+        }
+        None => None,
+    };
+    let verifier: Option<Arc<dyn ClientCertVerifier>> = if ca.is_some() || trusted.is_some() {
+        Some(Arc::new(NodeCertVerifier::new(
+            ca,
+            trusted,
+            crypto_provider(),
+        )))
+    } else {
+        None
+    };
+    build_server_config(id, verifier).map(Arc::new)
+}
+
+/// rustls' WebPKI client verifier over the CA bundle `pem` (read from `path`).
+fn ca_verifier(pem: &[u8], path: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let origin = path.display().to_string();
+    let roots = root_store(&certificates_from_pem(pem, &origin)?, &origin)?;
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
+        .build()
+        .map_err(|e| TlsError::Verifier {
+            origin,
+            reason: e.to_string(),
+        })
 }
 
 fn build_server_config(
     id: &ServerIdentity,
-    client_ca: Option<(&[u8], &Path)>,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Result<ServerConfig, TlsError> {
     let builder = ServerConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
@@ -70,20 +134,9 @@ fn build_server_config(
             what: "server",
             source,
         })?;
-    let builder = match client_ca {
+    let builder = match verifier {
         None => builder.with_no_client_auth(),
-        Some((pem, path)) => {
-            let origin = path.display().to_string();
-            let roots = root_store(&certificates_from_pem(pem, &origin)?, &origin)?;
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
-                    .build()
-                    .map_err(|e| TlsError::Verifier {
-                        origin,
-                        reason: e.to_string(),
-                    })?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
     };
     let mut config = builder
         .with_single_cert(id.cert_chain()?, id.private_key()?)
@@ -95,7 +148,7 @@ fn build_server_config(
     Ok(config)
 }
 
-/// The node id (subject CN=) of the client certificate a request came with;
+/// The node id (subject O=, else CN=) of the client certificate a request came with;
 /// `None` when the connection presented no certificate (no mutual TLS).
 pub fn peer_node_id<T>(request: &tonic::Request<T>) -> Option<Result<String, TlsError>> {
     let certs = request.peer_certs()?;
@@ -104,7 +157,7 @@ pub fn peer_node_id<T>(request: &tonic::Request<T>) -> Option<Result<String, Tls
 }
 
 /// Checks that a request claiming to come from node `claimed` may act as it.
-/// With a client certificate, its node id (subject CN=) must equal
+/// With a client certificate, its node id (subject O=, else CN=) must equal
 /// `claimed`. Without one, the request passes only when `mutual_tls` is off.
 pub fn authorize_node<T>(
     request: &tonic::Request<T>,

@@ -34,6 +34,7 @@ mod security_logs;
 mod tls_connect;
 mod tls_files;
 mod tls_grpc_python;
+mod tls_mutual;
 mod tls_provider;
 mod wire_chunks;
 mod wire_copies;

@@ -5,52 +5,10 @@ use crate::node_support;
 
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use fedroute::node::{
-    Controller, ControllerConfig, FinishReason, Finished, IsConnected, LinkState, NodeError,
-    PollMode, ResearcherEndpoint, SendReply, Status,
+    ControllerConfig, FinishReason, IsConnected, LinkState, NodeError, PollMode, SendReply, Status,
 };
 use node_support::*;
-use tokio::sync::mpsc;
-
-struct FinishRecorder(mpsc::UnboundedSender<Finished>);
-impl Actor for FinishRecorder {
-    type Context = Context<Self>;
-}
-impl Handler<Finished> for FinishRecorder {
-    type Result = ();
-    fn handle(&mut self, msg: Finished, _: &mut Context<Self>) {
-        let _ = self.0.send(msg);
-    }
-}
-
-fn start_node_with_finish(
-    endpoints: Vec<ResearcherEndpoint>,
-    config: ControllerConfig,
-) -> (
-    Addr<Controller>,
-    mpsc::UnboundedReceiver<fedroute::node::TaskReceived>,
-    mpsc::UnboundedReceiver<Finished>,
-) {
-    let (seen_tx, seen) = mpsc::unbounded_channel();
-    let handler = PingHandler {
-        node_id: "NODE_r".into(),
-        seen: seen_tx,
-        answer: false,
-    }
-    .start();
-    let (fin_tx, fin) = mpsc::unbounded_channel();
-    let finish = FinishRecorder(fin_tx).start();
-    let controller = Controller::builder("NODE_r")
-        .name("restart node")
-        .researchers(endpoints)
-        .on_finish(finish.recipient())
-        .config(config)
-        .build(handler.recipient())
-        .expect("the controller starts")
-        .start();
-    (controller, seen, fin)
-}
 
 async fn replies_survive_restart(mode: PollMode, outage: Duration) {
     let mut researcher = MiniResearcher::start(0, None, true);
@@ -60,7 +18,8 @@ async fn replies_survive_restart(mode: PollMode, outage: Duration) {
     // Default backoff (first retry within 50 ms, cap 2 s): the measured time is the real one.
     let mut config = ControllerConfig::default();
     config.polling.mode = mode;
-    let (controller, _seen, _fin) = start_node_with_finish(vec![endpoint_of(&researcher)], config);
+    let (controller, _seen, _fin) =
+        start_node_with_finish("NODE_r", vec![endpoint_of(&researcher)], config);
     researcher.next_poll().await;
     researcher.stop();
     wait_until("the link to notice", || {
@@ -139,7 +98,7 @@ async fn researcher_back_with_another_id_is_refused() {
     let port = researcher.port();
     let first_id = researcher.researcher_id.clone();
     let (controller, _seen, mut fin) =
-        start_node_with_finish(vec![endpoint_of(&researcher)], fast_config());
+        start_node_with_finish("NODE_r", vec![endpoint_of(&researcher)], fast_config());
     researcher.next_poll().await;
     researcher.stop();
 
@@ -176,7 +135,7 @@ async fn researcher_back_with_another_id_is_refused() {
 async fn task_with_another_researcher_id_stops_the_link() {
     let mut researcher = MiniResearcher::start(0, None, true);
     let (controller, mut seen, mut fin) =
-        start_node_with_finish(vec![endpoint_of(&researcher)], fast_config());
+        start_node_with_finish("NODE_r", vec![endpoint_of(&researcher)], fast_config());
     researcher.next_poll().await;
     researcher.send_task(&ping_request("RESEARCHER_someone_else", "evil"));
     let finished = within("on-finish", fin.recv()).await.unwrap();
@@ -196,7 +155,7 @@ async fn task_with_another_researcher_id_stops_the_link() {
 async fn bad_tasks_are_dropped_and_polling_goes_on() {
     let mut researcher = MiniResearcher::start(0, None, true);
     let (controller, mut seen, _fin) =
-        start_node_with_finish(vec![endpoint_of(&researcher)], fast_config());
+        start_node_with_finish("NODE_r", vec![endpoint_of(&researcher)], fast_config());
     researcher.next_poll().await;
     let id = researcher.researcher_id.clone();
     // Not msgpack.
