@@ -74,7 +74,7 @@ pub struct TrustedResearcher {
     /// When the endpoint was first trusted.
     pub first_seen: SystemTime,
     /// When a connection last used this record (written at most every
-    /// [`LAST_SEEN_WRITE_INTERVAL`], 10 minutes).
+    /// 10 minutes: writing on every reconnection would cost an fsync).
     pub last_seen: SystemTime,
     /// How the current certificate was accepted.
     pub accepted: Acceptance,
