@@ -13,36 +13,10 @@ use fedroute::node::{
 use node_support::*;
 use tokio::sync::mpsc;
 
-struct FinishRecorder(mpsc::UnboundedSender<Finished>);
-impl Actor for FinishRecorder {
-    type Context = Context<Self>;
-}
-impl Handler<Finished> for FinishRecorder {
-    type Result = ();
-    fn handle(&mut self, msg: Finished, _: &mut Context<Self>) {
-        let _ = self.0.send(msg);
-    }
-}
-
 fn node_with_finish(
     endpoints: Vec<fedroute::node::ResearcherEndpoint>,
 ) -> (Addr<Controller>, mpsc::UnboundedReceiver<Finished>) {
-    let (seen_tx, _seen) = mpsc::unbounded_channel();
-    let handler = PingHandler {
-        node_id: "NODE_sd".into(),
-        seen: seen_tx,
-        answer: false,
-    }
-    .start();
-    let (fin_tx, fin) = mpsc::unbounded_channel();
-    let controller = Controller::builder("NODE_sd")
-        .name("shutdown node")
-        .researchers(endpoints)
-        .on_finish(FinishRecorder(fin_tx).start().recipient())
-        .config(fast_config())
-        .build(handler.recipient())
-        .expect("the controller starts")
-        .start();
+    let (controller, _seen, fin) = start_node_with_finish("NODE_sd", endpoints, fast_config());
     (controller, fin)
 }
 
