@@ -241,8 +241,9 @@ pub enum NodeError {
         /// Polls in a row.
         count: u32,
     },
-    /// The actor did not answer (it stopped).
-    #[error("the {actor} actor did not answer: {reason}")]
+    /// The actor (or a task standing for one, such as the trust store
+    /// check) did not answer: it stopped.
+    #[error("the {actor} did not answer: {reason}")]
     Mailbox {
         /// Which actor.
         actor: &'static str,

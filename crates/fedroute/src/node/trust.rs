@@ -63,10 +63,9 @@ impl NodeTrust {
         // The store may write (and fsync) its file: off the event loop.
         tokio::task::spawn_blocking(move || this.admit_now(&endpoint, &cert, researcher_id, rule))
             .await
-            .map_err(|e| NodeError::TrustStore {
-                source: Box::new(crate::tls::TlsError::Rotation {
-                    reason: format!("the trust check did not finish: {e}"),
-                }),
+            .map_err(|e| NodeError::Mailbox {
+                actor: "trust store check",
+                reason: e.to_string(),
             })?
     }
 
