@@ -20,7 +20,9 @@ pub mod node;
 pub mod proto;
 pub mod researcher;
 mod state_file;
+mod store;
 pub mod tls;
 pub mod wire;
 
 pub use error_chain::ErrorChain;
+pub use store::{StoreError, StoreStats};

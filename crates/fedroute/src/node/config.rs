@@ -76,8 +76,13 @@ pub struct ControllerConfig {
     pub peer_log_rate: LogRate,
     /// Where the node keeps what must survive a restart: the trust store
     /// (`trust.json`, see [`TrustStore`]), the certificate each researcher
-    /// endpoint was trusted with. Default: none, and the trust store lives
-    /// in memory (a restarted node trusts every researcher anew). `fedroute
+    /// endpoint was trusted with, and the durable outbox (`delivery.redb`
+    /// and `delivery-payloads/`): replies until the researcher acknowledged
+    /// them, and the request ids answered (see the module's delivery
+    /// guarantees). One process per directory: a second one is refused.
+    /// Default: none; the trust store and the outbox live in memory (a
+    /// restarted node trusts every researcher anew, and loses the replies
+    /// it had not delivered). `fedroute
     /// node` defaults to `$XDG_STATE_HOME/fedroute/node` (or
     /// `~/.local/state/fedroute/node`).
     pub state_dir: Option<PathBuf>,

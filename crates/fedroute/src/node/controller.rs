@@ -73,6 +73,7 @@ use super::outbox::Outgoing;
 use super::shared::LinkShared;
 use super::trust::NodeTrust;
 use crate::proto;
+use crate::store::{DeliveryStore, Recovered};
 use crate::wire::{Envelope, FeedbackMessage, Log};
 use crate::ErrorChain;
 
@@ -114,6 +115,10 @@ pub struct Controller {
     intake: Intake,
     /// The trust store every link shares.
     trust: NodeTrust,
+    /// The durable outbox of the state directory, if any.
+    store: Option<DeliveryStore>,
+    /// What the store held at start, handed to each link as it is added.
+    recovered: Recovered,
 }
 
 impl std::fmt::Debug for Controller {
@@ -188,8 +193,18 @@ impl ControllerBuilder {
             .validate()
             .map_err(|source| NodeError::Config { source })?;
         let trust = NodeTrust::open(&self.config)?;
+        let (store, recovered) = match &self.config.state_dir {
+            Some(dir) => {
+                let (store, recovered) = DeliveryStore::open(dir, self.config.queues.dedup_window)
+                    .map_err(|source| NodeError::Store { source })?;
+                (Some(store), recovered)
+            }
+            None => (None, Recovered::default()),
+        };
         Ok(Controller {
             trust,
+            store,
+            recovered,
             node_name: self.node_name.unwrap_or_else(|| self.node_id.clone()),
             node_id: self.node_id,
             intake: Intake::new(&self.config),
@@ -243,7 +258,20 @@ impl Controller {
         if self.links.iter().any(|l| l.key == key) {
             return Err(NodeError::DuplicateEndpoint { endpoint: key });
         }
-        let shared = Arc::new(LinkShared::new(key.clone(), &self.config));
+        let shared = Arc::new(LinkShared::new(
+            key.clone(),
+            &self.config,
+            self.store.clone(),
+        ));
+        let kept = self.recovered.take_items(&key);
+        if !kept.is_empty() {
+            log::info!(
+                "node {}: {} message(s) for {key} kept from before the restart are sent again",
+                self.node_id,
+                kept.len()
+            );
+        }
+        shared.restore(kept);
         // A researcher known from the trust store can be sent replies (they
         // queue) before its link is up again.
         shared.status().researcher_id = self.trust.researcher_id(&key);
@@ -256,6 +284,7 @@ impl Controller {
                 events: ctx.address().downgrade().recipient(),
                 replier: Replier::new(ctx.address().downgrade().recipient()),
                 trust: self.trust.clone(),
+                answered: self.recovered.take_answered(&key),
             },
             Arc::clone(&shared),
             self.intake.clone(),
@@ -346,7 +375,7 @@ fn unsent_report((attempted, never): (Vec<Outgoing>, Vec<Outgoing>), report: &mu
         .chain(never.into_iter().map(|i| (false, i)));
     for (written, item) in items {
         match item {
-            Outgoing::Message(payload) => match Envelope::decode(payload.to_bytes()) {
+            Outgoing::Message(payload, _) => match Envelope::decode(payload.to_bytes()) {
                 Ok(envelope) if written => report.unacknowledged.push(envelope),
                 Ok(envelope) => report.unsent.push(envelope),
                 // Cannot happen for bytes we encoded; say so if it does.
@@ -367,6 +396,14 @@ impl Actor for Controller {
                 log::warn!("node {}: {}", self.node_id, ErrorChain(&e));
             }
         }
+        for (endpoint, items) in &self.recovered.items {
+            log::warn!(
+                "node {}: the delivery store keeps {} message(s) for {endpoint}, which is not \
+                 configured; they are sent once it is added (AddResearcher)",
+                self.node_id,
+                items.len()
+            );
+        }
     }
 
     /// Its last address dropped is no reason for a node to stop serving: a
@@ -382,36 +419,51 @@ impl Actor for Controller {
 }
 
 impl Handler<SendReply> for Controller {
-    type Result = Result<(), NodeError>;
+    type Result = ResponseFuture<Result<(), NodeError>>;
 
     fn handle(&mut self, msg: SendReply, _: &mut Context<Self>) -> Self::Result {
-        self.running()?;
-        let envelope = msg.0;
-        let Some(id) = envelope.researcher_id() else {
-            return Err(NodeError::MissingResearcherId {
-                class: envelope.class().to_string(),
-            });
-        };
-        let link = self.route(id)?;
-        link.shared
-            .enqueue(Outgoing::Message(envelope.to_payload()))
+        let queued = (|| {
+            self.running()?;
+            let envelope = msg.0;
+            let Some(id) = envelope.researcher_id() else {
+                return Err(NodeError::MissingResearcherId {
+                    class: envelope.class().to_string(),
+                });
+            };
+            let link = self.route(id)?;
+            let request_id = envelope.request_id().map(str::to_string);
+            Ok(link
+                .shared
+                .enqueue_message(envelope.to_payload(), request_id))
+        })();
+        match queued {
+            Ok(queued) => Box::pin(queued),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 }
 
 impl Handler<Broadcast> for Controller {
-    type Result = MessageResult<Broadcast>;
+    type Result = ResponseFuture<Vec<(String, Result<(), NodeError>)>>;
 
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) -> Self::Result {
         if let Err(e) = self.running() {
-            return MessageResult(vec![(String::new(), Err(e))]);
+            return Box::pin(std::future::ready(vec![(String::new(), Err(e))]));
         }
-        let item = Outgoing::Message(msg.0.to_payload());
-        MessageResult(
-            self.links
-                .iter()
-                .map(|l| (l.key.clone(), l.shared.enqueue(item.clone())))
-                .collect(),
-        )
+        let payload = msg.0.to_payload();
+        let request_id = msg.0.request_id().map(str::to_string);
+        let queued: Vec<_> = self
+            .links
+            .iter()
+            .map(|l| {
+                let key = l.key.clone();
+                let queued = l
+                    .shared
+                    .enqueue_message(payload.clone(), request_id.clone());
+                async move { (key, queued.await) }
+            })
+            .collect();
+        Box::pin(join_all(queued))
     }
 }
 
@@ -581,7 +633,11 @@ impl Handler<RemoveResearcher> for Controller {
         let fut = async move {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, entry.addr.send(Close)).await;
             let mut report = ShutdownReport::default();
-            unsent_report(entry.shared.outbox().take_all(), &mut report);
+            let (written, never) = entry.shared.outbox().take_all();
+            // Given back to the application: no longer the store's to send.
+            entry.shared.forget_stored(&written);
+            entry.shared.forget_stored(&never);
+            unsent_report((written, never), &mut report);
             Ok(report)
         };
         Box::pin(fut.into_actor(self))
@@ -608,6 +664,7 @@ impl Handler<Shutdown> for Controller {
             .iter()
             .map(|l| (l.addr.clone(), Arc::clone(&l.shared)))
             .collect();
+        let store = self.store.clone();
         let fut = async move {
             let drains = links.into_iter().map(|(addr, shared)| async move {
                 let _ = tokio::time::timeout_at(
@@ -617,16 +674,40 @@ impl Handler<Shutdown> for Controller {
                 .await;
                 let _ = tokio::time::timeout(SHUTDOWN_GRACE, addr.send(Close)).await;
                 let left = shared.outbox().take_all();
-                left
+                (shared.is_durable(), left)
             });
-            join_all(drains).await
+            let left = join_all(drains).await;
+            // The removals of what was acknowledged reach the disk, so the
+            // next start does not send it again; the directory is free for
+            // the next controller.
+            if let Some(store) = store {
+                if let Err(e) = store.close().await {
+                    log::warn!("{}", ErrorChain(&e));
+                }
+            }
+            left
         };
         Box::pin(fut.into_actor(self).map(|unsent, act, _| {
             let mut report = ShutdownReport::default();
-            for items in unsent {
-                unsent_report(items, &mut report);
+            for (durable, (written, never)) in unsent {
+                if durable {
+                    // Still in the delivery store: sent after the next start.
+                    report.stored += written
+                        .iter()
+                        .chain(&never)
+                        .filter(|i| !i.is_feedback())
+                        .count();
+                    report.unsent_feedback += written
+                        .iter()
+                        .chain(&never)
+                        .filter(|i| i.is_feedback())
+                        .count();
+                } else {
+                    unsent_report((written, never), &mut report);
+                }
             }
             act.links.clear();
+            act.store = None;
             act.state = RunState::Stopped;
             let count = report.undelivered();
             if count > 0 {

@@ -46,6 +46,24 @@ pub enum NodeError {
     /// The controller was shut down (or is shutting down).
     #[error("the controller is shut down")]
     ShutDown,
+    /// The message was not written to the delivery store (full disk, I/O
+    /// error): it is not queued; nothing accepted before is lost.
+    #[error("the message to {endpoint} was not accepted: it could not be stored")]
+    NotStored {
+        /// `host:port` of the link.
+        endpoint: String,
+        /// Why (it names the file).
+        #[source]
+        source: crate::StoreError,
+    },
+    /// The delivery store of the state directory cannot be opened (damaged,
+    /// newer, in use by another process).
+    #[error("the node's delivery store cannot be used")]
+    Store {
+        /// Why (it names the file).
+        #[source]
+        source: crate::StoreError,
+    },
     /// The link stopped for good.
     #[error("the link to {endpoint} has failed for good: {reason}")]
     LinkFailed {

@@ -130,6 +130,10 @@ pub(super) struct LinkWiring {
     pub(super) replier: Replier,
     /// The controller's trust store.
     pub(super) trust: NodeTrust,
+    /// The request ids the node answered before a restart (the delivery
+    /// store's record), oldest first: their tasks are dropped if they come
+    /// again.
+    pub(super) answered: Vec<String>,
 }
 
 impl std::fmt::Debug for ResearcherLink {
@@ -157,7 +161,12 @@ impl ResearcherLink {
             events,
             replier,
             trust,
+            answered,
         } = wiring;
+        let mut recent = RecentIds::new(config.queues.dedup_window);
+        for id in &answered {
+            recent.insert(id);
+        }
         ResearcherLink {
             log: Arc::new(PeerLog::new(config.peer_log_rate)),
             wait_for_room: None,
@@ -168,7 +177,7 @@ impl ResearcherLink {
                 !config.reconnect.probe_interval.is_zero(),
             ),
             mode: config.polling.mode,
-            recent: Arc::new(Mutex::new(RecentIds::new(config.queues.dedup_window))),
+            recent: Arc::new(Mutex::new(recent)),
             buffers: BufferPool::new(config.receive.buffer_bytes),
             endpoint,
             node_id,

@@ -154,13 +154,16 @@ pub enum LinkEvent {
     Changed(LinkChange),
 }
 
-/// Send a message to the researcher named by its `researcher_id`, by `ReplyTask`.
+/// Send a message to the researcher named by its `researcher_id`, by
+/// `ReplyTask`. `Ok` means queued in memory, or, with a state directory,
+/// on disk (see the module's delivery guarantees).
 #[derive(Message, Debug)]
 #[rtype(result = "Result<(), NodeError>")]
 pub struct SendReply(pub Envelope);
 
 /// Send a message to every researcher; answers, per link (`host:port`),
-/// whether it was queued.
+/// whether it was queued (as [`SendReply`] does, with a state directory on
+/// disk: one copy per link).
 #[derive(Message, Debug)]
 #[rtype(result = "Vec<(String, Result<(), NodeError>)>")]
 pub struct Broadcast(pub Envelope);
@@ -257,6 +260,12 @@ pub struct ShutdownReport {
     pub unacknowledged: Vec<Envelope>,
     /// Feedback messages (logs, scalars) still queued, written or not.
     pub unsent_feedback: usize,
+    /// Messages kept in the delivery store of the state directory (after
+    /// [`Shutdown`] only): not delivered yet, not lost either; they are
+    /// sent after the next start with the same state directory. They are
+    /// in neither list above (sending them by other means would duplicate
+    /// them).
+    pub stored: usize,
 }
 
 impl ShutdownReport {

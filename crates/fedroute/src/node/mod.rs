@@ -41,6 +41,21 @@
 //!   connection cut after the researcher read a reply but before its
 //!   acknowledgement arrived makes the reply travel twice (researchers keep
 //!   the first copy, matched by request id).
+//! - What `Ok` means: without a state directory, [`SendReply`] (and
+//!   [`Replier::send`], [`Broadcast`] per link) answers `Ok` once the reply is
+//!   in the link's queue in memory; it is lost if the process dies before the
+//!   researcher acknowledged it. With [`ControllerConfig::state_dir`], `Ok`
+//!   means the reply is on disk (the delivery store, `delivery.redb`;
+//!   fsynced, many replies sharing one commit): a node killed at any moment
+//!   after that sends it again after its next start with the same
+//!   directory, in order, with its request id, until the researcher
+//!   acknowledges it. The request ids it answered are stored with the
+//!   replies (the last [`QueueSettings::dedup_window`] per link), so a
+//!   restarted node drops a task it already answered if the researcher
+//!   offers it again. A full queue is [`NodeError::QueueFull`], a failed
+//!   write (full disk) [`NodeError::NotStored`]: the reply is not accepted,
+//!   and nothing accepted before is lost. Feedback (logs, scalars) stays in
+//!   memory, with or without a state directory.
 //! - A message the researcher keeps refusing (a gRPC error that is not a
 //!   transport failure) is retried alone and dropped with an error log after
 //!   [`ReplySettings::max_rejections`] attempts, so it cannot block the queue.

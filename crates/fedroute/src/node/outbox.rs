@@ -20,8 +20,9 @@ use crate::wire::Payload;
 #[derive(Debug, Clone)]
 pub(super) enum Outgoing {
     /// A Fed-BioMed message (msgpack bytes, as pieces that share a model's
-    /// buffer; see [`Payload`]), sent by `ReplyTask` in chunks.
-    Message(Payload),
+    /// buffer; see [`Payload`]), sent by `ReplyTask` in chunks; with its
+    /// sequence number in the delivery store when it is kept there.
+    Message(Payload, Option<u64>),
     /// Node feedback (log or scalar), sent by the unary `Feedback` RPC.
     Feedback(proto::FeedbackMessage),
 }
@@ -30,7 +31,7 @@ impl Outgoing {
     /// Payload size in bytes, for statistics and batch limits.
     pub(super) fn len(&self) -> usize {
         match self {
-            Outgoing::Message(b) => b.len(),
+            Outgoing::Message(b, _) => b.len(),
             Outgoing::Feedback(f) => prost::Message::encoded_len(f),
         }
     }
@@ -50,6 +51,9 @@ pub(crate) struct Outbox<T> {
     max_bytes: usize,
     bytes: usize,
     size: fn(&T) -> usize,
+    /// Places promised by [`Outbox::reserve`] and their bytes.
+    reserved: usize,
+    reserved_bytes: usize,
     /// Items for which `mark` holds, counted as they come and go.
     marked: usize,
     mark: fn(&T) -> bool,
@@ -69,6 +73,8 @@ impl<T: Clone> Outbox<T> {
             max_bytes,
             bytes: 0,
             size,
+            reserved: 0,
+            reserved_bytes: 0,
             marked: 0,
             mark: |_| false,
             attempted: 0,
@@ -88,15 +94,47 @@ impl<T: Clone> Outbox<T> {
 
     /// Appends `item`; gives it back when the queue is full.
     pub(crate) fn push(&mut self, item: T) -> Result<(), T> {
-        let n = (self.size)(&item);
-        let too_big = !self.items.is_empty() && self.bytes.saturating_add(n) > self.max_bytes;
-        if self.items.len() >= self.capacity || too_big {
+        if !self.reserve((self.size)(&item)) {
             return Err(item);
         }
-        self.bytes += n;
+        self.push_reserved(item);
+        Ok(())
+    }
+
+    /// Promises a place for an item of `n` bytes that will come with
+    /// [`Outbox::push_reserved`] (or be given up with
+    /// [`Outbox::unreserve`]): the item is being written to the delivery
+    /// store meanwhile. False when the queue is full.
+    pub(crate) fn reserve(&mut self, n: usize) -> bool {
+        let held = self.items.len() + self.reserved;
+        let bytes = self.bytes + self.reserved_bytes;
+        if held >= self.capacity || (held > 0 && bytes.saturating_add(n) > self.max_bytes) {
+            return false;
+        }
+        self.reserved += 1;
+        self.reserved_bytes += n;
+        true
+    }
+
+    /// Gives up a place promised for `n` bytes.
+    pub(crate) fn unreserve(&mut self, n: usize) {
+        self.reserved = self.reserved.saturating_sub(1);
+        self.reserved_bytes = self.reserved_bytes.saturating_sub(n);
+    }
+
+    /// Appends `item` in a place [`Outbox::reserve`] promised.
+    pub(crate) fn push_reserved(&mut self, item: T) {
+        let n = (self.size)(&item);
+        self.unreserve(n);
+        self.push_unbounded(item);
+    }
+
+    /// Appends `item` whatever the bounds: an item accepted before a
+    /// restart (the bounds may have changed since) comes back in.
+    pub(crate) fn push_unbounded(&mut self, item: T) {
+        self.bytes += (self.size)(&item);
         self.marked += usize::from((self.mark)(&item));
         self.items.push_back(item);
-        Ok(())
     }
 
     /// Bytes queued (as measured by `size`).
@@ -148,18 +186,20 @@ impl<T: Clone> Outbox<T> {
         self.attempted = self.attempted.max(n.min(self.items.len()));
     }
 
-    /// Removes the first `n` items (they were acknowledged).
-    pub(crate) fn pop(&mut self, n: usize) {
+    /// Removes and returns the first `n` items (they were acknowledged).
+    pub(crate) fn pop(&mut self, n: usize) -> Vec<T> {
         let n = n.min(self.items.len());
         self.attempted = self.attempted.saturating_sub(n);
         let (size, mark) = (self.size, self.mark);
         let (mut removed, mut unmarked) = (0, 0);
-        for item in self.items.drain(..n) {
-            removed += size(&item);
-            unmarked += usize::from(mark(&item));
+        let items: Vec<T> = self.items.drain(..n).collect();
+        for item in &items {
+            removed += size(item);
+            unmarked += usize::from(mark(item));
         }
         self.bytes = self.bytes.saturating_sub(removed);
         self.marked = self.marked.saturating_sub(unmarked);
+        items
     }
 
     /// Removes and returns everything (shutdown, link removed): the items
@@ -252,6 +292,26 @@ mod tests {
     }
 
     #[test]
+    fn reserved_places_count_against_both_bounds() {
+        let mut q = Outbox::new(3, 10, value);
+        assert!(q.reserve(4));
+        assert!(q.reserve(4));
+        // Two places promised: the bytes of a third would exceed the bound.
+        assert!(!q.reserve(4));
+        q.unreserve(4);
+        assert!(q.push(4).is_ok());
+        q.push_reserved(4);
+        assert_eq!((q.len(), q.bytes()), (2, 8));
+        assert!(q.reserve(2));
+        // Full in items, whatever the size.
+        assert!(!q.reserve(0));
+        // Items from before a restart come in whatever the bounds.
+        q.push_unbounded(50);
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.pop(2), vec![4, 4]);
+    }
+
+    #[test]
     fn keeps_order_and_bound() {
         let mut q = Outbox::new(3, usize::MAX, one);
         assert!(q.push(1u32).is_ok());
@@ -305,7 +365,7 @@ mod tests {
 
     #[test]
     fn outgoing_sizes() {
-        let m = Outgoing::Message(Payload::from(&b"abc"[..]));
+        let m = Outgoing::Message(Payload::from(&b"abc"[..]), None);
         assert_eq!(m.len(), 3);
         assert!(!m.is_feedback());
         let f = Outgoing::Feedback(proto::FeedbackMessage {

@@ -37,13 +37,13 @@ pub(super) fn frames(batch: &[Outgoing]) -> Vec<TaskResult> {
     let count: usize = batch
         .iter()
         .map(|m| match m {
-            Outgoing::Message(b) => wire::Frame::count_for(b.len()),
+            Outgoing::Message(b, _) => wire::Frame::count_for(b.len()),
             Outgoing::Feedback(_) => 0,
         })
         .sum();
     let mut frames = Vec::with_capacity(count);
     for item in batch {
-        if let Outgoing::Message(bytes) = item {
+        if let Outgoing::Message(bytes, _) = item {
             frames.extend(wire::Frame::split(bytes.clone()).map(|f| TaskResult {
                 size: f.size,
                 iteration: f.iteration,
@@ -74,7 +74,7 @@ pub(super) async fn send_batch(
             let r = tokio::time::timeout(timeout, fut).await;
             ("Feedback", r.map(|r| r.map(|_| ())))
         }
-        Some(Outgoing::Message(_)) => {
+        Some(Outgoing::Message(..)) => {
             let stream = tokio_stream::iter(frames(batch));
             let fut = client.reply_task(stream);
             let r = tokio::time::timeout(timeout, fut).await;
@@ -176,7 +176,7 @@ impl Pump {
                         self.endpoint,
                         ErrorChain(&e)
                     );
-                    self.shared.outbox().pop(1);
+                    self.shared.remove_front(1);
                     self.shared.status().rejected += 1;
                     self.shared.rejections.store(0, Ordering::Relaxed);
                     self.shared.isolate.store(false, Ordering::Relaxed);
@@ -195,7 +195,7 @@ impl Pump {
     }
 
     fn acknowledge(&self, messages: usize, bytes: usize) {
-        self.shared.outbox().pop(messages);
+        self.shared.remove_front(messages);
         self.shared.status().record_sent(messages, bytes);
         self.shared.rejections.store(0, Ordering::Relaxed);
         self.shared.isolate.store(false, Ordering::Relaxed);
@@ -218,7 +218,7 @@ impl Pump {
             let next = if written < self.stream_messages && Instant::now() < closes_at {
                 let mut outbox = self.shared.outbox();
                 let next = outbox.get(written);
-                if matches!(next, Some(Outgoing::Message(_))) {
+                if matches!(next, Some(Outgoing::Message(..))) {
                     // About to be written (feedback ends the call instead).
                     outbox.mark_attempted(written + 1);
                 }
@@ -227,7 +227,7 @@ impl Pump {
                 None
             };
             match next {
-                Some(Outgoing::Message(bytes)) => {
+                Some(Outgoing::Message(bytes, _)) => {
                     let mut complete = true;
                     for f in wire::Frame::split(bytes.clone()) {
                         let frame = TaskResult {
@@ -303,8 +303,8 @@ mod tests {
     fn frames_of_a_batch_keep_order_and_share_buffers() {
         let big = Bytes::from(vec![7u8; wire::CHUNK_SIZE + 10]);
         let batch = vec![
-            Outgoing::Message(Payload::from(&b"one"[..])),
-            Outgoing::Message(Payload::from(big.clone())),
+            Outgoing::Message(Payload::from(&b"one"[..]), None),
+            Outgoing::Message(Payload::from(big.clone()), None),
         ];
         let f = frames(&batch);
         assert_eq!(f.len(), 3);
@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn feedback_never_shares_a_batch() {
-        let m = Outgoing::Message(Payload::from(&b"m"[..]));
+        let m = Outgoing::Message(Payload::from(&b"m"[..]), None);
         let f = Outgoing::Feedback(proto::FeedbackMessage::default());
         assert!(same_batch(&m, &m));
         assert!(!same_batch(&m, &f));

@@ -3,15 +3,19 @@
 //! the wake-ups between them. Queueing a reply is a push under a short lock
 //! plus a wake-up, with no mailbox round trip.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::Notify;
+use futures::future::Either;
+use tokio::sync::{oneshot, Notify};
 
 use super::config::ControllerConfig;
 use super::error::NodeError;
 use super::outbox::{Outbox, Outgoing};
 use super::status::{LinkState, LinkStatus, PollMode};
+use crate::store::{DeliveryStore, Item};
+use crate::wire::Payload;
 
 /// Locks a mutex even if a panicking thread poisoned it (the data are plain
 /// counters and a queue, always left consistent).
@@ -44,11 +48,18 @@ pub(super) struct LinkShared {
     pub(crate) isolate: AtomicBool,
     /// Most feedback items queued at once.
     max_feedback: usize,
+    /// Where messages are kept until acknowledged (a state directory).
+    store: Option<DeliveryStore>,
 }
 
 impl LinkShared {
-    /// Fresh state for `endpoint`, with the queue bounds of `config`.
-    pub(super) fn new(endpoint: String, config: &ControllerConfig) -> LinkShared {
+    /// Fresh state for `endpoint`, with the queue bounds of `config`;
+    /// messages are kept in `store` until acknowledged.
+    pub(super) fn new(
+        endpoint: String,
+        config: &ControllerConfig,
+        store: Option<DeliveryStore>,
+    ) -> LinkShared {
         let (queue_capacity, queue_max_bytes, poll_mode) = (
             config.queues.capacity,
             config.queues.max_bytes,
@@ -69,7 +80,129 @@ impl LinkShared {
             rejections: AtomicU32::new(0),
             isolate: AtomicBool::new(false),
             max_feedback: config.queues.max_feedback,
+            store,
         }
+    }
+
+    /// Queues again, before anything new, the messages the delivery store
+    /// kept for this link (accepted before a restart, not acknowledged).
+    pub(super) fn restore(&self, items: Vec<Item>) {
+        let mut outbox = self.outbox();
+        for item in items {
+            outbox.push_unbounded(Outgoing::Message(item.payload, Some(item.seq)));
+        }
+    }
+
+    /// Removes the first `n` queued items (acknowledged, or given up), from
+    /// the delivery store too.
+    pub(crate) fn remove_front(&self, n: usize) {
+        let items = self.outbox().pop(n);
+        self.forget_stored(&items);
+    }
+
+    /// Removes `items` from the delivery store (they were taken out of the
+    /// queue for good).
+    pub(super) fn forget_stored(&self, items: &[Outgoing]) {
+        if let Some(store) = &self.store {
+            for item in items {
+                if let Outgoing::Message(_, Some(seq)) = item {
+                    store.remove(&self.endpoint, *seq);
+                }
+            }
+        }
+    }
+
+    /// Queues a message (a reply, with the request id it answers): at once
+    /// without a delivery store; with one, once it is on disk, and its
+    /// request id is then recorded as answered (so a restarted node drops
+    /// the task if it comes again). Errors as [`LinkShared::enqueue`], and
+    /// [`NodeError::NotStored`].
+    pub(super) fn enqueue_message(
+        self: &Arc<Self>,
+        payload: Payload,
+        request_id: Option<String>,
+    ) -> impl Future<Output = Result<(), NodeError>> + 'static {
+        let Some(store) = &self.store else {
+            let queued = self.enqueue(Outgoing::Message(payload, None));
+            return Either::Left(std::future::ready(queued));
+        };
+        if let Err(e) = self.check_open().and_then(|()| self.reserve(payload.len())) {
+            return Either::Left(std::future::ready(Err(e)));
+        }
+        let (tx, rx) = oneshot::channel();
+        let item = Item {
+            group: self.endpoint.clone(),
+            seq: store.next_seq(),
+            request_id,
+            deadline_ms: 0,
+            tag: 0,
+            payload,
+        };
+        let (seq, n) = (item.seq, item.payload.len());
+        let kept = item.payload.clone();
+        let shared = Arc::clone(self);
+        let done = move |stored: Result<(), crate::StoreError>| {
+            let queued = match stored {
+                Ok(()) => shared.stored(kept, seq),
+                Err(source) => {
+                    shared.outbox().unreserve(n);
+                    Err(NodeError::NotStored {
+                        endpoint: shared.endpoint.clone(),
+                        source,
+                    })
+                }
+            };
+            let _ = tx.send(queued);
+        };
+        store.put(item, true, Box::new(done));
+        Either::Right(async move { rx.await.unwrap_or(Err(NodeError::ShutDown)) })
+    }
+
+    /// A message is on disk: queue it in its reserved place, unless the link
+    /// was closed meanwhile (then it is not accepted after all).
+    fn stored(&self, payload: Payload, seq: u64) -> Result<(), NodeError> {
+        let n = payload.len();
+        let item = Outgoing::Message(payload, Some(seq));
+        if let Err(e) = self.check_open() {
+            self.outbox().unreserve(n);
+            self.forget_stored(std::slice::from_ref(&item));
+            return Err(e);
+        }
+        self.outbox().push_reserved(item);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn reserve(&self, n: usize) -> Result<(), NodeError> {
+        let mut outbox = self.outbox();
+        if outbox.reserve(n) {
+            return Ok(());
+        }
+        Err(NodeError::QueueFull {
+            endpoint: self.endpoint.clone(),
+            capacity: outbox.capacity(),
+            max_bytes: outbox.max_bytes(),
+        })
+    }
+
+    /// An error when the link is closed or failed for good.
+    fn check_open(&self) -> Result<(), NodeError> {
+        let status = self.status();
+        match &status.state {
+            LinkState::Failed(reason) => Err(NodeError::LinkFailed {
+                endpoint: self.endpoint.clone(),
+                reason: reason.clone(),
+            }),
+            LinkState::Closed => Err(NodeError::LinkClosed {
+                endpoint: self.endpoint.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// True when this link keeps its messages in a delivery store.
+    pub(super) fn is_durable(&self) -> bool {
+        self.store.is_some()
     }
 
     /// Resolves once replies may go on this connection: at once in unary
@@ -117,6 +250,7 @@ impl LinkShared {
         let depth = self.outbox().len();
         let mut s = self.status().clone();
         s.queue_depth = depth;
+        s.store = self.store.as_ref().map(DeliveryStore::stats);
         s
     }
 
@@ -128,23 +262,7 @@ impl LinkShared {
     /// Queues `item` for sending: an error if the link is closed or failed for
     /// good, or if the queue is full.
     pub(super) fn enqueue(&self, item: Outgoing) -> Result<(), NodeError> {
-        {
-            let status = self.status();
-            match &status.state {
-                LinkState::Failed(reason) => {
-                    return Err(NodeError::LinkFailed {
-                        endpoint: self.endpoint.clone(),
-                        reason: reason.clone(),
-                    })
-                }
-                LinkState::Closed => {
-                    return Err(NodeError::LinkClosed {
-                        endpoint: self.endpoint.clone(),
-                    })
-                }
-                _ => {}
-            }
-        }
+        self.check_open()?;
         let mut outbox = self.outbox();
         if item.is_feedback() && outbox.marked() >= self.max_feedback {
             return Err(NodeError::FeedbackQueueFull {

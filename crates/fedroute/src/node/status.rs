@@ -127,6 +127,9 @@ pub struct LinkStatus {
     /// How the researcher's current certificate came to be trusted (trust
     /// on first use only): first use, rotation proof or same id.
     pub certificate_accepted: Option<Acceptance>,
+    /// What the node's delivery store wrote so far (all links together),
+    /// with a state directory.
+    pub store: Option<crate::StoreStats>,
 }
 
 impl LinkStatus {
@@ -152,6 +155,7 @@ impl LinkStatus {
             last_error: None,
             waiting_for_handler: false,
             certificate_accepted: None,
+            store: None,
         }
     }
 
