@@ -104,6 +104,11 @@ pub(crate) struct NodeArgs {
     /// gets an ErrorMessage].
     #[arg(long)]
     pub(crate) echo_train: bool,
+    /// Wait this many seconds before answering each task (stands for the
+    /// work a real node does, e.g. training; for demos, benchmarks and
+    /// crash tests) [default: 0, answer at once].
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = seconds)]
+    pub(crate) reply_delay: Duration,
     /// Fail when a researcher is not reached within this many seconds of
     /// start-up; 0 keeps trying forever. Later disconnections are always
     /// retried.
@@ -226,6 +231,7 @@ async fn serve(
         node_name: args.name.clone().unwrap_or_else(|| args.id.clone()),
         datasets: args.datasets.clone(),
         echo_train: args.echo_train,
+        reply_delay: args.reply_delay,
     };
     let watch = FinishWatch(finished_tx).start();
     let (controller, _handler) =
@@ -402,6 +408,8 @@ pub(crate) struct Responder {
     pub(crate) datasets: Vec<DatasetSpec>,
     /// Answer `TrainRequest` with the received parameters.
     pub(crate) echo_train: bool,
+    /// Time taken before each answer.
+    pub(crate) reply_delay: Duration,
 }
 
 impl Responder {
@@ -548,8 +556,19 @@ impl Handler<TaskReceived> for ReferenceNode {
         }
         let controller = self.controller.clone();
         let rid = task.researcher_id;
+        let delay = self.responder.reply_delay;
+        let request_id = reply.request_id().unwrap_or_default().to_string();
         ctx.spawn(
-            async move { controller.send(SendReply(reply)).await }
+            async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let sent = controller.send(SendReply(reply)).await;
+                if let Ok(Ok(())) = &sent {
+                    log::debug!("the reply to {request_id} is accepted");
+                }
+                sent
+            }
                 .into_actor(self)
                 .map(move |res, act, _| {
                     let e = match res {
@@ -581,6 +600,7 @@ mod tests {
                 "adni:mri".parse().unwrap(),
             ],
             echo_train: false,
+            reply_delay: Duration::ZERO,
         }
     }
 
