@@ -569,19 +569,19 @@ impl Handler<TaskReceived> for ReferenceNode {
                 }
                 sent
             }
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    let e = match res {
-                        Ok(Ok(())) => return,
-                        Ok(Err(e)) => ErrorChain(&e).to_string(),
-                        Err(e) => e.to_string(),
-                    };
-                    if let Some(n) = act.log.allow(&rid, "reply not queued") {
-                        let rid = rid.as_str();
-                        log::error!(researcher_id = rid;
+            .into_actor(self)
+            .map(move |res, act, _| {
+                let e = match res {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => ErrorChain(&e).to_string(),
+                    Err(e) => e.to_string(),
+                };
+                if let Some(n) = act.log.allow(&rid, "reply not queued") {
+                    let rid = rid.as_str();
+                    log::error!(researcher_id = rid;
                             "cannot queue the reply to {class}: {e}{}", PeerLog::held_back(n));
-                    }
-                }),
+                }
+            }),
         );
     }
 }
