@@ -89,8 +89,9 @@ pub(crate) struct NodeArgs {
     /// certificate without a rotation proof].
     #[arg(long, conflicts_with_all = ["pin", "ca", "insecure"])]
     pub(crate) trust_same_id: bool,
-    /// Where the node keeps its state (the trust store, trust.json)
-    /// [default: $FEDROUTE_STATE_DIR, else $XDG_STATE_HOME/fedroute/node,
+    /// Where the node keeps its state: the trust store (trust.json) and
+    /// its replies until the researcher acknowledged them (delivery.redb:
+    /// a restart sends them again) [default: $FEDROUTE_STATE_DIR, else $XDG_STATE_HOME/fedroute/node,
     /// else ~/.local/state/fedroute/node].
     #[arg(long, value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
@@ -220,7 +221,8 @@ async fn serve(
     let mut config = ControllerConfig::default();
     config.channel.connect_timeout = dial_timeout;
     config.client_identity = client_identity;
-    config.state_dir = Some(super::state::state_dir(args.state_dir.as_ref(), "node")?);
+    let state_dir = super::state::state_dir(args.state_dir.as_ref(), "node")?;
+    config.state_dir = Some(state_dir.clone());
     args.limits.apply(&mut config.receive);
     config
         .validate()
@@ -293,6 +295,14 @@ async fn serve(
                     r.unsent.len(),
                     r.unacknowledged.len(),
                     r.unsent_feedback
+                );
+            }
+            if r.stored > 0 {
+                log::info!(
+                    "{} replies not delivered yet are kept in {}: they are sent after the next \
+                     start with this state directory",
+                    r.stored,
+                    state_dir.display()
                 );
             }
             log::info!("node {} stopped ({why})", args.id);

@@ -65,8 +65,9 @@ pub(crate) struct ResearcherArgs {
     #[arg(long, value_name = "PEM")]
     pub(crate) client_ca: Option<PathBuf>,
     /// Where the researcher keeps its key and certificate across restarts
-    /// (researcher-identity.pem), so that nodes which trusted it still do
-    /// [default: $FEDROUTE_STATE_DIR, else
+    /// (researcher-identity.pem), so that nodes which trusted it still do,
+    /// and its requests until answered (delivery.redb: a restart offers
+    /// their tasks again) [default: $FEDROUTE_STATE_DIR, else
     /// $XDG_STATE_HOME/fedroute/researcher, else
     /// ~/.local/state/fedroute/researcher].
     #[arg(long, value_name = "DIR", conflicts_with = "cert")]
