@@ -33,6 +33,9 @@
 #![allow(missing_debug_implementations)]
 
 pub mod child;
+mod crash_child;
+pub mod crash_soak;
+pub mod crash_tally;
 pub mod mem;
 pub mod rig;
 pub mod soak;
@@ -269,6 +272,29 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         }
     }
     Ok(report)
+}
+
+/// Runs the crash soak (issue 15, see [`crash_soak`]) and returns its
+/// report, whatever the counts (see [`crash_soak::CrashSoakReport::passed`]).
+/// Blocking, outside any runtime.
+///
+/// The soak's processes are this executable again, so it must be the
+/// `fedroute` binary ([`child::can_spawn`]); in the researcher process it
+/// starts (environment variable [`crash_soak::CRASH_RESEARCHER_ENV`] set),
+/// this call runs that researcher and exits the process.
+pub fn run_crash_soak(
+    opts: &crash_soak::CrashSoakOptions,
+) -> Result<crash_soak::CrashSoakReport, BenchError> {
+    child::run_child_if_asked();
+    if !child::can_spawn() {
+        return Err(BenchError::Setup {
+            what: "the crash soak runs its researcher and nodes as `fedroute` processes: run it \
+                   as `fedroute bench --crash-soak SECONDS`"
+                .into(),
+        });
+    }
+    let exe = std::env::current_exe()?;
+    crash_soak::crash_soak(opts, &exe)
 }
 
 /// The load averages from `/proc/loadavg`.
