@@ -6,8 +6,9 @@
 //! on timeout, expiry in the node's queue, exhausted delivery retries, a
 //! full queue or shutdown; the pending entry is removed in every case.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use futures::future::join_all;
@@ -24,8 +25,9 @@ use super::pending::{PendingRefusal, PendingTable, ReplyMatch};
 use super::status::later;
 use super::table::{Admission, NodeTable};
 use crate::log_limit::PeerLog;
+use crate::store::{DeliveryStore, Item, Recovered};
 use crate::wire::{echo, Envelope};
-use crate::ErrorChain;
+use crate::{ErrorChain, StoreError, StoreStats};
 
 /// How long `Shutdown` waits for the gRPC server to finish its calls.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -33,7 +35,33 @@ pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The class name of node-to-node messages the researcher relays.
 const OVERLAY_CLASS: &str = "OverlayMessage";
 
-type Waiter = oneshot::Sender<Result<Envelope, ResearcherError>>;
+/// What a pending request resolves.
+#[derive(Debug)]
+struct Waiter {
+    /// The future of a [`Request`]; `None`: the reply is an event
+    /// ([`Submit`], or a request recovered after a restart).
+    reply: Option<oneshot::Sender<Result<Envelope, ResearcherError>>>,
+    /// Its key in the delivery store, once stored.
+    stored: Option<u64>,
+    /// Tells this entry from a later one with the same request id.
+    token: u64,
+}
+
+/// An accepted request: its id, and (with a delivery store) what tells
+/// when it is on disk.
+type Accepted = (
+    String,
+    Option<oneshot::Receiver<Result<(), ResearcherError>>>,
+);
+
+/// The tag of a request in the delivery store.
+const STORED_REQUEST: u8 = 1;
+
+/// Milliseconds since the Unix epoch of `t` (0 before it).
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Queue `message` for `node_id`; resolves once it is queued (not
 /// delivered). If it later cannot be delivered (expiry, retries), the
@@ -59,6 +87,52 @@ pub struct Request {
     /// How long to wait for the reply, queueing included.
     pub timeout: Duration,
 }
+
+/// Send `message` (which must carry a `request_id`) to `node_id`, with no
+/// future waiting: `Ok` once it is accepted (with a
+/// [`state_dir`](super::ResearcherConfig::state_dir): once it is on disk,
+/// so that it survives a crash of this process). Its reply comes as
+/// [`ResearcherEvent::Reply`]; no reply within `timeout` (counted across
+/// restarts), or a task that cannot be delivered, as
+/// [`ResearcherEvent::NoReply`]. The form of [`Request`] for applications
+/// that must see every answer after a restart too.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ResearcherError>")]
+pub struct Submit {
+    /// The node.
+    pub node_id: String,
+    /// The request.
+    pub message: Envelope,
+    /// How long to wait for the reply, queueing included.
+    pub timeout: Duration,
+}
+
+/// The requests the delivery store held when the researcher started (with
+/// a state directory), accepted by an earlier process and not answered:
+/// their tasks are offered again when their node polls; their replies come
+/// as [`ResearcherEvent::Reply`], their timeouts as
+/// [`ResearcherEvent::NoReply`].
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<RecoveredRequest>")]
+pub struct RecoveredRequests;
+
+/// A request recovered from the delivery store (see [`RecoveredRequests`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveredRequest {
+    /// The node it is for.
+    pub node_id: String,
+    /// Its request id.
+    pub request_id: String,
+    /// When it stops waiting for its reply.
+    pub deadline: SystemTime,
+}
+
+/// What the researcher's delivery store wrote so far (`None` without a
+/// state directory).
+#[derive(Debug, Message)]
+#[rtype(result = "Option<StoreStats>")]
+pub struct StoreStatus;
 
 /// Queue `message` for every known node; answers the node ids it was queued
 /// for (sorted). Replies to a broadcast wait for no `Request`: they reach
@@ -146,6 +220,19 @@ struct RequestTimedOut {
     request_id: String,
 }
 
+/// The delivery store wrote (or failed to write) a request: queue its task.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Stored {
+    node_id: String,
+    request_id: String,
+    token: u64,
+    seq: u64,
+    task: Task,
+    /// The error, unless the `Submit` caller was told it already.
+    result: Result<(), Option<ResearcherError>>,
+}
+
 /// The running gRPC server, for `Shutdown`.
 pub(crate) struct ServerControl {
     /// Stops accepting connections (graceful shutdown).
@@ -172,6 +259,15 @@ pub struct Researcher {
     /// Warnings caused by nodes, shared with the service (flushed here).
     peer_log: Arc<PeerLog>,
     log_flush: Duration,
+    /// The delivery store of the state directory, if any.
+    store: Option<DeliveryStore>,
+    /// What it held at start, turned into pending requests in `started`.
+    recovered_items: Recovered,
+    /// The requests recovered at start.
+    recovered: Vec<RecoveredRequest>,
+    /// Recovered tasks of nodes that have not polled since the start.
+    held: HashMap<String, Vec<Task>>,
+    next_token: u64,
 }
 
 impl std::fmt::Debug for Researcher {
@@ -188,7 +284,12 @@ impl Researcher {
         config: &ResearcherConfig,
         events: Option<Recipient<ResearcherEvent>>,
         peer_log: Arc<PeerLog>,
+        store: Option<(DeliveryStore, Recovered)>,
     ) -> Researcher {
+        let (store, recovered_items) = match store {
+            Some((store, recovered)) => (Some(store), recovered),
+            None => (None, Recovered::default()),
+        };
         Researcher {
             settings: AgentSettings {
                 task_ttl: config.nodes.task_ttl,
@@ -206,6 +307,252 @@ impl Researcher {
             shutting_down: false,
             peer_log,
             log_flush: config.peer_log_rate.flush_every(),
+            store,
+            recovered_items,
+            recovered: Vec::new(),
+            held: HashMap::new(),
+            next_token: 0,
+        }
+    }
+
+    /// Accepts a request for `node_id` (a `Request` when `reply` is given,
+    /// else a `Submit`): checks it, records it as pending, and queues its
+    /// task, or (with a delivery store) has it written first; the returned
+    /// receiver then tells when it is on disk.
+    fn accept(
+        &mut self,
+        ctx: &mut Context<Self>,
+        node_id: String,
+        message: Envelope,
+        timeout: Duration,
+        reply: Option<oneshot::Sender<Result<Envelope, ResearcherError>>>,
+    ) -> Result<Accepted, ResearcherError> {
+        if self.shutting_down {
+            return Err(ResearcherError::ShuttingDown);
+        }
+        if self.agents.get(&node_id).is_none() {
+            return Err(ResearcherError::NodeUnknown { node_id });
+        }
+        let Some(request_id) = message.request_id().map(str::to_owned) else {
+            return Err(ResearcherError::MissingRequestId {
+                class: message.class().to_string(),
+            });
+        };
+        let token = self.token();
+        let seq = self.store.as_ref().map(DeliveryStore::next_seq);
+        let waiter = Waiter {
+            reply,
+            stored: seq,
+            token,
+        };
+        if let Err((refusal, _)) = self.pending.insert(&request_id, &node_id, waiter) {
+            return Err(match refusal {
+                PendingRefusal::Duplicate => ResearcherError::DuplicateRequestId { request_id },
+                PendingRefusal::Full { limit } => {
+                    ResearcherError::TooManyPending { request_id, limit }
+                }
+            });
+        }
+        let task = Task {
+            payload: message.to_payload(),
+            request_id: Some(request_id.clone()),
+            origin: Origin::Request,
+        };
+        let (Some(store), Some(seq)) = (&self.store, seq) else {
+            self.enqueue(&node_id, task);
+            return Ok((request_id, None));
+        };
+        let (tx, rx) = oneshot::channel();
+        let item = Item {
+            group: node_id.clone(),
+            seq,
+            request_id: Some(request_id.clone()),
+            deadline_ms: unix_ms(SystemTime::now() + timeout),
+            tag: STORED_REQUEST,
+            payload: task.payload.clone(),
+        };
+        let me = ctx.address();
+        let (id, node) = (request_id.clone(), node_id);
+        store.put(
+            item,
+            false,
+            Box::new(move |result: Result<(), StoreError>| {
+                let outcome = result.map_err(|source| ResearcherError::NotStored {
+                    request_id: id.clone(),
+                    source,
+                });
+                let ok = outcome.is_ok();
+                // A `Submit` caller is told here; for a `Request` (nobody
+                // listens) the error goes on to its future.
+                let result = match tx.send(outcome) {
+                    Ok(()) if ok => Ok(()),
+                    Ok(()) => Err(None),
+                    Err(Ok(())) => Ok(()),
+                    Err(Err(e)) => Err(Some(e)),
+                };
+                me.do_send(Stored {
+                    node_id: node,
+                    request_id: id,
+                    token,
+                    seq,
+                    task,
+                    result,
+                });
+            }),
+        );
+        Ok((request_id, Some(rx)))
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    /// Queues `task` for `node_id`; a refusal comes back through
+    /// `Undeliverable`, which resolves the pending entry.
+    fn enqueue(&mut self, node_id: &str, task: Task) {
+        if let Some((agent, epoch)) = self.agents.busy(node_id) {
+            agent.do_send(Enqueue {
+                task,
+                report_refusal: true,
+                epoch,
+            });
+        } else if let Some(id) = task.request_id {
+            // The node was forgotten in the meantime.
+            let error = ResearcherError::NodeUnknown {
+                node_id: node_id.to_string(),
+            };
+            self.fail(&id, error);
+        }
+    }
+
+    /// Resolves pending request `request_id` with `error`: its future, or a
+    /// `NoReply` event; its row leaves the store.
+    fn fail(&mut self, request_id: &str, error: ResearcherError) {
+        let Some(p) = self.pending.remove(request_id) else {
+            return;
+        };
+        self.unstore(&p.node_id, &p.waiter);
+        match p.waiter.reply {
+            Some(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            None => self.emit(ResearcherEvent::NoReply {
+                node_id: p.node_id,
+                request_id: request_id.to_string(),
+                reason: ErrorChain(&error).to_string(),
+            }),
+        }
+    }
+
+    /// The request is done with: its row leaves the delivery store (not
+    /// at shutdown: it is recovered at the next start).
+    fn unstore(&self, node_id: &str, waiter: &Waiter) {
+        if let (Some(store), Some(seq), false) = (&self.store, waiter.stored, self.shutting_down) {
+            store.remove(node_id, seq);
+        }
+    }
+
+    /// A timer of a request without a future (`Submit`, recovered): gives
+    /// up if the same entry still waits.
+    fn expire_later(
+        &self,
+        ctx: &mut Context<Self>,
+        request_id: String,
+        token: u64,
+        after: Duration,
+    ) {
+        ctx.run_later(after, move |act, _| {
+            let ours = act
+                .pending
+                .get(&request_id)
+                .is_some_and(|p| p.waiter.token == token);
+            if !ours {
+                return;
+            }
+            let node_id = act.pending.get(&request_id).map(|p| p.node_id.clone());
+            if let Some(node_id) = node_id {
+                if let Some(agent) = act.agents.get(&node_id) {
+                    agent.do_send(Cancel {
+                        request_id: request_id.clone(),
+                        answered: false,
+                    });
+                }
+                if let Some(held) = act.held.get_mut(&node_id) {
+                    held.retain(|t| t.request_id.as_deref() != Some(request_id.as_str()));
+                }
+                act.fail(
+                    &request_id.clone(),
+                    ResearcherError::Timeout {
+                        node_id,
+                        request_id,
+                        timeout: after,
+                    },
+                );
+            }
+        });
+    }
+
+    /// Turns what the delivery store held at start into pending requests
+    /// (their tasks wait for their node's first poll).
+    fn recover(&mut self, ctx: &mut Context<Self>) {
+        let recovered = std::mem::take(&mut self.recovered_items);
+        let now = SystemTime::now();
+        for (node_id, items) in recovered.items {
+            for item in items {
+                let Some(request_id) = item.request_id.clone() else {
+                    self.drop_item(&item, "it has no request id");
+                    continue;
+                };
+                let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(item.deadline_ms);
+                let left = deadline.duration_since(now).unwrap_or_default();
+                let token = self.token();
+                let waiter = Waiter {
+                    reply: None,
+                    stored: Some(item.seq),
+                    token,
+                };
+                if let Err((refusal, _)) = self.pending.insert(&request_id, &node_id, waiter) {
+                    self.drop_item(&item, &format!("{refusal:?}"));
+                    continue;
+                }
+                self.recovered.push(RecoveredRequest {
+                    node_id: node_id.clone(),
+                    request_id: request_id.clone(),
+                    deadline,
+                });
+                if left.is_zero() {
+                    let error = ResearcherError::Timeout {
+                        node_id: node_id.clone(),
+                        request_id: request_id.clone(),
+                        timeout: Duration::ZERO,
+                    };
+                    self.fail(&request_id, error);
+                    continue;
+                }
+                self.held.entry(node_id.clone()).or_default().push(Task {
+                    payload: item.payload,
+                    request_id: Some(request_id.clone()),
+                    origin: Origin::Request,
+                });
+                self.expire_later(ctx, request_id, token, left);
+            }
+        }
+        if !self.recovered.is_empty() {
+            log::info!(
+                "researcher: {} request(s) accepted before the restart are waiting for their replies again",
+                self.recovered.len()
+            );
+        }
+    }
+
+    fn drop_item(&self, item: &Item, why: &str) {
+        log::warn!(
+            "researcher: a stored task for node {} is dropped: {why}",
+            item.group
+        );
+        if let Some(store) = &self.store {
+            store.remove(&item.group, item.seq);
         }
     }
 
@@ -242,6 +589,7 @@ impl Actor for Researcher {
             act.peer_log.flush();
             act.settings.lifecycle.flush();
         });
+        self.recover(ctx);
     }
 }
 
@@ -282,45 +630,15 @@ impl Handler<Request> for Researcher {
     type Result = ResponseFuture<Result<Envelope, ResearcherError>>;
 
     fn handle(&mut self, msg: Request, ctx: &mut Self::Context) -> Self::Result {
-        if self.shutting_down {
-            return failed(ResearcherError::ShuttingDown);
-        }
         let deadline =
             tokio::time::Instant::from_std(later(std::time::Instant::now(), msg.timeout));
-        if self.agents.get(&msg.node_id).is_none() {
-            return failed(ResearcherError::NodeUnknown {
-                node_id: msg.node_id,
-            });
-        }
-        let Some(request_id) = msg.message.request_id().map(str::to_owned) else {
-            return failed(ResearcherError::MissingRequestId {
-                class: msg.message.class().to_string(),
-            });
-        };
         let (tx, rx) = oneshot::channel();
-        if let Err((refusal, _)) = self.pending.insert(&request_id, &msg.node_id, tx) {
-            return failed(match refusal {
-                PendingRefusal::Duplicate => ResearcherError::DuplicateRequestId { request_id },
-                PendingRefusal::Full { limit } => {
-                    ResearcherError::TooManyPending { request_id, limit }
-                }
-            });
-        }
-        // A refusal comes back through `Undeliverable`, which resolves the
-        // pending entry with the error.
-        if let Some((agent, epoch)) = self.agents.busy(&msg.node_id) {
-            agent.do_send(Enqueue {
-                task: Task {
-                    payload: msg.message.to_payload(),
-                    request_id: Some(request_id.clone()),
-                    origin: Origin::Request,
-                },
-                report_refusal: true,
-                epoch,
-            });
-        }
+        let node_id = msg.node_id.clone();
+        let request_id = match self.accept(ctx, msg.node_id, msg.message, msg.timeout, Some(tx)) {
+            Ok((request_id, _stored)) => request_id,
+            Err(e) => return failed(e),
+        };
         let me = ctx.address();
-        let node_id = msg.node_id;
         let timeout = msg.timeout;
         Box::pin(async move {
             match tokio::time::timeout_at(deadline, rx).await {
@@ -342,11 +660,83 @@ impl Handler<Request> for Researcher {
     }
 }
 
+impl Handler<Submit> for Researcher {
+    type Result = ResponseFuture<Result<(), ResearcherError>>;
+
+    fn handle(&mut self, msg: Submit, ctx: &mut Self::Context) -> Self::Result {
+        let timeout = msg.timeout;
+        let (request_id, stored) = match self.accept(ctx, msg.node_id, msg.message, timeout, None) {
+            Ok(accepted) => accepted,
+            Err(e) => return failed(e),
+        };
+        if let Some(p) = self.pending.get(&request_id) {
+            let token = p.waiter.token;
+            self.expire_later(ctx, request_id, token, timeout);
+        }
+        Box::pin(async move {
+            match stored {
+                None => Ok(()),
+                Some(stored) => stored.await.unwrap_or(Err(ResearcherError::ShuttingDown)),
+            }
+        })
+    }
+}
+
+impl Handler<Stored> for Researcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stored, _ctx: &mut Self::Context) {
+        let ours = self
+            .pending
+            .get(&msg.request_id)
+            .is_some_and(|p| p.waiter.token == msg.token);
+        if !ours {
+            // Given up while it was written (timeout, shutdown): nothing
+            // more to do; its row goes if it is there.
+            if let (Some(store), Ok(()), false) = (&self.store, &msg.result, self.shutting_down) {
+                store.remove(&msg.node_id, msg.seq);
+            }
+            return;
+        }
+        match msg.result {
+            Ok(()) => self.enqueue(&msg.node_id, msg.task),
+            // Not stored: nothing to remove; the caller was told.
+            Err(None) => {
+                self.pending.remove(&msg.request_id);
+            }
+            Err(Some(error)) => {
+                if let Some(p) = self.pending.get_mut(&msg.request_id) {
+                    p.waiter.stored = None;
+                }
+                self.fail(&msg.request_id, error);
+            }
+        }
+    }
+}
+
+impl Handler<RecoveredRequests> for Researcher {
+    type Result = MessageResult<RecoveredRequests>;
+
+    fn handle(&mut self, _: RecoveredRequests, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.recovered.clone())
+    }
+}
+
+impl Handler<StoreStatus> for Researcher {
+    type Result = Option<StoreStats>;
+
+    fn handle(&mut self, _: StoreStatus, _ctx: &mut Self::Context) -> Self::Result {
+        self.store.as_ref().map(DeliveryStore::stats)
+    }
+}
+
 impl Handler<RequestTimedOut> for Researcher {
     type Result = ();
 
     fn handle(&mut self, msg: RequestTimedOut, _ctx: &mut Self::Context) {
-        self.pending.remove(&msg.request_id);
+        if let Some(p) = self.pending.remove(&msg.request_id) {
+            self.unstore(&p.node_id, &p.waiter);
+        }
         if let Some(agent) = self.agents.get(&msg.node_id) {
             agent.do_send(Cancel {
                 request_id: msg.request_id,
@@ -362,10 +752,8 @@ impl Handler<Undeliverable> for Researcher {
     fn handle(&mut self, msg: Undeliverable, _ctx: &mut Self::Context) {
         if msg.origin == Origin::Request {
             if let Some(id) = &msg.request_id {
-                if let Some(p) = self.pending.remove(id) {
-                    let _ = p.waiter.send(Err(msg.error));
-                }
-                // Otherwise the request already gave up (timeout).
+                // Unless the request already gave up (timeout).
+                self.fail(id, msg.error);
                 return;
             }
         }
@@ -475,6 +863,14 @@ impl Handler<Attach> for Researcher {
                     self.events.clone(),
                 )
                 .start();
+                // Tasks recovered from the store go first, before the poll.
+                for task in self.held.remove(&msg.node_id).unwrap_or_default() {
+                    agent.do_send(Enqueue {
+                        task,
+                        report_refusal: true,
+                        epoch: 1,
+                    });
+                }
                 self.agents.insert(msg.node_id, agent.clone());
                 (agent, 1)
             }
@@ -547,12 +943,23 @@ impl Handler<RouteReply> for Researcher {
             });
         }
         match self.pending.answer(request_id, node_id) {
-            ReplyMatch::Matched(p) => match p.waiter.send(Ok(envelope)) {
-                Ok(()) => Ok(ReplyRoute::Matched),
-                // The request gave up a moment ago.
-                Err(Ok(envelope)) => Ok(ReplyRoute::Unmatched(envelope)),
-                Err(Err(_)) => Ok(ReplyRoute::Matched),
-            },
+            ReplyMatch::Matched(p) => {
+                self.unstore(&p.node_id, &p.waiter);
+                let Some(reply) = p.waiter.reply else {
+                    self.emit(ResearcherEvent::Reply {
+                        node_id: p.node_id,
+                        request_id: request_id.to_string(),
+                        message: envelope,
+                    });
+                    return Ok(ReplyRoute::Matched);
+                };
+                match reply.send(Ok(envelope)) {
+                    Ok(()) => Ok(ReplyRoute::Matched),
+                    // The request gave up a moment ago.
+                    Err(Ok(envelope)) => Ok(ReplyRoute::Unmatched(envelope)),
+                    Err(Err(_)) => Ok(ReplyRoute::Matched),
+                }
+            }
             ReplyMatch::Unknown => Ok(ReplyRoute::Unmatched(envelope)),
             ReplyMatch::WrongNode { expected } => {
                 self.peer_log.warn(node_id, "reply for another node", || {
@@ -591,8 +998,12 @@ impl Handler<Shutdown> for Researcher {
     fn handle(&mut self, _: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
         self.shutting_down = true;
         for (_, p) in self.pending.drain() {
-            let _ = p.waiter.send(Err(ResearcherError::ShuttingDown));
+            if let Some(reply) = p.waiter.reply {
+                let _ = reply.send(Err(ResearcherError::ShuttingDown));
+            }
         }
+        // Requests stay in the store: the next start recovers them.
+        let store = self.store.take();
         let server = self.server.take();
         let agents: Vec<_> = self.agents.iter().map(|(_, a)| a.clone()).collect();
         Box::pin(async move {
@@ -617,6 +1028,11 @@ impl Handler<Shutdown> for Researcher {
                         );
                         done.abort();
                     }
+                }
+            }
+            if let Some(store) = store {
+                if let Err(e) = store.close().await {
+                    log::warn!("{}", ErrorChain(&e));
                 }
             }
         })

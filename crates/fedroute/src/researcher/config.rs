@@ -49,9 +49,15 @@ pub struct ResearcherConfig {
     /// certificate (`researcher-identity.pem`, see
     /// [`IdentityDir`](crate::tls::IdentityDir)), generated on the first
     /// start, so that nodes which trusted it on first use still trust it.
-    /// `listen.identity` files, when given, take precedence. Default: none,
-    /// and a new identity is generated at every start (nodes that trusted
-    /// an earlier one then refuse it).
+    /// `listen.identity` files, when given, take precedence. It also holds
+    /// the delivery store (`delivery.redb`, `delivery-payloads/`): every
+    /// [`Request`](super::Request) and [`Submit`](super::Submit) is on
+    /// disk before it is queued, until its reply, timeout or failure, and
+    /// a restart with the same directory offers the unanswered tasks again
+    /// (see [`RecoveredRequests`](super::RecoveredRequests)). One process
+    /// per directory. Default: none: a new identity at every start (nodes
+    /// that trusted an earlier one then refuse it), and requests in memory
+    /// only.
     pub state_dir: Option<PathBuf>,
 }
 

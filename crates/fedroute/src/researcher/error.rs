@@ -92,6 +92,20 @@ pub enum ResearcherError {
     /// The researcher is shutting down or has stopped.
     #[error("the researcher is shutting down")]
     ShuttingDown,
+    /// The request was not written to the delivery store (full disk, I/O
+    /// error): it is not queued; nothing accepted before is lost.
+    #[error("request {request_id:?} was not accepted: it could not be stored")]
+    NotStored {
+        /// The request id.
+        request_id: String,
+        /// Why (it names the file).
+        #[source]
+        source: crate::StoreError,
+    },
+    /// The delivery store of the state directory cannot be opened (damaged,
+    /// newer, in use by another process).
+    #[error("the researcher's delivery store cannot be used")]
+    Store(#[source] crate::StoreError),
     /// An actor of the researcher is gone (it stopped or its mailbox closed).
     #[error("the researcher actor is gone")]
     Mailbox(#[from] actix::MailboxError),

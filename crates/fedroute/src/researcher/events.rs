@@ -26,6 +26,27 @@ pub enum ResearcherEvent {
     /// A reply no request waits for (never sent, already answered, timed
     /// out, or answered by another node than the one asked).
     UnmatchedReply(Envelope),
+    /// The reply to a request without a waiting future: one made with
+    /// [`Submit`](super::Submit), or one accepted before a restart (see
+    /// [`RecoveredRequests`](super::RecoveredRequests)).
+    Reply {
+        /// The node that answered.
+        node_id: String,
+        /// The request it answers.
+        request_id: String,
+        /// The reply.
+        message: Envelope,
+    },
+    /// A request without a waiting future got no reply: its timeout passed
+    /// (counted across restarts), or its task could not be delivered.
+    NoReply {
+        /// The node it was for.
+        node_id: String,
+        /// The request id.
+        request_id: String,
+        /// Why (the error's sentence).
+        reason: String,
+    },
     /// A message queued with `SendToNode`, `Broadcast` or relayed as an
     /// overlay message could not be delivered.
     Undelivered {

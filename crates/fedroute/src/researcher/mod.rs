@@ -49,7 +49,10 @@ mod service;
 mod status;
 mod table;
 
-pub use actor::{Broadcast, Nodes, PendingCount, Request, Researcher, SendToNode, Shutdown};
+pub use actor::{
+    Broadcast, Nodes, PendingCount, RecoveredRequest, RecoveredRequests, Request, Researcher,
+    SendToNode, Shutdown, StoreStatus, Submit,
+};
 pub use config::{Limits, ListenSettings, NodeSettings, ResearcherConfig, Timeouts};
 pub use error::ResearcherError;
 pub use events::ResearcherEvent;

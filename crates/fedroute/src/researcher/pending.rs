@@ -111,6 +111,16 @@ impl<W> PendingTable<W> {
         }
     }
 
+    /// The entry waiting under `request_id`.
+    pub(super) fn get(&self, request_id: &str) -> Option<&Pending<W>> {
+        self.entries.get(request_id)
+    }
+
+    /// The entry waiting under `request_id`, to change.
+    pub(super) fn get_mut(&mut self, request_id: &str) -> Option<&mut Pending<W>> {
+        self.entries.get_mut(request_id)
+    }
+
     /// Removes `request_id` whoever it went to (timeout, expiry, failure).
     pub(super) fn remove(&mut self, request_id: &str) -> Option<Pending<W>> {
         self.entries.remove(request_id)

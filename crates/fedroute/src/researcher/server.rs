@@ -20,6 +20,7 @@ use super::metered::Metered;
 use super::service::{ResearcherGrpc, ServiceParts};
 use crate::log_limit::PeerLog;
 use crate::proto::researcher_service_server::ResearcherServiceServer;
+use crate::store::DeliveryStore;
 use crate::tls::{self, CertificateDer, ChannelOptions};
 use crate::wire::{BufferPool, MessageDecoder, ReceiveBudget, GRPC_MAX_MESSAGE_BYTES};
 
@@ -111,7 +112,11 @@ pub async fn start(
     let budget = ReceiveBudget::new(config.receive.budget_bytes);
     let budget_view = budget.clone();
     let connections = Arc::new(Connections::default());
-    let researcher = Researcher::new(&config, events.clone(), Arc::clone(&peer_log)).start();
+    let store = match &config.state_dir {
+        Some(dir) => Some(DeliveryStore::open(dir, 0).map_err(ResearcherError::Store)?),
+        None => None,
+    };
+    let researcher = Researcher::new(&config, events.clone(), Arc::clone(&peer_log), store).start();
     let (cut, cut_rx) = tokio::sync::watch::channel(false);
     let service = ResearcherServiceServer::new(ResearcherGrpc::new(ServiceParts {
         researcher: researcher.clone(),

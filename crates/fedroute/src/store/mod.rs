@@ -262,10 +262,8 @@ impl DeliveryStore {
             answered,
             done,
         };
-        if let Err(mpsc::SendError(op)) = self.inner.ops.send(op) {
-            if let writer::Op::Put { done, .. } = op {
-                done(Err(self.closed()));
-            }
+        if let Err(mpsc::SendError(writer::Op::Put { done, .. })) = self.inner.ops.send(op) {
+            done(Err(self.closed()));
         }
     }
 
@@ -277,11 +275,6 @@ impl DeliveryStore {
             group: group.to_string(),
             seq,
         });
-    }
-
-    /// Resolves once everything asked before is on disk.
-    pub(crate) fn flush(&self) -> impl std::future::Future<Output = Result<(), StoreError>> {
-        self.wait_for(|done| writer::Op::Flush { done })
     }
 
     /// Resolves once everything asked before is on disk and the database

@@ -26,8 +26,8 @@ fn put(store: &DeliveryStore, item: Item, answered: bool) -> Result<(), StoreErr
     rx.recv().expect("the writer answers")
 }
 
-fn flush(store: &DeliveryStore) {
-    futures::executor::block_on(store.flush()).expect("flushed");
+fn close(store: &DeliveryStore) {
+    futures::executor::block_on(store.close()).expect("closed");
 }
 
 #[test]
@@ -46,7 +46,7 @@ fn items_survive_a_reopen_in_order_and_removed_ones_do_not() {
             put(&store, i, answered).unwrap();
         }
         store.remove("r:1", gone_seq);
-        flush(&store);
+        close(&store);
         assert_eq!(store.stats().items, 4);
         assert_eq!(store.stats().removals, 1);
     }
@@ -98,7 +98,7 @@ fn the_answered_window_keeps_the_newest_ids() {
             put(&store, it, true).unwrap();
             store.remove("g", seq);
         }
-        flush(&store);
+        close(&store);
     }
     let (store, mut recovered) = DeliveryStore::open(dir.path(), 2).unwrap();
     assert_eq!(recovered.take_answered("g"), ["b", "c"]);

@@ -25,9 +25,8 @@ pub(super) enum Op {
     },
     /// Remove an item.
     Remove { group: String, seq: u64 },
-    /// Tell `done` once everything before is committed.
-    Flush { done: Done },
-    /// As `Flush`, then close the database (its lock is released) and end.
+    /// Tell `done` once everything before is committed, then close the
+    /// database (its lock is released) and end.
     Close { done: Done },
 }
 
@@ -184,7 +183,6 @@ impl Writer {
                     }
                     done(outcome.as_ref().map(|_| ()).map_err(write_error));
                 }
-                Op::Flush { done } => done(outcome.as_ref().map(|_| ()).map_err(write_error)),
                 Op::Close { done } => {
                     let result = outcome.as_ref().map(|_| ()).map_err(write_error);
                     close = Box::new(move || done(result));
@@ -241,7 +239,7 @@ impl Writer {
                             }
                         }
                     }
-                    Op::Flush { .. } | Op::Close { .. } => {}
+                    Op::Close { .. } => {}
                 }
             }
         }

@@ -24,6 +24,7 @@ mod node_shutdown;
 mod node_trust;
 mod node_trust_store;
 mod researcher_bad_input;
+mod researcher_durable;
 mod researcher_mtls;
 mod researcher_pending;
 mod researcher_request_reply;
