@@ -143,7 +143,7 @@ pub(crate) fn main(spec: &str) -> Result<(), BenchError> {
     let mut stdin = super::child::stdin_lines();
     actix::System::new().block_on(async move {
         let (tx, mut events) = mpsc::channel(EVENT_CAPACITY);
-        let sink = Sink(tx.clone()).start();
+        let sink = Sink(tx).start();
         let mut config = ResearcherConfig::default();
         config.listen.address = std::net::SocketAddr::from(([127, 0, 0, 1], spec.port));
         config.state_dir = Some(spec.state_dir.clone());
@@ -207,7 +207,7 @@ pub(crate) fn main(spec: &str) -> Result<(), BenchError> {
                     what: "a bench request has no request_id".into(),
                 });
             };
-            let submitted = durable::submit(&handle, &node, message, spec.timeout, &tx).await?;
+            let submitted = durable::submit(&handle, &node, message, spec.timeout).await?;
             let o = open.entry(node.clone()).or_default();
             match submitted {
                 Ok(()) => {
@@ -314,66 +314,61 @@ fn check_reply(reply: &Envelope, size: Option<usize>) -> Option<String> {
     }
 }
 
-/// A stand-in for the researcher's durable API (`Submit`,
-/// `RecoveredRequests`, `ResearcherEvent::Reply`/`NoReply`) until it lands
-/// on main: plain `Request`s, whose answers are lost with the process (so
-/// this soak loses requests at each researcher kill).
+/// The researcher's durable API, as this process uses it.
 mod durable {
     use super::*;
-    use fedroute::researcher::{Request, ResearcherError, ResearcherHandle};
+    use fedroute::researcher::{
+        RecoveredRequest, RecoveredRequests, ResearcherError, ResearcherHandle, Submit,
+    };
 
-    pub(super) struct Recovered {
-        pub(super) node_id: String,
-        pub(super) request_id: String,
+    /// The requests accepted before the last crash and not answered yet.
+    pub(super) async fn recovered(
+        handle: &ResearcherHandle,
+    ) -> Result<Vec<RecoveredRequest>, BenchError> {
+        Ok(handle.addr.send(RecoveredRequests).await?)
     }
 
-    pub(super) async fn recovered(_: &ResearcherHandle) -> Result<Vec<Recovered>, BenchError> {
-        Ok(Vec::new())
+    /// The answer an event carries, if any.
+    pub(super) fn answer_of(event: ResearcherEvent) -> Option<Answer> {
+        match event {
+            ResearcherEvent::Reply {
+                node_id,
+                request_id,
+                message,
+            } => Some(Answer::Reply {
+                node_id,
+                request_id,
+                message,
+            }),
+            ResearcherEvent::NoReply {
+                node_id,
+                request_id,
+                reason,
+            } => Some(Answer::NoReply {
+                node_id,
+                request_id,
+                reason,
+            }),
+            _ => None,
+        }
     }
 
-    pub(super) fn answer_of(_: ResearcherEvent) -> Option<Answer> {
-        None
-    }
-
+    /// `Submit`: Ok once the request is on disk; its answer comes as an
+    /// event.
     pub(super) async fn submit(
         handle: &ResearcherHandle,
         node: &str,
         message: Envelope,
         timeout: Duration,
-        answers: &mpsc::Sender<Answer>,
     ) -> Result<Result<(), ResearcherError>, BenchError> {
-        let addr = handle.addr.clone();
-        let answers = answers.clone();
-        let node_id = node.to_owned();
-        let request_id = message.request_id().unwrap_or_default().to_owned();
-        actix::spawn(async move {
-            let r = addr
-                .send(Request {
-                    node_id: node_id.clone(),
-                    message,
-                    timeout,
-                })
-                .await;
-            let a = match r {
-                Ok(Ok(message)) => Answer::Reply {
-                    node_id,
-                    request_id,
-                    message,
-                },
-                Ok(Err(e)) => Answer::NoReply {
-                    node_id,
-                    request_id,
-                    reason: e.to_string(),
-                },
-                Err(e) => Answer::NoReply {
-                    node_id,
-                    request_id,
-                    reason: e.to_string(),
-                },
-            };
-            let _ = answers.send(a).await;
-        });
-        Ok(Ok(()))
+        Ok(handle
+            .addr
+            .send(Submit {
+                node_id: node.to_owned(),
+                message,
+                timeout,
+            })
+            .await?)
     }
 }
 

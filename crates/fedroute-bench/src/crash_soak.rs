@@ -41,6 +41,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::crash_tally::{CrashCounts, Fact, IdHistory, Tally};
+use super::temp_dir::TempDir;
 use super::BenchError;
 
 /// The environment variable that makes [`super::run_crash_soak`] act as
@@ -253,20 +254,6 @@ impl Drop for Proc {
     }
 }
 
-/// A temporary directory, removed on drop unless kept.
-struct TempDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
 /// The running soak: processes, lines, counts.
 struct Soak {
     opts: CrashSoakOptions,
@@ -293,23 +280,15 @@ struct Soak {
 /// `exe node ...`, the researcher `exe` with this process's arguments and
 /// [`CRASH_RESEARCHER_ENV`]). Blocking; needs no runtime.
 pub fn crash_soak(opts: &CrashSoakOptions, exe: &Path) -> Result<CrashSoakReport, BenchError> {
-    let dir = TempDir {
-        path: std::env::temp_dir().join(format!(
-            "fedroute-crash-soak-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        )),
-        keep: false,
-    };
-    let mut dir = dir;
+    let mut dir = TempDir::new("fedroute-crash-soak")?;
     for role in roles() {
-        std::fs::create_dir_all(dir.path.join(role.name()))?;
+        std::fs::create_dir_all(dir.path().join(role.name()))?;
     }
     let (lines_tx, lines) = mpsc::channel();
     let mut soak = Soak {
         opts: opts.clone(),
         exe: exe.to_owned(),
-        dir: dir.path.clone(),
+        dir: dir.path().to_owned(),
         port: free_port()?,
         procs: roles()
             .map(|role| Proc {
@@ -334,15 +313,13 @@ pub fn crash_soak(opts: &CrashSoakOptions, exe: &Path) -> Result<CrashSoakReport
         other_count: 0,
     };
     let report = soak.run()?;
+    let mut report = report;
     if !report.passed() {
         // Kept for the post-mortem: the stores and the logs.
-        dir.keep = true;
-    }
-    let mut report = report;
-    if dir.keep {
+        dir.keep();
         report.details.push(format!(
-            "state directories and logs kept in {}",
-            dir.path.display()
+            "crash-soak: state directories and logs kept in {}",
+            dir.path().display()
         ));
     }
     Ok(report)

@@ -40,6 +40,7 @@ pub mod mem;
 pub mod rig;
 pub mod soak;
 pub mod stats;
+pub mod temp_dir;
 pub mod wire_limit;
 mod workloads;
 
