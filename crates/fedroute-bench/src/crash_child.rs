@@ -15,15 +15,17 @@
 //! is done, or gone) stops the researcher and the process. It also stops
 //! by itself after its lifetime.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::crash_soak::CRASH_RESEARCHER_ENV;
 use super::rig::params_of;
@@ -42,9 +44,6 @@ const MEDIUM_SHARE: f64 = 0.2;
 const LARGE_SHARE: f64 = 0.25;
 /// How long a node waits after a refused `Submit` before the next one.
 const REFUSED_PAUSE: Duration = Duration::from_millis(50);
-/// Capacity of the event channel (events wait there while a `Submit`
-/// is on its way to disk).
-const EVENT_CAPACITY: usize = 65_536;
 /// How long the loop waits for an event when it cannot submit.
 const IDLE_WAIT: Duration = Duration::from_millis(10);
 
@@ -106,8 +105,25 @@ enum Answer {
     },
 }
 
-/// Forwards the answers among researcher events to a bounded channel.
-struct Sink(mpsc::Sender<Answer>);
+/// The open requests of every node, shared by the event handler and the
+/// submitting loop (one thread: the actix `System`'s).
+#[derive(Default)]
+struct Book {
+    nodes: HashMap<String, Open>,
+    /// Answers that came before their `Submit` returned (so that the
+    /// request is not counted open when it does).
+    early: HashSet<String>,
+}
+
+type SharedBook = Rc<RefCell<Book>>;
+
+/// Prints each answer among the researcher's events *in its handler*: the
+/// line is out before the handler returns, the most an application can do
+/// to have seen a reply before the library forgets it.
+struct Sink {
+    book: SharedBook,
+    wake: Rc<Notify>,
+}
 
 impl Actor for Sink {
     type Context = Context<Self>;
@@ -119,10 +135,8 @@ impl Handler<ResearcherEvent> for Sink {
         let Some(answer) = durable::answer_of(event) else {
             return;
         };
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.0.try_send(answer) {
-            // A lost event would show as a lost request: say so loudly.
-            say("error event channel full, an event was dropped");
-        }
+        on_event(answer, &mut self.book.borrow_mut());
+        self.wake.notify_one();
     }
 }
 
@@ -142,8 +156,20 @@ pub(crate) fn main(spec: &str) -> Result<(), BenchError> {
     let spec = parse_spec(spec)?;
     let mut stdin = super::child::stdin_lines();
     actix::System::new().block_on(async move {
-        let (tx, mut events) = mpsc::channel(EVENT_CAPACITY);
-        let sink = Sink(tx).start();
+        let book: SharedBook = Rc::new(RefCell::new(Book {
+            nodes: spec
+                .nodes
+                .iter()
+                .map(|n| (n.clone(), Open::default()))
+                .collect(),
+            early: HashSet::new(),
+        }));
+        let wake = Rc::new(Notify::new());
+        let sink = Sink {
+            book: book.clone(),
+            wake: wake.clone(),
+        }
+        .start();
         let mut config = ResearcherConfig::default();
         config.listen.address = std::net::SocketAddr::from(([127, 0, 0, 1], spec.port));
         config.state_dir = Some(spec.state_dir.clone());
@@ -151,17 +177,16 @@ pub(crate) fn main(spec: &str) -> Result<(), BenchError> {
         let handle = researcher::start(config, Some(sink.recipient())).await?;
         say(&format!("listening {}", handle.local_addr.port()));
         let end = tokio::time::Instant::now() + spec.lifetime;
-        let mut open: HashMap<String, Open> = spec
-            .nodes
-            .iter()
-            .map(|n| (n.clone(), Open::default()))
-            .collect();
         for r in durable::recovered(&handle).await? {
             say(&format!("recovered {} {}", r.request_id, r.node_id));
-            open.entry(r.node_id)
-                .or_default()
-                .ids
-                .insert(r.request_id, None);
+            let mut b = book.borrow_mut();
+            if !b.early.remove(&r.request_id) {
+                b.nodes
+                    .entry(r.node_id)
+                    .or_default()
+                    .ids
+                    .insert(r.request_id, None);
+            }
         }
         let blob = Bytes::from(vec![0x5au8; spec.max_payload]);
         let mut draining = false;
@@ -169,10 +194,6 @@ pub(crate) fn main(spec: &str) -> Result<(), BenchError> {
         loop {
             if tokio::time::Instant::now() >= end {
                 break;
-            }
-            // Facts first: events waiting, and what the parent said.
-            while let Ok(e) = events.try_recv() {
-                on_event(e, &mut open);
             }
             match stdin.try_recv() {
                 Ok(line) if line.trim() == "drain" => draining = true,
@@ -184,20 +205,17 @@ pub(crate) fn main(spec: &str) -> Result<(), BenchError> {
             let now = tokio::time::Instant::now();
             let node = (!draining)
                 .then(|| {
+                    let b = book.borrow();
                     (0..spec.nodes.len())
                         .map(|k| &spec.nodes[(turn + k) % spec.nodes.len()])
-                        .find(|n| open.get(*n).is_some_and(|o| has_room(o, now)))
+                        .find(|n| b.nodes.get(*n).is_some_and(|o| has_room(o, now)))
                         .cloned()
                 })
                 .flatten();
             let Some(node) = node else {
-                tokio::select! {
-                    e = events.recv() => match e {
-                        Some(e) => on_event(e, &mut open),
-                        None => break,
-                    },
-                    _ = tokio::time::sleep(IDLE_WAIT) => {}
-                }
+                // Room comes with an answer; stdin and the end are looked
+                // at every IDLE_WAIT.
+                let _ = tokio::time::timeout(IDLE_WAIT, wake.notified()).await;
                 continue;
             };
             turn = turn.wrapping_add(1);
@@ -208,17 +226,21 @@ pub(crate) fn main(spec: &str) -> Result<(), BenchError> {
                 });
             };
             let submitted = durable::submit(&handle, &node, message, spec.timeout).await?;
-            let o = open.entry(node.clone()).or_default();
+            let mut b = book.borrow_mut();
             match submitted {
                 Ok(()) => {
                     say(&format!("sent {request_id} {node} {bytes}"));
-                    o.ids.insert(request_id, Some(bytes));
-                    o.bytes += bytes;
+                    if !b.early.remove(&request_id) {
+                        let o = b.nodes.entry(node.clone()).or_default();
+                        o.ids.insert(request_id, Some(bytes));
+                        o.bytes += bytes;
+                    }
                 }
                 Err(e) => {
                     // Not accepted (the node has not polled this researcher
                     // yet, a full queue): no fact, try later.
                     log::debug!("submit to {node} refused: {}", fedroute::ErrorChain(&e));
+                    let o = b.nodes.entry(node.clone()).or_default();
                     o.pause_until = Some(tokio::time::Instant::now() + REFUSED_PAUSE);
                 }
             }
@@ -235,14 +257,15 @@ fn has_room(o: &Open, now: tokio::time::Instant) -> bool {
 }
 
 /// Prints the fact of `event` and closes its request.
-fn on_event(event: Answer, open: &mut HashMap<String, Open>) {
+fn on_event(event: Answer, book: &mut Book) {
     let (node_id, request_id, fact) = match event {
         Answer::Reply {
             node_id,
             request_id,
             message,
         } => {
-            let size = open
+            let size = book
+                .nodes
                 .get(&node_id)
                 .and_then(|o| o.ids.get(&request_id).copied().flatten());
             if let Some(why) = check_reply(&message, size) {
@@ -262,9 +285,18 @@ fn on_event(event: Answer, open: &mut HashMap<String, Open>) {
         }
     };
     log::trace!("{fact} {request_id}");
-    if let Some(o) = open.get_mut(&node_id) {
-        if let Some(Some(bytes)) = o.ids.remove(&request_id) {
-            o.bytes = o.bytes.saturating_sub(bytes);
+    match book
+        .nodes
+        .get_mut(&node_id)
+        .and_then(|o| o.ids.remove(&request_id).map(|b| (o, b)))
+    {
+        Some((o, bytes)) => o.bytes = o.bytes.saturating_sub(bytes.unwrap_or(0)),
+        None => {
+            // Before its `Submit` returned (or a second answer): bounded
+            // by the requests in flight.
+            if book.early.len() < 4 * MAX_OPEN_PER_NODE * book.nodes.len().max(1) {
+                book.early.insert(request_id);
+            }
         }
     }
 }

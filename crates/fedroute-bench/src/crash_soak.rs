@@ -79,6 +79,10 @@ pub struct CrashSoakOptions {
     pub max_payload: usize,
     /// The timeout of each request (`Submit::timeout`).
     pub request_timeout: Duration,
+    /// Count the second deliveries the guarantee allows (a researcher
+    /// killed right after a `Reply` event, see
+    /// [`super::crash_tally::CRASH_WINDOW`]) as duplicates too.
+    pub strict: bool,
 }
 
 impl CrashSoakOptions {
@@ -93,6 +97,7 @@ impl CrashSoakOptions {
             duration,
             max_payload: Self::DEFAULT_MAX_PAYLOAD,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            strict: false,
         }
     }
 
@@ -124,6 +129,8 @@ pub struct CrashSoakReport {
     pub counts: CrashCountsView,
     /// Whether every request was answered before the drain bound.
     pub drained: bool,
+    /// Whether the allowed second deliveries count as duplicates.
+    pub strict: bool,
     /// Lines explaining the figures or a failure (printed before the
     /// summary line).
     pub details: Vec<String>,
@@ -136,8 +143,11 @@ pub struct CrashCountsView {
     pub sent: u64,
     /// Distinct requests delivered.
     pub delivered: u64,
-    /// Deliveries beyond the first.
+    /// Deliveries beyond the first, except those the guarantee allows.
     pub duplicates: u64,
+    /// Second deliveries the guarantee allows (researcher killed right
+    /// after the `Reply` event).
+    pub window_duplicates: u64,
     /// Sent, neither delivered nor `NoReply`.
     pub lost: u64,
     /// `NoReply` without a delivery.
@@ -158,6 +168,7 @@ impl From<CrashCounts> for CrashCountsView {
             sent: c.sent,
             delivered: c.delivered,
             duplicates: c.duplicates,
+            window_duplicates: c.window_duplicates,
             lost: c.lost,
             noreply: c.noreply,
             late_noreply: c.late_noreply,
@@ -170,19 +181,34 @@ impl From<CrashCounts> for CrashCountsView {
 
 impl CrashSoakReport {
     /// The summary line:
-    /// `crash-soak: S s, K kills: sent N / delivered D / duplicates X / lost Y`.
+    /// `crash-soak: S s, K kills: sent N / delivered D / duplicates X / lost Y`
+    /// (X without the allowed second deliveries unless `strict`).
     pub fn line(&self) -> String {
         let c = &self.counts;
         format!(
             "crash-soak: {:.0} s, {} kills: sent {} / delivered {} / duplicates {} / lost {}",
-            self.seconds, self.kills, c.sent, c.delivered, c.duplicates, c.lost
+            self.seconds,
+            self.kills,
+            c.sent,
+            c.delivered,
+            self.duplicates(),
+            c.lost
         )
+    }
+
+    /// The duplicates that count.
+    pub fn duplicates(&self) -> u64 {
+        if self.strict {
+            self.counts.duplicates + self.counts.window_duplicates
+        } else {
+            self.counts.duplicates
+        }
     }
 
     /// True when nothing was lost or duplicated and at least one process
     /// was killed.
     pub fn passed(&self) -> bool {
-        self.counts.duplicates == 0 && self.counts.lost == 0 && self.kills >= 1
+        self.duplicates() == 0 && self.counts.lost == 0 && self.kills >= 1
     }
 
     /// The detail lines, then the summary line.
@@ -261,8 +287,9 @@ struct Soak {
     dir: PathBuf,
     port: u16,
     procs: Vec<Proc>,
-    lines_tx: mpsc::Sender<String>,
-    lines: mpsc::Receiver<String>,
+    /// (researcher generation, line).
+    lines_tx: mpsc::Sender<(u64, String)>,
+    lines: mpsc::Receiver<(u64, String)>,
     tally: Tally,
     started: Instant,
     draining: bool,
@@ -416,6 +443,8 @@ impl Soak {
             if let Some(status) = exited {
                 let name = self.procs[i].role.name();
                 self.procs[i].kill();
+                self.read_lines();
+                self.ended(i);
                 self.unexpected_exits += 1;
                 self.event(format!(
                     "{name} exited by itself ({status}); starting it again"
@@ -433,16 +462,24 @@ impl Soak {
     }
 
     fn read_lines(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.line(&line);
+        while let Ok((generation, line)) = self.lines.try_recv() {
+            self.line(&line, generation);
         }
     }
 
-    fn line(&mut self, line: &str) {
+    /// Process `i` is gone: the tally learns when, for the researcher.
+    fn ended(&mut self, i: usize) {
+        if self.procs[i].role == Role::Researcher {
+            let at = self.now();
+            self.tally.researcher_ended(self.procs[i].starts, at);
+        }
+    }
+
+    fn line(&mut self, line: &str, generation: u64) {
         let at = self.now();
         // `listening <port>` is expected at each start; other lines that
         // are no facts (errors) are kept for the report.
-        if self.tally.record(line, at).is_none() && !line.starts_with("listening ") {
+        if self.tally.record(line, at, generation).is_none() && !line.starts_with("listening ") {
             self.other_count += 1;
             if self.other_lines.len() < 20 {
                 self.other_lines.push_back(line.to_owned());
@@ -465,6 +502,7 @@ impl Soak {
         let role = self.procs[i].role;
         self.procs[i].kill();
         self.read_lines();
+        self.ended(i);
         self.kills += 1;
         if role == Role::Researcher {
             self.researcher_kills += 1;
@@ -544,10 +582,11 @@ impl Soak {
         p.stdin = child.stdin.take();
         if let Some(stdout) = child.stdout.take() {
             let tx = self.lines_tx.clone();
+            let generation = p.starts + 1;
             p.reader = Some(std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
+                    if tx.send((generation, line)).is_err() {
                         break;
                     }
                 }
@@ -557,10 +596,13 @@ impl Soak {
         p.restart_at = None;
         p.starts += 1;
         let first = p.starts == 1;
+        let what = match role {
+            Role::Researcher => format!("researcher #{}", p.starts),
+            Role::Node(_) => role.name(),
+        };
         self.event(format!(
-            "{} {}",
-            if first { "start" } else { "restart" },
-            role.name()
+            "{} {what}",
+            if first { "start" } else { "restart" }
         ));
         if role == Role::Researcher && self.draining {
             self.tell_researcher("drain");
@@ -590,6 +632,7 @@ impl Soak {
         }
         p.kill();
         self.read_lines();
+        self.ended(0);
     }
 
     fn report(&self, seconds: f64, drain_seconds: f64, drained: bool) -> CrashSoakReport {
@@ -597,19 +640,28 @@ impl Soak {
         let mut details = vec![format!(
             "crash-soak: researcher + {NODES} nodes as processes, state directories under {}; \
              kills every {:.1}-{:.1} s ({} of the researcher), outages up to {} ms; \
-             payloads up to {} MiB, request timeout {:.0} s",
+             payloads up to {} MiB, request timeout {:.0} s; at most {} requests open per node",
             self.dir.display(),
             *KILL_EVERY.start() as f64 / 1e3,
             *KILL_EVERY.end() as f64 / 1e3,
             self.researcher_kills,
             OUTAGE.end(),
             self.opts.max_payload >> 20,
-            self.opts.request_timeout.as_secs_f64()
+            self.opts.request_timeout.as_secs_f64(),
+            super::crash_child::MAX_OPEN_PER_NODE
         )];
         details.push(format!(
-            "crash-soak: noreply {} (late, after the reply: {}; reply after noreply: {}), \
-             recovered after restarts {}, accepted but not reported before a kill {}, \
-             unexpected exits {}; drain {:.1} s{}",
+            "crash-soak: second deliveries allowed by the guarantee (researcher killed within \
+             {:.0} ms of the Reply event, request recovered) {}{}; noreply {} (late, after the \
+             reply: {}; reply after noreply: {}), recovered after restarts {}, accepted but not \
+             reported before a kill {}, unexpected exits {}; drain {:.1} s{}",
+            super::crash_tally::CRASH_WINDOW * 1e3,
+            counts.window_duplicates,
+            if self.opts.strict {
+                " (counted as duplicates: --crash-soak-strict)"
+            } else {
+                ""
+            },
             counts.noreply,
             counts.late_noreply,
             counts.delivered_after_noreply,
@@ -635,8 +687,12 @@ impl Soak {
                     .join(" | ")
             ));
         }
-        let (dups, lost) = self.tally.suspects();
-        for (what, list) in [("DUPLICATE", dups), ("LOST", lost)] {
+        let (dups, lost, window) = self.tally.suspects();
+        for (what, list) in [
+            ("DUPLICATE", dups),
+            ("LOST", lost),
+            ("second delivery in the crash window", window),
+        ] {
             for (id, h) in list.iter().take(SUSPECTS_SHOWN) {
                 details.push(format!("crash-soak: {what} {id}: {}", self.story(h)));
             }
@@ -655,6 +711,7 @@ impl Soak {
             unexpected_exits: self.unexpected_exits,
             counts: counts.into(),
             drained,
+            strict: self.opts.strict,
             details,
         }
     }
@@ -669,7 +726,14 @@ impl Soak {
             (Fact::Recovered, &h.recovered),
         ] {
             for t in times {
-                facts.push((*t, format!("{fact:?}").to_lowercase()));
+                facts.push((
+                    t.at,
+                    format!(
+                        "{} (researcher #{})",
+                        format!("{fact:?}").to_lowercase(),
+                        t.generation
+                    ),
+                ));
             }
         }
         let from = facts.iter().map(|f| f.0).fold(f64::INFINITY, f64::min) - 5.0;
@@ -708,6 +772,7 @@ mod tests {
                 sent: 10,
                 delivered: 10 - lost,
                 duplicates,
+                window_duplicates: 0,
                 lost,
                 noreply: 0,
                 late_noreply: 0,
@@ -716,6 +781,7 @@ mod tests {
                 delivered_unsent: 0,
             },
             drained: true,
+            strict: false,
             details: vec!["detail".into()],
         }
     }

@@ -16,13 +16,35 @@
 //! The counts (the library's guarantee, from the researcher's side):
 //! - `sent`: ids with a `sent` line;
 //! - `delivered`: distinct ids with a `delivered` line;
-//! - `duplicates`: `delivered` lines beyond the first of their id;
+//! - `duplicates`: `delivered` lines beyond the first of their id, except
+//!   those the guarantee allows (`window_duplicates`): a delivery by a
+//!   restarted researcher that recovered the request, when the researcher
+//!   before it was killed within [`CRASH_WINDOW`] of the previous delivery
+//!   (killed after the `Reply` event and before its store forgot the
+//!   request and the node had the acknowledgement of its reply);
 //! - `late_noreply`: a `noreply` for an id already delivered (allowed: the
 //!   reply was delivered just before a crash, the restarted researcher
 //!   then timed the request out), not a loss;
 //! - `lost`: sent, and neither delivered nor answered by `noreply`.
 
 use std::collections::{BTreeMap, HashMap};
+
+/// How soon after a delivery a researcher kill may come for a second
+/// delivery by the next researcher process to be the one the guarantee
+/// allows. The library's window is a commit and an acknowledgement (a few
+/// milliseconds); line times are taken when this process reads them (up
+/// to a tick late), so the bound is generous.
+pub const CRASH_WINDOW: f64 = 0.1;
+
+/// When a fact was printed: seconds since the soak started (read time)
+/// and which researcher process printed it (its start count, from 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stamp {
+    /// Seconds since the soak started.
+    pub at: f64,
+    /// The researcher process (1 for the first, 2 after its first restart...).
+    pub generation: u64,
+}
 
 /// One fact of the researcher process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,18 +73,18 @@ pub fn parse_line(line: &str) -> Option<(Fact, &str)> {
     Some((fact, words.next()?))
 }
 
-/// What happened to one request id, with the times (seconds since the
-/// soak started) of each fact, for the report of a failure.
+/// What happened to one request id, with when each fact was printed, for
+/// the counts and the report of a failure.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IdHistory {
     /// When `sent` lines came (more than one would be a harness bug).
-    pub sent: Vec<f64>,
+    pub sent: Vec<Stamp>,
     /// When `delivered` lines came.
-    pub delivered: Vec<f64>,
+    pub delivered: Vec<Stamp>,
     /// When `noreply` lines came.
-    pub noreply: Vec<f64>,
+    pub noreply: Vec<Stamp>,
     /// When `recovered` lines came.
-    pub recovered: Vec<f64>,
+    pub recovered: Vec<Stamp>,
     /// The first `noreply` came before any `delivered` (decided by the
     /// order of the lines, not their times, which can be equal).
     pub noreply_first: bool,
@@ -83,8 +105,11 @@ pub struct CrashCounts {
     /// Distinct ids with a `delivered` line (sent or not: see
     /// `delivered_unsent`).
     pub delivered: u64,
-    /// `delivered` lines beyond the first of their id.
+    /// `delivered` lines beyond the first of their id, except the
+    /// `window_duplicates`.
     pub duplicates: u64,
+    /// Second deliveries the guarantee allows (see the module docs).
+    pub window_duplicates: u64,
     /// Sent ids neither delivered nor answered by `noreply`.
     pub lost: u64,
     /// Ids with a `noreply` and no `delivered` before it.
@@ -108,6 +133,8 @@ pub type Suspects<'a> = Vec<(&'a str, &'a IdHistory)>;
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
     ids: HashMap<String, IdHistory>,
+    /// When each researcher process was killed (or ended), by generation.
+    ended: BTreeMap<u64, f64>,
 }
 
 impl Tally {
@@ -116,10 +143,11 @@ impl Tally {
         Tally::default()
     }
 
-    /// Records `line` (printed `at` seconds into the soak); returns the
-    /// fact when it was one.
-    pub fn record(&mut self, line: &str, at: f64) -> Option<Fact> {
+    /// Records `line` (printed by researcher process `generation`, read
+    /// `at` seconds into the soak); returns the fact when it was one.
+    pub fn record(&mut self, line: &str, at: f64, generation: u64) -> Option<Fact> {
         let (fact, id) = parse_line(line)?;
+        let at = Stamp { at, generation };
         let h = self.ids.entry(id.to_owned()).or_default();
         match fact {
             Fact::Sent => h.sent.push(at),
@@ -133,6 +161,21 @@ impl Tally {
             Fact::Recovered => h.recovered.push(at),
         }
         Some(fact)
+    }
+
+    /// Researcher process `generation` was killed (or ended) `at` seconds
+    /// into the soak.
+    pub fn researcher_ended(&mut self, generation: u64, at: f64) {
+        self.ended.insert(generation, at);
+    }
+
+    /// Whether delivery `i` (from 1) of `h` is one the guarantee allows.
+    fn in_window(&self, h: &IdHistory, i: usize) -> bool {
+        let (before, this) = (h.delivered[i - 1], h.delivered[i]);
+        let killed = self.ended.get(&before.generation).copied();
+        this.generation > before.generation
+            && h.recovered.iter().any(|r| r.generation == this.generation)
+            && killed.is_some_and(|k| k - before.at <= CRASH_WINDOW)
     }
 
     /// Sent ids still waiting for their reply or `noreply`.
@@ -160,7 +203,13 @@ impl Tally {
             }
             if !h.delivered.is_empty() {
                 c.delivered += 1;
-                c.duplicates += h.delivered.len() as u64 - 1;
+            }
+            for i in 1..h.delivered.len() {
+                if self.in_window(h, i) {
+                    c.window_duplicates += 1;
+                } else {
+                    c.duplicates += 1;
+                }
             }
             if !h.recovered.is_empty() {
                 c.recovered += 1;
@@ -182,32 +231,38 @@ impl Tally {
         c
     }
 
-    /// Ids delivered more than once and ids lost, each sorted by the time
-    /// of its first `sent` (or first fact), for the failure report.
-    pub fn suspects(&self) -> (Suspects<'_>, Suspects<'_>) {
+    /// Ids delivered more than once outside the crash window, ids lost,
+    /// and ids delivered twice within the window, each sorted by the time
+    /// of its first `sent` (or first delivery), for the report.
+    pub fn suspects<'a>(&'a self) -> (Suspects<'a>, Suspects<'a>, Suspects<'a>) {
         let first = |h: &IdHistory| {
             h.sent
                 .iter()
                 .chain(&h.delivered)
-                .copied()
+                .map(|s| s.at)
                 .fold(f64::INFINITY, f64::min)
         };
         let mut dups = BTreeMap::new();
         let mut lost = BTreeMap::new();
+        let mut window = BTreeMap::new();
         for (id, h) in &self.ids {
             // Keyed by time in µs then id: a stable, chronological order.
             let key = ((first(h) * 1e6) as u64, id.as_str());
-            if h.delivered.len() > 1 {
-                dups.insert(key, h);
+            for i in 1..h.delivered.len() {
+                if self.in_window(h, i) {
+                    window.insert(key, h);
+                } else {
+                    dups.insert(key, h);
+                }
             }
             if !h.sent.is_empty() && h.is_open() {
                 lost.insert(key, h);
             }
         }
-        (
-            dups.into_iter().map(|((_, id), h)| (id, h)).collect(),
-            lost.into_iter().map(|((_, id), h)| (id, h)).collect(),
-        )
+        let list = |m: BTreeMap<(u64, &'a str), &'a IdHistory>| -> Suspects<'a> {
+            m.into_iter().map(|((_, id), h)| (id, h)).collect()
+        };
+        (list(dups), list(lost), list(window))
     }
 }
 
@@ -215,10 +270,12 @@ impl Tally {
 mod tests {
     use super::*;
 
+    /// A tally of `lines`, the i-th read at i seconds, all by the first
+    /// researcher process.
     fn tally(lines: &[&str]) -> Tally {
         let mut t = Tally::new();
         for (i, l) in lines.iter().enumerate() {
-            t.record(l, i as f64);
+            t.record(l, i as f64, 1);
         }
         t
     }
@@ -250,15 +307,57 @@ mod tests {
     }
 
     #[test]
-    fn a_second_delivery_is_a_duplicate() {
+    fn a_second_delivery_by_the_same_process_is_a_duplicate() {
         let t = tally(&["sent a", "delivered a", "delivered a", "delivered a"]);
         let c = t.counts();
-        assert_eq!((c.delivered, c.duplicates), (1, 2));
-        let (dups, lost) = t.suspects();
+        assert_eq!((c.delivered, c.duplicates, c.window_duplicates), (1, 2, 0));
+        let (dups, lost, window) = t.suspects();
         assert_eq!(dups.len(), 1);
         assert_eq!(dups[0].0, "a");
-        assert_eq!(dups[0].1.delivered, [1.0, 2.0, 3.0]);
-        assert!(lost.is_empty());
+        let times: Vec<f64> = dups[0].1.delivered.iter().map(|s| s.at).collect();
+        assert_eq!(times, [1.0, 2.0, 3.0]);
+        assert!(lost.is_empty() && window.is_empty());
+    }
+
+    #[test]
+    fn a_second_delivery_after_a_kill_right_after_the_first_is_allowed() {
+        let mut t = Tally::new();
+        t.record("sent a", 1.0, 1);
+        t.record("delivered a", 1.50, 1);
+        t.researcher_ended(1, 1.52);
+        t.record("recovered a", 1.9, 2);
+        t.record("delivered a", 2.0, 2);
+        let c = t.counts();
+        assert_eq!((c.delivered, c.duplicates, c.window_duplicates), (1, 0, 1));
+        let (dups, _, window) = t.suspects();
+        assert!(dups.is_empty());
+        assert_eq!(window[0].0, "a");
+    }
+
+    #[test]
+    fn a_second_delivery_is_a_duplicate_when_the_kill_came_late() {
+        // Killed long after the first delivery: the store had time to
+        // forget the request; delivering it again is a fault.
+        let mut t = Tally::new();
+        t.record("sent a", 1.0, 1);
+        t.record("delivered a", 1.5, 1);
+        t.researcher_ended(1, 1.5 + 2.0 * CRASH_WINDOW);
+        t.record("recovered a", 2.0, 2);
+        t.record("delivered a", 2.1, 2);
+        assert_eq!(t.counts().duplicates, 1);
+    }
+
+    #[test]
+    fn a_second_delivery_without_recovery_is_a_duplicate() {
+        // The restarted researcher did not hold the request: a reply sent
+        // again by the node must be dropped, not delivered.
+        let mut t = Tally::new();
+        t.record("sent a", 1.0, 1);
+        t.record("delivered a", 1.5, 1);
+        t.researcher_ended(1, 1.51);
+        t.record("delivered a", 2.1, 2);
+        let c = t.counts();
+        assert_eq!((c.duplicates, c.window_duplicates), (1, 0));
     }
 
     #[test]
@@ -267,7 +366,7 @@ mod tests {
         let c = t.counts();
         assert_eq!((c.sent, c.delivered, c.lost, c.noreply), (3, 1, 1, 1));
         assert_eq!(t.open(), 1);
-        let (_, lost) = t.suspects();
+        let (_, lost, _) = t.suspects();
         assert_eq!(lost.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ["b"]);
     }
 
@@ -305,9 +404,9 @@ mod tests {
     #[test]
     fn other_lines_are_ignored() {
         let mut t = Tally::new();
-        assert_eq!(t.record("listening 50051", 0.0), None);
-        assert_eq!(t.record("error something", 0.0), None);
-        assert_eq!(t.record("sent a", 0.0), Some(Fact::Sent));
+        assert_eq!(t.record("listening 50051", 0.0, 1), None);
+        assert_eq!(t.record("error something", 0.0, 1), None);
+        assert_eq!(t.record("sent a", 0.0, 1), Some(Fact::Sent));
         assert_eq!(t.counts().sent, 1);
     }
 }

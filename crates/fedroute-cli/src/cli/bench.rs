@@ -45,6 +45,12 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "SECONDS", value_parser = secs, requires = "crash_soak",
           default_value_t = Seconds(api::crash_soak::CrashSoakOptions::DEFAULT_REQUEST_TIMEOUT))]
     pub(crate) crash_soak_timeout: Seconds,
+    /// With --crash-soak: count as duplicates the second deliveries the
+    /// guarantee allows too (the researcher killed within 100 ms after a
+    /// Reply event, before its store forgot the request) [default: they
+    /// are counted apart, in a detail line].
+    #[arg(long, requires = "crash_soak")]
+    pub(crate) crash_soak_strict: bool,
     /// Run only these workloads (1 sequential ping, 2 in flight, 3 model
     /// transfer, 4 fan-out, 5 reconnect, 6 wire limits), e.g. --only 1,3
     /// [default: all].
@@ -92,6 +98,7 @@ fn crash_soak(args: &BenchArgs, duration: Duration) -> Result<(), String> {
     let mut options = api::crash_soak::CrashSoakOptions::new(duration);
     options.max_payload = args.crash_soak_max_payload.0;
     options.request_timeout = args.crash_soak_timeout.0;
+    options.strict = args.crash_soak_strict;
     let report = api::run_crash_soak(&options).map_err(|e| ErrorChain(&e).to_string())?;
     if args.json {
         println!(
