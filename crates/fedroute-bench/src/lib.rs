@@ -18,6 +18,16 @@
 //! 6. wire limits: plain tonic with the same TLS set-up and no fedroute
 //!    logic (the ceilings 1-3 are compared with), see [`wire_limit`].
 //!
+//! Workloads 1 and 3 also have a durable variant (rows `1 sequential ping
+//! durable` and `3 transfer durable`): the researcher and the node each
+//! with a state directory, requests made with `Submit`, so every round
+//! trip waits for both delivery stores; their detail gives the store
+//! commits (fsyncs) per reply on each side.
+//!
+//! [`run_crash_soak`] runs the crash soak (issue 15, see [`crash_soak`]):
+//! a researcher and three nodes as processes, killed with SIGKILL at
+//! random and restarted on their state directories.
+//!
 //! Every figure is the median of several runs; the report keeps every run.
 //!
 //! ```no_run

@@ -200,7 +200,7 @@ pub(crate) async fn all(plan: Plan) -> Result<Output, BenchError> {
         }
     }
     if plan.wants(1) || plan.wants(3) {
-        let r = durable(&plan, &blob, &wire, &mut rows, &mut notes).await;
+        let r = durable(&plan, &blob, &mut rows, &mut notes).await;
         failed(&mut notes, "durable workloads 1 and 3", r);
     }
     if plan.wants(3) && super::child::can_spawn() {
@@ -291,7 +291,6 @@ async fn one_mode(
 async fn durable(
     plan: &Plan,
     blob: &Bytes,
-    wire: &WireLimits,
     rows: &mut Vec<BenchRow>,
     notes: &mut Vec<String>,
 ) -> Result<(), BenchError> {
@@ -332,22 +331,20 @@ async fn durable(
                 runs.push(per_s(n, start.elapsed()));
             }
             let after = fsyncs.now(&researcher, &node).await?;
-            rows.push(
-                row(
-                    "1 sequential ping durable",
-                    mode.as_str(),
-                    "round trips/s",
-                    "1/s",
-                    runs,
-                )
-                .against(Some(wire.ping_pong_rate))
-                .detail(format!(
-                    "p50 {:.3} ms, p99 {:.3} ms; {}",
-                    percentile(&latencies, 50.0).as_secs_f64() * 1e3,
-                    percentile(&latencies, 99.0).as_secs_f64() * 1e3,
-                    Fsyncs::per_reply(&before, &after, n * plan.runs as u64)
-                )),
+            let r = row(
+                "1 sequential ping durable",
+                mode.as_str(),
+                "round trips/s",
+                "1/s",
+                runs,
             );
+            let versus = versus_memory(rows, "1 sequential ping", mode, "round trips/s", r.median);
+            rows.push(r.detail(format!(
+                "p50 {:.3} ms, p99 {:.3} ms; {versus}; {}",
+                percentile(&latencies, 50.0).as_secs_f64() * 1e3,
+                percentile(&latencies, 99.0).as_secs_f64() * 1e3,
+                Fsyncs::per_reply(&before, &after, n * plan.runs as u64)
+            )));
         }
         if plan.wants(3) {
             let bytes = plan.max_bytes();
@@ -360,18 +357,13 @@ async fn durable(
                 runs.push(mb_per_s(2 * bytes as u64, t));
             }
             let after = fsyncs.now(&researcher, &node).await?;
-            let mib = bytes / MIB;
-            rows.push(
-                row(
-                    "3 transfer durable",
-                    mode.as_str(),
-                    &format!("{mib} MiB echo MB/s"),
-                    "MB/s",
-                    runs,
-                )
-                .against(wire.echo_of(mib))
-                .detail(Fsyncs::per_reply(&before, &after, plan.big_runs as u64)),
-            );
+            let metric = format!("{} MiB echo MB/s", bytes / MIB);
+            let r = row("3 transfer durable", mode.as_str(), &metric, "MB/s", runs);
+            let versus = versus_memory(rows, "3 transfer", mode, &metric, r.median);
+            rows.push(r.detail(format!(
+                "{versus}; {}",
+                Fsyncs::per_reply(&before, &after, plan.big_runs as u64)
+            )));
         }
         Ok::<(), BenchError>(())
     }
@@ -379,10 +371,36 @@ async fn durable(
     node.shutdown().await;
     researcher.handle.shutdown().await?;
     notes.push(
-        "durable: researcher (Submit, ResearcherConfig::state_dir) and node          (ControllerConfig::state_dir) stores in a temporary directory on this machine's disk;          a commit is one redb transaction (one fsync, shared by what waits at that moment);          payloads of 64 KiB and more also get a file of their own (written and fsynced apart)"
+        "durable: researcher (Submit, ResearcherConfig::state_dir) and node \
+         (ControllerConfig::state_dir) stores in a temporary directory on this machine's disk; \
+         a commit is one redb transaction (one fsync, shared by what waits at that moment); \
+         payloads of 64 KiB and more also get a file of their own (written and fsynced apart); \
+         their detail compares with the in-memory figure of this run (same mode)"
             .to_owned(),
     );
     result
+}
+
+/// `x% of in memory (N)`: `median` against the row `workload` / `mode` /
+/// `metric` measured earlier in this run, if any.
+fn versus_memory(
+    rows: &[BenchRow],
+    workload: &str,
+    mode: PollMode,
+    metric: &str,
+    median: f64,
+) -> String {
+    rows.iter()
+        .find(|r| r.workload == workload && r.mode == mode.as_str() && r.metric == metric)
+        .filter(|r| r.median > 0.0)
+        .map(|r| {
+            format!(
+                "{:.1}% of in memory ({})",
+                100.0 * median / r.median,
+                super::fmt_num(r.median)
+            )
+        })
+        .unwrap_or_else(|| "in-memory figure not measured".to_owned())
 }
 
 /// Store commits and items on both sides, to count fsyncs per reply.
@@ -427,22 +445,22 @@ impl Fsyncs {
 
     /// `researcher: C commits for I items (x per reply); node: ...`.
     fn per_reply(before: &StoreCounts, after: &StoreCounts, replies: u64) -> String {
-        let side = |name: &str,
-                    b: Option<fedroute::StoreStats>,
-                    a: Option<fedroute::StoreStats>| {
-            match (b, a) {
+        let side =
+            |name: &str, b: Option<fedroute::StoreStats>, a: Option<fedroute::StoreStats>| match (
+                b, a,
+            ) {
                 (Some(b), Some(a)) => {
                     let commits = a.commits.saturating_sub(b.commits);
                     let items = a.items.saturating_sub(b.items);
                     let removals = a.removals.saturating_sub(b.removals);
                     format!(
-                        "{name} store {commits} commits for {items} items + {removals} removals                          ({:.2} commits per reply)",
+                        "{name} store {commits} commits for {items} items + {removals} removals \
+                         ({:.2} commits per reply)",
                         commits as f64 / replies.max(1) as f64
                     )
                 }
                 _ => format!("{name} store off"),
-            }
-        };
+            };
         format!(
             "{}; {}",
             side("researcher", before.researcher, after.researcher),

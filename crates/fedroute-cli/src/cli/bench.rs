@@ -1,6 +1,7 @@
 //! `fedroute bench`: runs the benchmark workloads of the library's `bench`
-//! module in process and prints its table (or JSON). A thin shell: the
-//! workloads, the table and the soak test live in the `fedroute-bench` crate.
+//! module in process and prints its table (or JSON), or the crash soak
+//! (`--crash-soak`, processes killed at random). A thin shell: the
+//! workloads, the table and the soaks live in the `fedroute-bench` crate.
 
 use std::time::Duration;
 
@@ -52,7 +53,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, requires = "crash_soak")]
     pub(crate) crash_soak_strict: bool,
     /// Run only these workloads (1 sequential ping, 2 in flight, 3 model
-    /// transfer, 4 fan-out, 5 reconnect, 6 wire limits), e.g. --only 1,3
+    /// transfer, 4 fan-out, 5 reconnect, 6 wire limits; 1 and 3 include
+    /// their durable variants, both state directories on), e.g. --only 1,3
     /// [default: all].
     #[arg(long, value_name = "N,N", value_delimiter = ',',
           value_parser = clap::value_parser!(u8).range(1..=6))]
