@@ -7,7 +7,9 @@
 //! `recovered <request_id> <node>` for each request `RecoveredRequests`
 //! lists, `sent <request_id> <node> <bytes>` once `Submit` returned Ok,
 //! `delivered <request_id> <node>` on each `Reply` event and
-//! `noreply <request_id> <node> <reason>` on each `NoReply` event.
+//! `noreply <request_id> <node> <reason>` on each `NoReply` event, and
+//! `unmatched <request_id> <node>` on each `UnmatchedReply` event (a reply
+//! no request of this process waits for: evidence, not an answer).
 //! A reply whose content is not what was sent also prints
 //! `mismatch <request_id> <what>`.
 //!
@@ -103,6 +105,10 @@ enum Answer {
         request_id: String,
         reason: String,
     },
+    /// `ResearcherEvent::UnmatchedReply` with a request id: a reply this
+    /// process holds no request for (a node re-sending after a restart;
+    /// for a request sent, a sign its row was gone).
+    Unmatched { node_id: String, request_id: String },
 }
 
 /// The open requests of every node, shared by the event handler and the
@@ -283,6 +289,14 @@ fn on_event(event: Answer, book: &mut Book) {
             say(&format!("noreply {request_id} {node_id} {reason}"));
             (node_id, request_id, "noreply")
         }
+        Answer::Unmatched {
+            node_id,
+            request_id,
+        } => {
+            // Not an answer: the request, if open, stays open.
+            say(&format!("unmatched {request_id} {node_id}"));
+            return;
+        }
     };
     log::trace!("{fact} {request_id}");
     match book
@@ -380,6 +394,10 @@ mod durable {
                 node_id,
                 request_id,
                 reason,
+            }),
+            ResearcherEvent::UnmatchedReply(message) => Some(Answer::Unmatched {
+                node_id: message.node_id().unwrap_or_default().to_owned(),
+                request_id: message.request_id()?.to_owned(),
             }),
             _ => None,
         }

@@ -724,6 +724,7 @@ impl Soak {
             (Fact::Delivered, &h.delivered),
             (Fact::NoReply, &h.noreply),
             (Fact::Recovered, &h.recovered),
+            (Fact::Unmatched, &h.unmatched),
         ] {
             for t in times {
                 facts.push((

@@ -8,7 +8,9 @@
 //! - `delivered <request_id> ...` on each `ResearcherEvent::Reply`;
 //! - `noreply <request_id> ...` on each `ResearcherEvent::NoReply`;
 //! - `recovered <request_id> ...` for each request `RecoveredRequests`
-//!   listed at start.
+//!   listed at start;
+//! - `unmatched <request_id> ...` for a reply the researcher held no
+//!   request for (kept in the id's history as evidence, no count).
 //!
 //! Anything after the id is detail for humans. Other lines (start-up
 //! messages, errors) are no facts and are ignored here.
@@ -57,6 +59,8 @@ pub enum Fact {
     NoReply,
     /// Listed by `RecoveredRequests` after a restart.
     Recovered,
+    /// An `UnmatchedReply` event (evidence only).
+    Unmatched,
 }
 
 /// Reads one line of the researcher process: its fact and request id, or
@@ -68,6 +72,7 @@ pub fn parse_line(line: &str) -> Option<(Fact, &str)> {
         "delivered" => Fact::Delivered,
         "noreply" => Fact::NoReply,
         "recovered" => Fact::Recovered,
+        "unmatched" => Fact::Unmatched,
         _ => return None,
     };
     Some((fact, words.next()?))
@@ -85,6 +90,8 @@ pub struct IdHistory {
     pub noreply: Vec<Stamp>,
     /// When `recovered` lines came.
     pub recovered: Vec<Stamp>,
+    /// When `unmatched` lines came.
+    pub unmatched: Vec<Stamp>,
     /// The first `noreply` came before any `delivered` (decided by the
     /// order of the lines, not their times, which can be equal).
     pub noreply_first: bool,
@@ -159,6 +166,7 @@ impl Tally {
                 h.noreply.push(at)
             }
             Fact::Recovered => h.recovered.push(at),
+            Fact::Unmatched => h.unmatched.push(at),
         }
         Some(fact)
     }
@@ -292,6 +300,7 @@ mod tests {
             Some((Fact::NoReply, "r3"))
         );
         assert_eq!(parse_line("recovered r4"), Some((Fact::Recovered, "r4")));
+        assert_eq!(parse_line("unmatched r5 N"), Some((Fact::Unmatched, "r5")));
         assert_eq!(parse_line("listening 4242"), None);
         assert_eq!(parse_line("sent"), None);
         assert_eq!(parse_line(""), None);
@@ -366,6 +375,11 @@ mod tests {
         let c = t.counts();
         assert_eq!((c.sent, c.delivered, c.lost, c.noreply), (3, 1, 1, 1));
         assert_eq!(t.open(), 1);
+        // A reply the researcher dropped as unmatched answers nothing.
+        let mut t = t;
+        t.record("unmatched b NODE_1", 9.0, 2);
+        assert_eq!(t.counts().lost, 1);
+        assert_eq!(t.history("b").map(|h| h.unmatched.len()), Some(1));
         let (_, lost, _) = t.suspects();
         assert_eq!(lost.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ["b"]);
     }

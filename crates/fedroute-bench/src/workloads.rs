@@ -445,22 +445,21 @@ impl Fsyncs {
 
     /// `researcher: C commits for I items (x per reply); node: ...`.
     fn per_reply(before: &StoreCounts, after: &StoreCounts, replies: u64) -> String {
-        let side =
-            |name: &str, b: Option<fedroute::StoreStats>, a: Option<fedroute::StoreStats>| match (
-                b, a,
-            ) {
-                (Some(b), Some(a)) => {
-                    let commits = a.commits.saturating_sub(b.commits);
-                    let items = a.items.saturating_sub(b.items);
-                    let removals = a.removals.saturating_sub(b.removals);
-                    format!(
-                        "{name} store {commits} commits for {items} items + {removals} removals \
+        let side = |name: &str,
+                    b: Option<fedroute::StoreStats>,
+                    a: Option<fedroute::StoreStats>| match (b, a) {
+            (Some(b), Some(a)) => {
+                let commits = a.commits.saturating_sub(b.commits);
+                let items = a.items.saturating_sub(b.items);
+                let removals = a.removals.saturating_sub(b.removals);
+                format!(
+                    "{name} store {commits} commits for {items} items + {removals} removals \
                          ({:.2} commits per reply)",
-                        commits as f64 / replies.max(1) as f64
-                    )
-                }
-                _ => format!("{name} store off"),
-            };
+                    commits as f64 / replies.max(1) as f64
+                )
+            }
+            _ => format!("{name} store off"),
+        };
         format!(
             "{}; {}",
             side("researcher", before.researcher, after.researcher),
