@@ -335,6 +335,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
                 tags: vec![DEMO_TAG.to_string(), format!("site{i}")],
             }],
             echo_train: true,
+            reply_delay: std::time::Duration::ZERO,
         };
         let endpoint = ResearcherEndpoint::trust_on_first_use(addr.ip().to_string(), addr.port());
         let (controller, _handler) =

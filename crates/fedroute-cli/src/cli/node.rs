@@ -89,8 +89,9 @@ pub(crate) struct NodeArgs {
     /// certificate without a rotation proof].
     #[arg(long, conflicts_with_all = ["pin", "ca", "insecure"])]
     pub(crate) trust_same_id: bool,
-    /// Where the node keeps its state (the trust store, trust.json)
-    /// [default: $FEDROUTE_STATE_DIR, else $XDG_STATE_HOME/fedroute/node,
+    /// Where the node keeps its state: the trust store (trust.json) and
+    /// its replies until the researcher acknowledged them (delivery.redb:
+    /// a restart sends them again) [default: $FEDROUTE_STATE_DIR, else $XDG_STATE_HOME/fedroute/node,
     /// else ~/.local/state/fedroute/node].
     #[arg(long, value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
@@ -104,6 +105,11 @@ pub(crate) struct NodeArgs {
     /// gets an ErrorMessage].
     #[arg(long)]
     pub(crate) echo_train: bool,
+    /// Wait this many seconds before answering each task (stands for the
+    /// work a real node does, e.g. training; for demos, benchmarks and
+    /// crash tests) [default: 0, answer at once].
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = seconds)]
+    pub(crate) reply_delay: Duration,
     /// Fail when a researcher is not reached within this many seconds of
     /// start-up; 0 keeps trying forever. Later disconnections are always
     /// retried.
@@ -215,7 +221,8 @@ async fn serve(
     let mut config = ControllerConfig::default();
     config.channel.connect_timeout = dial_timeout;
     config.client_identity = client_identity;
-    config.state_dir = Some(super::state::state_dir(args.state_dir.as_ref(), "node")?);
+    let state_dir = super::state::state_dir(args.state_dir.as_ref(), "node")?;
+    config.state_dir = Some(state_dir.clone());
     args.limits.apply(&mut config.receive);
     config
         .validate()
@@ -226,6 +233,7 @@ async fn serve(
         node_name: args.name.clone().unwrap_or_else(|| args.id.clone()),
         datasets: args.datasets.clone(),
         echo_train: args.echo_train,
+        reply_delay: args.reply_delay,
     };
     let watch = FinishWatch(finished_tx).start();
     let (controller, _handler) =
@@ -287,6 +295,14 @@ async fn serve(
                     r.unsent.len(),
                     r.unacknowledged.len(),
                     r.unsent_feedback
+                );
+            }
+            if r.stored > 0 {
+                log::info!(
+                    "{} replies not delivered yet are kept in {}: they are sent after the next \
+                     start with this state directory",
+                    r.stored,
+                    state_dir.display()
                 );
             }
             log::info!("node {} stopped ({why})", args.id);
@@ -402,6 +418,8 @@ pub(crate) struct Responder {
     pub(crate) datasets: Vec<DatasetSpec>,
     /// Answer `TrainRequest` with the received parameters.
     pub(crate) echo_train: bool,
+    /// Time taken before each answer.
+    pub(crate) reply_delay: Duration,
 }
 
 impl Responder {
@@ -548,21 +566,32 @@ impl Handler<TaskReceived> for ReferenceNode {
         }
         let controller = self.controller.clone();
         let rid = task.researcher_id;
+        let delay = self.responder.reply_delay;
+        let request_id = reply.request_id().unwrap_or_default().to_string();
         ctx.spawn(
-            async move { controller.send(SendReply(reply)).await }
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    let e = match res {
-                        Ok(Ok(())) => return,
-                        Ok(Err(e)) => ErrorChain(&e).to_string(),
-                        Err(e) => e.to_string(),
-                    };
-                    if let Some(n) = act.log.allow(&rid, "reply not queued") {
-                        let rid = rid.as_str();
-                        log::error!(researcher_id = rid;
+            async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let sent = controller.send(SendReply(reply)).await;
+                if let Ok(Ok(())) = &sent {
+                    log::debug!("the reply to {request_id} is accepted");
+                }
+                sent
+            }
+            .into_actor(self)
+            .map(move |res, act, _| {
+                let e = match res {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => ErrorChain(&e).to_string(),
+                    Err(e) => e.to_string(),
+                };
+                if let Some(n) = act.log.allow(&rid, "reply not queued") {
+                    let rid = rid.as_str();
+                    log::error!(researcher_id = rid;
                             "cannot queue the reply to {class}: {e}{}", PeerLog::held_back(n));
-                    }
-                }),
+                }
+            }),
         );
     }
 }
@@ -581,6 +610,7 @@ mod tests {
                 "adni:mri".parse().unwrap(),
             ],
             echo_train: false,
+            reply_delay: Duration::ZERO,
         }
     }
 

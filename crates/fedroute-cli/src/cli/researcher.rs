@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use fedroute::log_limit::{LogRate, PeerLog};
 use fedroute::researcher::{
-    self, ListenSettings, Request, ResearcherConfig, ResearcherEvent, ResearcherHandle,
+    self, ListenSettings, Request, ResearcherConfig, ResearcherEvent, ResearcherHandle, Submit,
 };
 use fedroute::tls;
 use fedroute::wire::{echo, shortened, Envelope, Feedback, PingRequest};
@@ -65,8 +65,9 @@ pub(crate) struct ResearcherArgs {
     #[arg(long, value_name = "PEM")]
     pub(crate) client_ca: Option<PathBuf>,
     /// Where the researcher keeps its key and certificate across restarts
-    /// (researcher-identity.pem), so that nodes which trusted it still do
-    /// [default: $FEDROUTE_STATE_DIR, else
+    /// (researcher-identity.pem), so that nodes which trusted it still do,
+    /// and its requests until answered (delivery.redb: a restart offers
+    /// their tasks again) [default: $FEDROUTE_STATE_DIR, else
     /// $XDG_STATE_HOME/fedroute/researcher, else
     /// ~/.local/state/fedroute/researcher].
     #[arg(long, value_name = "DIR", conflicts_with = "cert")]
@@ -95,13 +96,19 @@ pub(crate) struct ResearcherArgs {
     /// exit [default: serve until Ctrl-C].
     #[arg(long, value_name = "N")]
     pub(crate) ping: Option<u32>,
-    /// With --ping: nodes to wait for before pinging.
-    #[arg(long, value_name = "K", default_value_t = 1, requires = "ping")]
+    /// Send N PingRequests to each node at once without waiting (Submit),
+    /// then serve on: each reply is logged as it comes ("reply ID from
+    /// NODE"), also after a restart with the same --state-dir, which keeps
+    /// the requests until answered [default: none].
+    #[arg(long, value_name = "N", conflicts_with = "ping")]
+    pub(crate) submit: Option<u32>,
+    /// With --ping or --submit: nodes to wait for first.
+    #[arg(long, value_name = "K", default_value_t = 1)]
     pub(crate) wait_nodes: usize,
-    /// With --ping: longest wait for the nodes, in seconds.
+    /// With --ping or --submit: longest wait for the nodes, in seconds.
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = seconds)]
     pub(crate) wait_timeout: Duration,
-    /// With --ping: longest wait for one reply, in seconds.
+    /// With --ping or --submit: longest wait for one reply, in seconds.
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
     pub(crate) timeout: Duration,
     #[command(flatten)]
@@ -177,12 +184,19 @@ async fn serve(args: &ResearcherArgs) -> Result<(), String> {
         "researcher {} listening on {} ({mode})",
         handle.researcher_id, handle.local_addr
     );
-    let result = match args.ping {
-        Some(n) => tokio::select! {
+    let result = match (args.ping, args.submit) {
+        (Some(n), _) => tokio::select! {
             r = ping_nodes(&handle, events, n, args) => r,
             _ = runtime::ctrl_c() => Err("interrupted".to_string()),
         },
-        None => tokio::select! {
+        (None, Some(n)) => tokio::select! {
+            r = submit_and_serve(&handle, events, n, args) => r,
+            _ = runtime::ctrl_c() => {
+                log::info!("Ctrl-C: stopping");
+                Ok(())
+            }
+        },
+        (None, None) => tokio::select! {
             _ = async {
                 let log = EventLog::default();
                 while let Some(e) = events.recv().await {
@@ -252,6 +266,20 @@ impl EventLog {
                 e.node_id().unwrap_or("?"),
                 e.request_id().unwrap_or("no request_id")
             ),
+            ResearcherEvent::Reply {
+                node_id,
+                request_id,
+                message,
+            } => log::info!(
+                "reply {} from {node_id} ({})",
+                echo(request_id),
+                echo(message.class())
+            ),
+            ResearcherEvent::NoReply {
+                node_id,
+                request_id,
+                reason,
+            } => log::warn!("no reply {} from {node_id}: {reason}", echo(request_id)),
             ResearcherEvent::Undelivered {
                 node_id,
                 request_id,
@@ -265,12 +293,12 @@ impl EventLog {
     }
 }
 
-async fn ping_nodes(
-    handle: &ResearcherHandle,
+/// Waits for `--wait-nodes` nodes (logging events meanwhile), then keeps
+/// logging events in the background; the nodes that connected.
+async fn wait_for_nodes(
     mut events: mpsc::Receiver<ResearcherEvent>,
-    count: u32,
     args: &ResearcherArgs,
-) -> Result<(), String> {
+) -> Result<BTreeSet<String>, String> {
     let mut nodes = BTreeSet::new();
     let log = EventLog::default();
     let wait = async {
@@ -295,12 +323,50 @@ async fn ping_nodes(
             stats::duration(args.wait_timeout)
         ));
     }
-    // Keep logging events (feedback, departures) while pinging.
+    // Keep logging events (replies, feedback, departures).
     actix::spawn(async move {
         while let Some(e) = events.recv().await {
             log.log(&e);
         }
     });
+    Ok(nodes)
+}
+
+/// `--submit N`: N pings to each node without waiting, then serve on.
+async fn submit_and_serve(
+    handle: &ResearcherHandle,
+    events: mpsc::Receiver<ResearcherEvent>,
+    count: u32,
+    args: &ResearcherArgs,
+) -> Result<(), String> {
+    let nodes = wait_for_nodes(events, args).await?;
+    for node in &nodes {
+        for _ in 0..count {
+            let ping = PingRequest::new(handle.researcher_id.clone());
+            let message = Envelope::from_typed(&ping).map_err(|e| e.to_string())?;
+            let id = message.request_id().unwrap_or_default().to_string();
+            let submit = Submit {
+                node_id: node.clone(),
+                message,
+                timeout: args.timeout,
+            };
+            match handle.addr.send(submit).await {
+                Ok(Ok(())) => log::info!("submitted request {id} to {node}"),
+                Ok(Err(e)) => log::error!("request {id} to {node} refused: {}", ErrorChain(&e)),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+    std::future::pending().await
+}
+
+async fn ping_nodes(
+    handle: &ResearcherHandle,
+    events: mpsc::Receiver<ResearcherEvent>,
+    count: u32,
+    args: &ResearcherArgs,
+) -> Result<(), String> {
+    let nodes = wait_for_nodes(events, args).await?;
 
     let started = Instant::now();
     let results = join_all(

@@ -11,6 +11,7 @@ mod cli_demo;
 mod cli_errors;
 mod cli_researcher_node;
 mod cli_trust;
+mod durable_kill;
 
 mod hostile_budget;
 mod hostile_decode;

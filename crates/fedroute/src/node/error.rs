@@ -319,6 +319,14 @@ impl NodeError {
         }
     }
 
+    /// True when the researcher answered NOT_FOUND: it does not know this
+    /// node yet (a restarted researcher learns a node from its first poll).
+    /// Not the message's fault: it is sent again after a back-off, never
+    /// counted towards dropping it.
+    pub(crate) fn is_unknown_node(&self) -> bool {
+        matches!(self, NodeError::Rpc { status, .. } if status.code() == tonic::Code::NotFound)
+    }
+
     /// True when a send failed with a status that does not say the
     /// connection broke (anything but UNAVAILABLE, CANCELLED,
     /// DEADLINE_EXCEEDED and ABORTED): the link keeps its connection and
@@ -373,6 +381,15 @@ mod tests {
         }
         for code in [Code::Unavailable, Code::Cancelled, Code::DeadlineExceeded] {
             assert!(!rpc(code).is_refusal(), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn only_not_found_says_the_researcher_does_not_know_the_node_yet() {
+        use tonic::Code;
+        assert!(rpc(Code::NotFound).is_unknown_node());
+        for code in [Code::Unknown, Code::InvalidArgument, Code::Unavailable] {
+            assert!(!rpc(code).is_unknown_node(), "{code:?}");
         }
     }
 

@@ -143,7 +143,7 @@ impl Pump {
             };
             if !single && !front.is_feedback() && self.persistent() {
                 if let Err(e) = self.run_stream().await {
-                    if e.is_rejection() {
+                    if e.is_rejection() && !e.is_unknown_node() {
                         // Which message was refused is unknown: go one by one.
                         self.shared.isolate.store(true, Ordering::Relaxed);
                     }
@@ -162,6 +162,9 @@ impl Pump {
                 send_batch(&mut self.client, &self.endpoint, &batch, self.send_timeout).await;
             match sent {
                 Ok(()) => self.acknowledge(batch.len(), batch.iter().map(Outgoing::len).sum()),
+                // Not yet known to a restarted researcher: no message is at
+                // fault, none is dropped for it.
+                Err(e) if e.is_unknown_node() => return e,
                 Err(e) if e.is_rejection() && batch.len() > 1 => {
                     self.shared.isolate.store(true, Ordering::Relaxed);
                     return e;

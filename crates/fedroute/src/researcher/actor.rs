@@ -66,6 +66,8 @@ fn unix_ms(t: SystemTime) -> u64 {
 /// Queue `message` for `node_id`; resolves once it is queued (not
 /// delivered). If it later cannot be delivered (expiry, retries), the
 /// handler gets [`ResearcherEvent::Undelivered`].
+/// It is queued in memory only, with or without a state directory (use
+/// [`Submit`] for a request that must survive a restart).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), ResearcherError>")]
 pub struct SendToNode {
@@ -77,6 +79,10 @@ pub struct SendToNode {
 
 /// Send `message` (which must carry a `request_id`) to `node_id` and wait
 /// for the reply with the same `request_id`, at most `timeout`.
+/// With a [`state_dir`](super::ResearcherConfig::state_dir), the request is
+/// on disk before it is queued (a failed write resolves it with
+/// [`ResearcherError::NotStored`]); if this process dies, the next one
+/// recovers it and its reply comes as [`ResearcherEvent::Reply`].
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Envelope, ResearcherError>")]
 pub struct Request {
@@ -448,7 +454,11 @@ impl Researcher {
     /// The request is done with: its row leaves the delivery store (not
     /// at shutdown: it is recovered at the next start).
     fn unstore(&self, node_id: &str, waiter: &Waiter) {
-        if let (Some(store), Some(seq), false) = (&self.store, waiter.stored, self.shutting_down) {
+        self.unstore_seq(node_id, waiter.stored);
+    }
+
+    fn unstore_seq(&self, node_id: &str, stored: Option<u64>) {
+        if let (Some(store), Some(seq), false) = (&self.store, stored, self.shutting_down) {
             store.remove(node_id, seq);
         }
     }
@@ -904,21 +914,60 @@ impl Handler<Detach> for Researcher {
     }
 }
 
+/// Where [`Researcher::route`] sent a reply.
+enum Routed {
+    /// Done.
+    Now(Result<ReplyRoute, RouteError>),
+    /// To the application's handler, as an event: the reply is
+    /// acknowledged (the node forgets it) and its request leaves the store
+    /// only once the handler has run.
+    ToHandler {
+        event: ResearcherEvent,
+        node_id: String,
+        stored: Option<u64>,
+    },
+}
+
 impl Handler<RouteReply> for Researcher {
-    type Result = Result<ReplyRoute, RouteError>;
+    type Result = ResponseActFuture<Self, Result<ReplyRoute, RouteError>>;
 
     fn handle(&mut self, msg: RouteReply, _ctx: &mut Self::Context) -> Self::Result {
-        let envelope = msg.envelope;
+        match self.route(msg.envelope) {
+            Routed::Now(routed) => Box::pin(fut::ready(routed)),
+            Routed::ToHandler {
+                event,
+                node_id,
+                stored,
+            } => {
+                let handled = self.events.as_ref().map(|e| e.send(event));
+                let handled = async move {
+                    if let Some(handled) = handled {
+                        // A handler that is gone cannot be waited for.
+                        let _ = handled.await;
+                    }
+                };
+                Box::pin(handled.into_actor(self).map(move |(), act, _| {
+                    act.unstore_seq(&node_id, stored);
+                    Ok(ReplyRoute::Matched)
+                }))
+            }
+        }
+    }
+}
+
+impl Researcher {
+    /// Routes a decoded reply.
+    fn route(&mut self, envelope: Envelope) -> Routed {
         let node_id = envelope.node_id().unwrap_or_default();
         if self.agents.get(node_id).is_none() {
-            return Err(RouteError::UnknownNode(echo(node_id)));
+            return Routed::Now(Err(RouteError::UnknownNode(echo(node_id))));
         }
         if envelope.class() == OVERLAY_CLASS {
             let Some(dest) = envelope.dest_node_id() else {
-                return Err(RouteError::NoDestination);
+                return Routed::Now(Err(RouteError::NoDestination));
             };
             let Some((agent, epoch)) = self.agents.busy(dest) else {
-                return Err(RouteError::UnknownDestination(echo(dest)));
+                return Routed::Now(Err(RouteError::UnknownDestination(echo(dest))));
             };
             agent.do_send(Enqueue {
                 task: Task {
@@ -929,10 +978,10 @@ impl Handler<RouteReply> for Researcher {
                 report_refusal: true,
                 epoch,
             });
-            return Ok(ReplyRoute::Relayed);
+            return Routed::Now(Ok(ReplyRoute::Relayed));
         }
         let Some(request_id) = envelope.request_id() else {
-            return Ok(ReplyRoute::Unmatched(envelope));
+            return Routed::Now(Ok(ReplyRoute::Unmatched(envelope)));
         };
         // The node answered: its agent stops keeping the task for a resend
         // (whether a request still waits for it or not).
@@ -942,17 +991,20 @@ impl Handler<RouteReply> for Researcher {
                 answered: true,
             });
         }
-        match self.pending.answer(request_id, node_id) {
+        let routed = match self.pending.answer(request_id, node_id) {
             ReplyMatch::Matched(p) => {
-                self.unstore(&p.node_id, &p.waiter);
                 let Some(reply) = p.waiter.reply else {
-                    self.emit(ResearcherEvent::Reply {
+                    return Routed::ToHandler {
+                        event: ResearcherEvent::Reply {
+                            node_id: p.node_id.clone(),
+                            request_id: request_id.to_string(),
+                            message: envelope,
+                        },
                         node_id: p.node_id,
-                        request_id: request_id.to_string(),
-                        message: envelope,
-                    });
-                    return Ok(ReplyRoute::Matched);
+                        stored: p.waiter.stored,
+                    };
                 };
+                self.unstore_seq(&p.node_id, p.waiter.stored);
                 match reply.send(Ok(envelope)) {
                     Ok(()) => Ok(ReplyRoute::Matched),
                     // The request gave up a moment ago.
@@ -971,7 +1023,8 @@ impl Handler<RouteReply> for Researcher {
                 });
                 Ok(ReplyRoute::Unmatched(envelope))
             }
-        }
+        };
+        Routed::Now(routed)
     }
 }
 

@@ -28,7 +28,13 @@ pub enum ResearcherEvent {
     UnmatchedReply(Envelope),
     /// The reply to a request without a waiting future: one made with
     /// [`Submit`](super::Submit), or one accepted before a restart (see
-    /// [`RecoveredRequests`](super::RecoveredRequests)).
+    /// [`RecoveredRequests`](super::RecoveredRequests)). The researcher
+    /// acknowledges it to the node, and forgets the request, only once the
+    /// handler has handled this event: an application that must not lose a
+    /// reply to a crash stores it before its handler returns (a crash
+    /// before that gets it again after the restart; one in the
+    /// microseconds between the handler's return and the acknowledgement
+    /// too).
     Reply {
         /// The node that answered.
         node_id: String,

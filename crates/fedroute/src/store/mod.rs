@@ -25,6 +25,7 @@
 //! with a checksummed commit, and a lock file that keeps a second process
 //! off the same state directory.
 
+mod fair;
 mod files;
 mod writer;
 

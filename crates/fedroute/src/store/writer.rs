@@ -1,7 +1,8 @@
-//! The store's writer thread: takes every operation waiting in its channel
-//! (up to [`MAX_GROUP`]), writes large payloads to their files, applies the
-//! rest in one transaction and commits it with one fsync (group commit),
-//! then tells each `put` its outcome, in order.
+//! The store's writer thread: takes the operations waiting in its channel
+//! (up to [`MAX_GROUP`], at most [`PER_GROUP`] of each group, see
+//! [`FairQueue`]), writes large payloads to their files, applies the rest
+//! in one transaction and commits it with one fsync (group commit), then
+//! tells each `put` its outcome, in order.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -10,10 +11,22 @@ use std::sync::{mpsc, Arc};
 
 use redb::{Database, Table};
 
+use super::fair::FairQueue;
 use super::{files, Done, Item, StoreError, ANSWERED, FILE_PAYLOAD_MIN, INLINE, IN_FILE, QUEUE};
 
 /// Most operations in one commit.
 const MAX_GROUP: usize = 1024;
+/// Most operations of one group (a link, a node) in one commit.
+const PER_GROUP: usize = 64;
+
+/// Files `op` with its group, or as the closing one.
+fn sort(op: Op, waiting: &mut FairQueue<Op>, close: &mut Option<Op>) {
+    match &op {
+        Op::Put { item, .. } => waiting.push(&item.group.clone(), op),
+        Op::Remove { group, .. } => waiting.push(&group.clone(), op),
+        Op::Close { .. } => *close = Some(op),
+    }
+}
 
 /// What the writer is asked.
 pub(super) enum Op {
@@ -108,25 +121,35 @@ type Prepared = (Op, Option<String>);
 
 impl Writer {
     fn run(mut self, ops: mpsc::Receiver<Op>) {
-        while let Ok(first) = ops.recv() {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP && !matches!(group.last(), Some(Op::Close { .. })) {
+        let mut waiting = FairQueue::default();
+        let mut close = None;
+        loop {
+            if waiting.is_empty() {
+                if close.is_some() {
+                    break;
+                }
+                match ops.recv() {
+                    Ok(op) => sort(op, &mut waiting, &mut close),
+                    Err(_) => return,
+                }
+            }
+            while close.is_none() {
                 match ops.try_recv() {
-                    Ok(op) => group.push(op),
+                    Ok(op) => sort(op, &mut waiting, &mut close),
                     Err(_) => break,
                 }
             }
-            let closing = matches!(group.last(), Some(Op::Close { .. }));
-            if closing {
-                // Nothing more is taken: later callers learn it is closed.
-                drop(ops);
-                let done = self.commit(group);
-                drop(self.db);
-                done();
-                return;
+            let round = waiting.take_round(PER_GROUP, MAX_GROUP);
+            if !round.is_empty() {
+                self.commit(round)();
             }
-            self.commit(group)();
         }
+        // Nothing more is taken: later callers learn it is closed (and
+        // those already in the channel that their call was dropped).
+        drop(ops);
+        let done = self.commit(close.into_iter().collect());
+        drop(self.db);
+        done();
     }
 
     /// Commits `ops` and tells their callers, except a `Close`, whose
