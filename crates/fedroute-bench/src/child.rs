@@ -298,14 +298,16 @@ impl ResearcherChild {
     }
 }
 
-/// When this process was started by [`NodeChild::spawn`] or
-/// [`ResearcherChild::spawn`], runs the bench peer and exits the process;
-/// otherwise returns at once.
+/// When this process was started by [`NodeChild::spawn`],
+/// [`ResearcherChild::spawn`] or the crash soak (as its researcher), runs
+/// the bench peer and exits the process; otherwise returns at once.
 pub fn run_child_if_asked() {
     let result = if let Ok(spec) = std::env::var(CHILD_ENV) {
         child_main(&spec)
     } else if let Ok(spec) = std::env::var(RESEARCHER_ENV) {
         researcher_main(&spec)
+    } else if let Ok(spec) = std::env::var(super::crash_soak::CRASH_RESEARCHER_ENV) {
+        super::crash_child::main(&spec)
     } else {
         return;
     };
@@ -320,7 +322,7 @@ pub fn run_child_if_asked() {
 }
 
 /// The lines of stdin, until it closes.
-fn stdin_lines() -> mpsc::Receiver<String> {
+pub(crate) fn stdin_lines() -> mpsc::Receiver<String> {
     let (tx, lines) = mpsc::channel::<String>(16);
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {

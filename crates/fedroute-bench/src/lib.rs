@@ -18,6 +18,16 @@
 //! 6. wire limits: plain tonic with the same TLS set-up and no fedroute
 //!    logic (the ceilings 1-3 are compared with), see [`wire_limit`].
 //!
+//! Workloads 1 and 3 also have a durable variant (rows `1 sequential ping
+//! durable` and `3 transfer durable`): the researcher and the node each
+//! with a state directory, requests made with `Submit`, so every round
+//! trip waits for both delivery stores; their detail gives the store
+//! commits (fsyncs) per reply on each side.
+//!
+//! [`run_crash_soak`] runs the crash soak (issue 15, see [`crash_soak`]):
+//! a researcher and three nodes as processes, killed with SIGKILL at
+//! random and restarted on their state directories.
+//!
 //! Every figure is the median of several runs; the report keeps every run.
 //!
 //! ```no_run
@@ -33,10 +43,14 @@
 #![allow(missing_debug_implementations)]
 
 pub mod child;
+mod crash_child;
+pub mod crash_soak;
+pub mod crash_tally;
 pub mod mem;
 pub mod rig;
 pub mod soak;
 pub mod stats;
+pub mod temp_dir;
 pub mod wire_limit;
 mod workloads;
 
@@ -269,6 +283,29 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         }
     }
     Ok(report)
+}
+
+/// Runs the crash soak (issue 15, see [`crash_soak`]) and returns its
+/// report, whatever the counts (see [`crash_soak::CrashSoakReport::passed`]).
+/// Blocking, outside any runtime.
+///
+/// The soak's processes are this executable again, so it must be the
+/// `fedroute` binary ([`child::can_spawn`]); in the researcher process it
+/// starts (environment variable [`crash_soak::CRASH_RESEARCHER_ENV`] set),
+/// this call runs that researcher and exits the process.
+pub fn run_crash_soak(
+    opts: &crash_soak::CrashSoakOptions,
+) -> Result<crash_soak::CrashSoakReport, BenchError> {
+    child::run_child_if_asked();
+    if !child::can_spawn() {
+        return Err(BenchError::Setup {
+            what: "the crash soak runs its researcher and nodes as `fedroute` processes: run it \
+                   as `fedroute bench --crash-soak SECONDS`"
+                .into(),
+        });
+    }
+    let exe = std::env::current_exe()?;
+    crash_soak::crash_soak(opts, &exe)
 }
 
 /// The load averages from `/proc/loadavg`.

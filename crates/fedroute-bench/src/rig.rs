@@ -18,10 +18,12 @@ use tokio::sync::mpsc;
 use super::BenchError;
 use fedroute::config::ReceiveLimits;
 use fedroute::node::{Controller, ControllerConfig, PollMode, ResearcherEndpoint, TaskReceived};
-use fedroute::researcher::{self, Request, ResearcherConfig, ResearcherEvent, ResearcherHandle};
+use fedroute::researcher::{
+    self, Request, ResearcherConfig, ResearcherEvent, ResearcherHandle, StoreStatus, Submit,
+};
 use fedroute::tls::{self, TrustPolicy};
 use fedroute::wire::{Envelope, NdArray, PingReply, PingRequest, TrainReply, TrainRequest, Value};
-use fedroute::ErrorChain;
+use fedroute::{ErrorChain, StoreStats};
 
 /// How long one request may take before the benchmark fails.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -179,6 +181,9 @@ pub struct BenchResearcher {
     pub events: mpsc::Receiver<(Instant, ResearcherEvent)>,
     files: std::sync::Arc<IdentityFiles>,
     receive_buffer_bytes: usize,
+    /// `ResearcherConfig::state_dir` (the durable requests' store), kept
+    /// across restarts.
+    state_dir: Option<PathBuf>,
 }
 
 /// A researcher's certificate and key files (PEM), so that restarts, in
@@ -256,12 +261,38 @@ impl BenchResearcher {
         listen: Option<std::net::SocketAddr>,
         receive_buffer_bytes: usize,
     ) -> Result<BenchResearcher, BenchError> {
+        Self::start_config(files, listen, receive_buffer_bytes, None).await
+    }
+
+    /// A researcher on an ephemeral port whose requests made with
+    /// [`BenchResearcher::submit_within`] are kept in `state_dir` (its
+    /// delivery store) before they are accepted.
+    pub async fn start_durable(
+        state_dir: PathBuf,
+        receive_buffer_bytes: usize,
+    ) -> Result<BenchResearcher, BenchError> {
+        Self::start_config(
+            std::sync::Arc::new(IdentityFiles::generate()?),
+            "127.0.0.1:0".parse().ok(),
+            receive_buffer_bytes,
+            Some(state_dir),
+        )
+        .await
+    }
+
+    async fn start_config(
+        files: std::sync::Arc<IdentityFiles>,
+        listen: Option<std::net::SocketAddr>,
+        receive_buffer_bytes: usize,
+        state_dir: Option<PathBuf>,
+    ) -> Result<BenchResearcher, BenchError> {
         let (tx, events) = mpsc::channel(EVENT_CAPACITY);
         let sink = EventSink { tx }.start();
         let mut config = ResearcherConfig::default();
         config.listen.identity = Some((files.cert.clone(), files.key.clone()));
         config.nodes.queue_capacity = 4096;
         config.receive.buffer_bytes = receive_buffer_bytes;
+        config.state_dir = state_dir.clone();
         if let Some(listen) = listen {
             config.listen.address = listen;
         }
@@ -271,6 +302,7 @@ impl BenchResearcher {
             events,
             files,
             receive_buffer_bytes,
+            state_dir,
         })
     }
 
@@ -290,7 +322,13 @@ impl BenchResearcher {
         // Taken before `start` (which binds early): the figure includes the
         // start-up, so it is an upper bound.
         let listening = Instant::now();
-        let r = Self::start_with(files, Some(addr), self.receive_buffer_bytes).await?;
+        let r = Self::start_config(
+            files,
+            Some(addr),
+            self.receive_buffer_bytes,
+            self.state_dir.clone(),
+        )
+        .await?;
         Ok((r, listening))
     }
 
@@ -408,6 +446,19 @@ impl BenchResearcher {
         timeout: Duration,
     ) -> Result<Duration, BenchError> {
         let start = Instant::now();
+        let message = self.train_request(blob, down, reply)?;
+        let reply = self.request_within(node_id, message, timeout).await?;
+        check_class(&reply, "TrainReply")?;
+        Ok(start.elapsed())
+    }
+
+    /// The `TrainRequest` of [`BenchResearcher::train`].
+    fn train_request(
+        &self,
+        blob: &Bytes,
+        down: usize,
+        reply: TrainReplySize,
+    ) -> Result<Envelope, BenchError> {
         let params = if down > 0 {
             params_of(blob.slice(0..down.min(blob.len())))
         } else {
@@ -419,10 +470,105 @@ impl BenchResearcher {
             TrainReplySize::Bytes(n) => format!("up:{n}"),
         };
         let request = TrainRequest::new(&self.handle.researcher_id, "bench", dataset, params);
-        let message = Envelope::from_typed(&request)?;
-        let reply = self.request_within(node_id, message, timeout).await?;
+        Ok(Envelope::from_typed(&request)?)
+    }
+
+    /// Sends `message` to `node_id` with `Submit` (on disk first when the
+    /// researcher has a state directory) and waits for its
+    /// `ResearcherEvent::Reply`, at most `timeout`; other events are
+    /// dropped meanwhile.
+    pub async fn submit_within(
+        &mut self,
+        node_id: &str,
+        message: Envelope,
+        timeout: Duration,
+    ) -> Result<Envelope, BenchError> {
+        let request_id =
+            message
+                .request_id()
+                .map(str::to_owned)
+                .ok_or_else(|| BenchError::Failed {
+                    what: "a submitted request has no request_id".into(),
+                })?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.handle
+            .addr
+            .send(Submit {
+                node_id: node_id.to_owned(),
+                message,
+                timeout,
+            })
+            .await??;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .map_err(|_| BenchError::Timeout {
+                    what: format!("the reply to {request_id}"),
+                    after: timeout,
+                })?;
+            match event {
+                Some((
+                    _,
+                    ResearcherEvent::Reply {
+                        request_id: id,
+                        message,
+                        ..
+                    },
+                )) if id == request_id => return Ok(message),
+                Some((
+                    _,
+                    ResearcherEvent::NoReply {
+                        request_id: id,
+                        reason,
+                        ..
+                    },
+                )) if id == request_id => {
+                    return Err(BenchError::Failed {
+                        what: format!("no reply to {request_id}: {reason}"),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    return Err(BenchError::Failed {
+                        what: "the researcher event channel closed".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// One submitted ping round trip (see [`BenchResearcher::submit_within`]).
+    pub async fn ping_submitted(&mut self, node_id: &str) -> Result<Duration, BenchError> {
+        let start = Instant::now();
+        let message = Envelope::from_typed(&PingRequest::new(&self.handle.researcher_id))?;
+        let reply = self
+            .submit_within(node_id, message, REQUEST_TIMEOUT)
+            .await?;
+        check_class(&reply, "PingReply")?;
+        Ok(start.elapsed())
+    }
+
+    /// One submitted `TrainRequest` round trip (as [`BenchResearcher::train`]).
+    pub async fn train_submitted(
+        &mut self,
+        node_id: &str,
+        blob: &Bytes,
+        down: usize,
+        reply: TrainReplySize,
+    ) -> Result<Duration, BenchError> {
+        let start = Instant::now();
+        let message = self.train_request(blob, down, reply)?;
+        let reply = self
+            .submit_within(node_id, message, REQUEST_TIMEOUT)
+            .await?;
         check_class(&reply, "TrainReply")?;
         Ok(start.elapsed())
+    }
+
+    /// What the researcher's delivery store wrote so far (`None` without
+    /// a state directory).
+    pub async fn store_stats(&self) -> Result<Option<StoreStats>, BenchError> {
+        Ok(self.handle.addr.send(StoreStatus).await?)
     }
 }
 
@@ -487,14 +633,41 @@ impl BenchNodeHandle {
         seen: Option<super::soak::SeenIds>,
         receive_buffer_bytes: usize,
     ) -> Result<BenchNodeHandle, BenchError> {
+        let mut config = ControllerConfig::default();
+        config.polling.mode = mode;
+        config.receive.buffer_bytes = receive_buffer_bytes;
+        Self::start_config(node_id, endpoint, blob, seen, config).await
+    }
+
+    /// [`BenchNodeHandle::start`] with a state directory: the node's
+    /// durable outbox (a reply is on disk before `SendReply` answers Ok).
+    pub async fn start_durable(
+        node_id: String,
+        endpoint: ResearcherEndpoint,
+        mode: PollMode,
+        blob: Bytes,
+        state_dir: PathBuf,
+        receive_buffer_bytes: usize,
+    ) -> Result<BenchNodeHandle, BenchError> {
+        let mut config = ControllerConfig::default();
+        config.polling.mode = mode;
+        config.receive.buffer_bytes = receive_buffer_bytes;
+        config.state_dir = Some(state_dir);
+        Self::start_config(node_id, endpoint, blob, None, config).await
+    }
+
+    async fn start_config(
+        node_id: String,
+        endpoint: ResearcherEndpoint,
+        blob: Bytes,
+        seen: Option<super::soak::SeenIds>,
+        config: ControllerConfig,
+    ) -> Result<BenchNodeHandle, BenchError> {
         let mut handler = BenchNode::new(node_id.clone(), blob);
         if let Some(seen) = seen {
             handler = handler.tracking(seen);
         }
         let handler = handler.start();
-        let mut config = ControllerConfig::default();
-        config.polling.mode = mode;
-        config.receive.buffer_bytes = receive_buffer_bytes;
         let controller = Controller::builder(node_id.clone())
             .name(format!("bench {node_id}"))
             .researchers(vec![endpoint])
@@ -509,6 +682,13 @@ impl BenchNodeHandle {
             node_id,
             controller,
         })
+    }
+
+    /// What the node's delivery store wrote so far (`None` without a
+    /// state directory).
+    pub async fn store_stats(&self) -> Result<Option<StoreStats>, BenchError> {
+        let links = self.controller.send(fedroute::node::Status).await?;
+        Ok(links.into_iter().find_map(|l| l.store))
     }
 
     /// Shuts the controller down.

@@ -34,6 +34,9 @@ pub struct Plan {
     pub pings_unary: u64,
     /// Round trips per sequential-ping run, streaming mode.
     pub pings_streaming: u64,
+    /// Round trips per durable sequential-ping run (both state
+    /// directories on: every round trip waits for disk twice).
+    pub pings_durable: u64,
     /// Requests per in-flight run.
     pub in_flight_requests: u64,
     /// Transfer sizes in MiB.
@@ -66,6 +69,7 @@ impl Plan {
                 ping_pongs: 2_000,
                 pings_unary: 300,
                 pings_streaming: 1_000,
+                pings_durable: 100,
                 in_flight_requests: 300,
                 sizes_mib: vec![1, 16, 100],
                 memory_rounds: 3,
@@ -83,6 +87,7 @@ impl Plan {
                 ping_pongs: 10_000,
                 pings_unary: 2_000,
                 pings_streaming: 5_000,
+                pings_durable: 500,
                 in_flight_requests: 2_000,
                 sizes_mib: vec![1, 16, 100],
                 memory_rounds: 10,
@@ -194,6 +199,10 @@ pub(crate) async fn all(plan: Plan) -> Result<Output, BenchError> {
             failed(&mut notes, &format!("workloads 1-3 ({})", mode.as_str()), r);
         }
     }
+    if plan.wants(1) || plan.wants(3) {
+        let r = durable(&plan, &blob, &mut rows, &mut notes).await;
+        failed(&mut notes, "durable workloads 1 and 3", r);
+    }
     if plan.wants(3) && super::child::can_spawn() {
         let r = memory_separate(&plan, &blob, &mut notes).await;
         failed(&mut notes, "memory (workload 3)", r.map(|r| rows.extend(r)));
@@ -273,6 +282,190 @@ async fn one_mode(
     node.shutdown().await;
     researcher.handle.shutdown().await?;
     result
+}
+
+/// Workloads 1 and 3 with both state directories on (the researcher's
+/// durable requests, made with `Submit`, and the node's durable outbox):
+/// sequential pings and the largest echo, in streaming mode, with the
+/// fsyncs they cost (store commits per reply on each side).
+async fn durable(
+    plan: &Plan,
+    blob: &Bytes,
+    rows: &mut Vec<BenchRow>,
+    notes: &mut Vec<String>,
+) -> Result<(), BenchError> {
+    let dir = super::temp_dir::TempDir::new("fedroute-bench-durable")?;
+    let mode = PollMode::Streaming;
+    let mut researcher =
+        BenchResearcher::start_durable(dir.path().join("researcher"), plan.receive_buffer_bytes)
+            .await?;
+    let node_id = "NODE_bench_durable".to_owned();
+    let node = BenchNodeHandle::start_durable(
+        node_id.clone(),
+        researcher.endpoint(),
+        mode,
+        blob.clone(),
+        dir.path().join("node"),
+        plan.receive_buffer_bytes,
+    )
+    .await?;
+    researcher
+        .wait_connected(std::slice::from_ref(&node_id), super::rig::CONNECT_TIMEOUT)
+        .await?;
+    let result = async {
+        // Warm up (and check both stores are on).
+        for _ in 0..20 {
+            researcher.ping_submitted(&node_id).await?;
+        }
+        let fsyncs = Fsyncs::start(&researcher, &node).await?;
+        if plan.wants(1) {
+            let n = plan.pings_durable;
+            let mut runs = Vec::new();
+            let mut latencies = Vec::with_capacity(n as usize * plan.runs);
+            let before = fsyncs.now(&researcher, &node).await?;
+            for _ in 0..plan.runs {
+                let start = Instant::now();
+                for _ in 0..n {
+                    latencies.push(researcher.ping_submitted(&node_id).await?);
+                }
+                runs.push(per_s(n, start.elapsed()));
+            }
+            let after = fsyncs.now(&researcher, &node).await?;
+            let r = row(
+                "1 sequential ping durable",
+                mode.as_str(),
+                "round trips/s",
+                "1/s",
+                runs,
+            );
+            let versus = versus_memory(rows, "1 sequential ping", mode, "round trips/s", r.median);
+            rows.push(r.detail(format!(
+                "p50 {:.3} ms, p99 {:.3} ms; {versus}; {}",
+                percentile(&latencies, 50.0).as_secs_f64() * 1e3,
+                percentile(&latencies, 99.0).as_secs_f64() * 1e3,
+                Fsyncs::per_reply(&before, &after, n * plan.runs as u64)
+            )));
+        }
+        if plan.wants(3) {
+            let bytes = plan.max_bytes();
+            let mut runs = Vec::new();
+            let before = fsyncs.now(&researcher, &node).await?;
+            for _ in 0..plan.big_runs {
+                let t = researcher
+                    .train_submitted(&node_id, blob, bytes, TrainReplySize::Echo)
+                    .await?;
+                runs.push(mb_per_s(2 * bytes as u64, t));
+            }
+            let after = fsyncs.now(&researcher, &node).await?;
+            let metric = format!("{} MiB echo MB/s", bytes / MIB);
+            let r = row("3 transfer durable", mode.as_str(), &metric, "MB/s", runs);
+            let versus = versus_memory(rows, "3 transfer", mode, &metric, r.median);
+            rows.push(r.detail(format!(
+                "{versus}; {}",
+                Fsyncs::per_reply(&before, &after, plan.big_runs as u64)
+            )));
+        }
+        Ok::<(), BenchError>(())
+    }
+    .await;
+    node.shutdown().await;
+    researcher.handle.shutdown().await?;
+    notes.push(
+        "durable: researcher (Submit, ResearcherConfig::state_dir) and node \
+         (ControllerConfig::state_dir) stores in a temporary directory on this machine's disk; \
+         a commit is one redb transaction (one fsync, shared by what waits at that moment); \
+         payloads of 64 KiB and more also get a file of their own (written and fsynced apart); \
+         their detail compares with the in-memory figure of this run (same mode)"
+            .to_owned(),
+    );
+    result
+}
+
+/// `x% of in memory (N)`: `median` against the row `workload` / `mode` /
+/// `metric` measured earlier in this run, if any.
+fn versus_memory(
+    rows: &[BenchRow],
+    workload: &str,
+    mode: PollMode,
+    metric: &str,
+    median: f64,
+) -> String {
+    rows.iter()
+        .find(|r| r.workload == workload && r.mode == mode.as_str() && r.metric == metric)
+        .filter(|r| r.median > 0.0)
+        .map(|r| {
+            format!(
+                "{:.1}% of in memory ({})",
+                100.0 * median / r.median,
+                super::fmt_num(r.median)
+            )
+        })
+        .unwrap_or_else(|| "in-memory figure not measured".to_owned())
+}
+
+/// Store commits and items on both sides, to count fsyncs per reply.
+#[derive(Debug, Clone, Copy, Default)]
+struct StoreCounts {
+    researcher: Option<fedroute::StoreStats>,
+    node: Option<fedroute::StoreStats>,
+}
+
+/// Reads [`StoreCounts`]; fails when a side has no store (the durable
+/// figures would then say nothing).
+struct Fsyncs;
+
+impl Fsyncs {
+    async fn start(
+        researcher: &BenchResearcher,
+        node: &BenchNodeHandle,
+    ) -> Result<Fsyncs, BenchError> {
+        let c = Fsyncs.now(researcher, node).await?;
+        match (c.researcher, c.node) {
+            (Some(_), Some(_)) => Ok(Fsyncs),
+            (r, n) => Err(BenchError::Setup {
+                what: format!(
+                    "durable mode without a store: researcher store {}, node store {}",
+                    if r.is_some() { "on" } else { "off" },
+                    if n.is_some() { "on" } else { "off" }
+                ),
+            }),
+        }
+    }
+
+    async fn now(
+        &self,
+        researcher: &BenchResearcher,
+        node: &BenchNodeHandle,
+    ) -> Result<StoreCounts, BenchError> {
+        Ok(StoreCounts {
+            researcher: researcher.store_stats().await?,
+            node: node.store_stats().await?,
+        })
+    }
+
+    /// `researcher: C commits for I items (x per reply); node: ...`.
+    fn per_reply(before: &StoreCounts, after: &StoreCounts, replies: u64) -> String {
+        let side = |name: &str,
+                    b: Option<fedroute::StoreStats>,
+                    a: Option<fedroute::StoreStats>| match (b, a) {
+            (Some(b), Some(a)) => {
+                let commits = a.commits.saturating_sub(b.commits);
+                let items = a.items.saturating_sub(b.items);
+                let removals = a.removals.saturating_sub(b.removals);
+                format!(
+                    "{name} store {commits} commits for {items} items + {removals} removals \
+                         ({:.2} commits per reply)",
+                    commits as f64 / replies.max(1) as f64
+                )
+            }
+            _ => format!("{name} store off"),
+        };
+        format!(
+            "{}; {}",
+            side("researcher", before.researcher, after.researcher),
+            side("node", before.node, after.node)
+        )
+    }
 }
 
 /// Workload 6.

@@ -6,6 +6,7 @@ use fedroute_testkit::process as cli_support;
 use fedroute_testkit::researcher as researcher_support;
 
 mod cli_cert;
+mod cli_crash_soak;
 mod cli_demo;
 mod cli_errors;
 mod cli_researcher_node;
