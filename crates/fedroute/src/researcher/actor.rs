@@ -382,7 +382,9 @@ impl Researcher {
             group: node_id.clone(),
             seq,
             request_id: Some(request_id.clone()),
-            deadline_ms: unix_ms(SystemTime::now() + timeout),
+            deadline_ms: SystemTime::now()
+                .checked_add(timeout)
+                .map_or(u64::MAX, unix_ms),
             tag: STORED_REQUEST,
             payload: task.payload.clone(),
         };
@@ -523,7 +525,10 @@ impl Researcher {
                     self.drop_item(&item, "it has no request id");
                     continue;
                 };
-                let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(item.deadline_ms);
+                let deadline = SystemTime::UNIX_EPOCH
+                    .checked_add(Duration::from_millis(item.deadline_ms))
+                    // Not representable here: as good as never.
+                    .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400));
                 let left = deadline.duration_since(now).unwrap_or_default();
                 let token = self.token();
                 let waiter = Waiter {
