@@ -532,7 +532,7 @@ impl Actor for ReferenceNode {
 impl Handler<TaskReceived> for ReferenceNode {
     type Result = ();
 
-    fn handle(&mut self, task: TaskReceived, ctx: &mut Context<Self>) {
+    fn handle(&mut self, task: TaskReceived, _: &mut Context<Self>) {
         let rid = task.researcher_id.as_str();
         if self.greeted.insert(task.researcher_id.clone()) {
             log::info!(researcher_id = rid;
@@ -568,31 +568,39 @@ impl Handler<TaskReceived> for ReferenceNode {
         let rid = task.researcher_id;
         let delay = self.responder.reply_delay;
         let request_id = reply.request_id().unwrap_or_default().to_string();
-        ctx.spawn(
-            async move {
-                if !delay.is_zero() {
+        let log = Arc::clone(&self.log);
+        // Without a delay the reply enters the controller's mailbox now, so
+        // replies keep the tasks' order. The wait for the answer (with a
+        // state directory, for a disk commit) runs as a task of its own: a
+        // future spawned into this actor's context would be polled again at
+        // every message, and a flood of tasks would make that quadratic.
+        let sending = if delay.is_zero() {
+            Ok(controller.send(SendReply(reply)))
+        } else {
+            Err(reply)
+        };
+        actix::spawn(async move {
+            let sent = match sending {
+                Ok(sent) => sent.await,
+                Err(reply) => {
                     tokio::time::sleep(delay).await;
+                    controller.send(SendReply(reply)).await
                 }
-                let sent = controller.send(SendReply(reply)).await;
-                if let Ok(Ok(())) = &sent {
+            };
+            let e = match sent {
+                Ok(Ok(())) => {
                     log::debug!("the reply to {request_id} is accepted");
+                    return;
                 }
-                sent
+                Ok(Err(e)) => ErrorChain(&e).to_string(),
+                Err(e) => e.to_string(),
+            };
+            if let Some(n) = log.allow(&rid, "reply not queued") {
+                let rid = rid.as_str();
+                log::error!(researcher_id = rid;
+                    "cannot queue the reply to {class}: {e}{}", PeerLog::held_back(n));
             }
-            .into_actor(self)
-            .map(move |res, act, _| {
-                let e = match res {
-                    Ok(Ok(())) => return,
-                    Ok(Err(e)) => ErrorChain(&e).to_string(),
-                    Err(e) => e.to_string(),
-                };
-                if let Some(n) = act.log.allow(&rid, "reply not queued") {
-                    let rid = rid.as_str();
-                    log::error!(researcher_id = rid;
-                            "cannot queue the reply to {class}: {e}{}", PeerLog::held_back(n));
-                }
-            }),
-        );
+        });
     }
 }
 

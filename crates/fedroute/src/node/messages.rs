@@ -55,7 +55,11 @@ impl Replier {
     /// controller is shut down or gone. The message enters the controller's
     /// mailbox at the call (while the mailbox has room), so replies keep the
     /// order of the calls. The future holds no borrow: spawn it or return it
-    /// from a handler (`ResponseFuture<()>`).
+    /// from a handler (`ResponseFuture<()>`). With a state directory it
+    /// resolves after a disk commit (milliseconds): when many replies may be
+    /// waiting at once, await them in tasks (`actix::spawn`), not as futures
+    /// spawned into the handler's context, which actix polls again at every
+    /// message the handler receives.
     pub fn send(
         &self,
         reply: Envelope,

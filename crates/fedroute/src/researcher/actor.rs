@@ -194,6 +194,15 @@ pub(crate) struct Detach {
 pub(crate) enum ReplyRoute {
     /// It resolved its request.
     Matched,
+    /// It answers a request without a future: the service hands `event` to
+    /// the application's handler, and only then acknowledges the reply and
+    /// removes the request from the store (`stored`), so that a crash
+    /// before the handler ran gets the reply again after the restart.
+    Handed {
+        event: ResearcherEvent,
+        node_id: String,
+        stored: Option<(DeliveryStore, u64)>,
+    },
     /// An overlay message, queued for its destination.
     Relayed,
     /// Nobody waits for it.
@@ -914,60 +923,27 @@ impl Handler<Detach> for Researcher {
     }
 }
 
-/// Where [`Researcher::route`] sent a reply.
-enum Routed {
-    /// Done.
-    Now(Result<ReplyRoute, RouteError>),
-    /// To the application's handler, as an event: the reply is
-    /// acknowledged (the node forgets it) and its request leaves the store
-    /// only once the handler has run.
-    ToHandler {
-        event: ResearcherEvent,
-        node_id: String,
-        stored: Option<u64>,
-    },
-}
-
 impl Handler<RouteReply> for Researcher {
-    type Result = ResponseActFuture<Self, Result<ReplyRoute, RouteError>>;
+    type Result = Result<ReplyRoute, RouteError>;
 
     fn handle(&mut self, msg: RouteReply, _ctx: &mut Self::Context) -> Self::Result {
-        match self.route(msg.envelope) {
-            Routed::Now(routed) => Box::pin(fut::ready(routed)),
-            Routed::ToHandler {
-                event,
-                node_id,
-                stored,
-            } => {
-                let handled = self.events.as_ref().map(|e| e.send(event));
-                let handled = async move {
-                    if let Some(handled) = handled {
-                        // A handler that is gone cannot be waited for.
-                        let _ = handled.await;
-                    }
-                };
-                Box::pin(handled.into_actor(self).map(move |(), act, _| {
-                    act.unstore_seq(&node_id, stored);
-                    Ok(ReplyRoute::Matched)
-                }))
-            }
-        }
+        self.route(msg.envelope)
     }
 }
 
 impl Researcher {
     /// Routes a decoded reply.
-    fn route(&mut self, envelope: Envelope) -> Routed {
+    fn route(&mut self, envelope: Envelope) -> Result<ReplyRoute, RouteError> {
         let node_id = envelope.node_id().unwrap_or_default();
         if self.agents.get(node_id).is_none() {
-            return Routed::Now(Err(RouteError::UnknownNode(echo(node_id))));
+            return Err(RouteError::UnknownNode(echo(node_id)));
         }
         if envelope.class() == OVERLAY_CLASS {
             let Some(dest) = envelope.dest_node_id() else {
-                return Routed::Now(Err(RouteError::NoDestination));
+                return Err(RouteError::NoDestination);
             };
             let Some((agent, epoch)) = self.agents.busy(dest) else {
-                return Routed::Now(Err(RouteError::UnknownDestination(echo(dest))));
+                return Err(RouteError::UnknownDestination(echo(dest)));
             };
             agent.do_send(Enqueue {
                 task: Task {
@@ -978,10 +954,10 @@ impl Researcher {
                 report_refusal: true,
                 epoch,
             });
-            return Routed::Now(Ok(ReplyRoute::Relayed));
+            return Ok(ReplyRoute::Relayed);
         }
         let Some(request_id) = envelope.request_id() else {
-            return Routed::Now(Ok(ReplyRoute::Unmatched(envelope)));
+            return Ok(ReplyRoute::Unmatched(envelope));
         };
         // The node answered: its agent stops keeping the task for a resend
         // (whether a request still waits for it or not).
@@ -994,15 +970,19 @@ impl Researcher {
         let routed = match self.pending.answer(request_id, node_id) {
             ReplyMatch::Matched(p) => {
                 let Some(reply) = p.waiter.reply else {
-                    return Routed::ToHandler {
+                    let stored = match (&self.store, p.waiter.stored) {
+                        (Some(store), Some(seq)) => Some((store.clone(), seq)),
+                        _ => None,
+                    };
+                    return Ok(ReplyRoute::Handed {
                         event: ResearcherEvent::Reply {
                             node_id: p.node_id.clone(),
                             request_id: request_id.to_string(),
                             message: envelope,
                         },
                         node_id: p.node_id,
-                        stored: p.waiter.stored,
-                    };
+                        stored,
+                    });
                 };
                 self.unstore_seq(&p.node_id, p.waiter.stored);
                 match reply.send(Ok(envelope)) {
@@ -1024,7 +1004,7 @@ impl Researcher {
                 Ok(ReplyRoute::Unmatched(envelope))
             }
         };
-        Routed::Now(routed)
+        routed
     }
 }
 

@@ -214,14 +214,22 @@ impl Shared {
         })
     }
 
-    async fn emit(&self, event: ResearcherEvent) {
+    /// Hands `event` to the handler; false when it could not (none, gone,
+    /// or busy for `EVENT_SEND_TIMEOUT`).
+    async fn emit(&self, event: ResearcherEvent) -> bool {
         let Some(events) = &self.events else {
-            return;
+            return false;
         };
         match tokio::time::timeout(EVENT_SEND_TIMEOUT, events.send(event)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => log::warn!("event handler unreachable, event dropped: {e}"),
-            Err(_) => log::warn!("event handler busy for {EVENT_SEND_TIMEOUT:?}, event dropped"),
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                log::warn!("event handler unreachable, event dropped: {e}");
+                false
+            }
+            Err(_) => {
+                log::warn!("event handler busy for {EVENT_SEND_TIMEOUT:?}, event dropped");
+                false
+            }
         }
     }
 
@@ -296,6 +304,20 @@ impl Shared {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         match route {
             Ok(ReplyRoute::Matched) | Ok(ReplyRoute::Relayed) => Ok(()),
+            Ok(ReplyRoute::Handed {
+                event,
+                node_id,
+                stored,
+            }) => {
+                if self.emit(event).await {
+                    if let Some((store, seq)) = stored {
+                        store.remove(&node_id, seq);
+                    }
+                }
+                // Not handed over: the request stays in the store, and the
+                // next start delivers it again.
+                Ok(())
+            }
             Ok(ReplyRoute::Unmatched(envelope)) => {
                 let node_id = envelope.node_id().unwrap_or_default();
                 self.peer_log.warn(node_id, "unmatched reply", || {

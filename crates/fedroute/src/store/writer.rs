@@ -16,6 +16,8 @@ use super::{files, Done, Item, StoreError, ANSWERED, FILE_PAYLOAD_MIN, INLINE, I
 
 /// Most operations in one commit.
 const MAX_GROUP: usize = 1024;
+/// Commits that take this long are logged (debug).
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
 /// Most operations of one group (a link, a node) in one commit.
 const PER_GROUP: usize = 64;
 
@@ -183,12 +185,20 @@ impl Writer {
             }
         }
         let mut removed_files = Vec::new();
+        let started = std::time::Instant::now();
         let outcome = match wrote_files.then(|| files::sync_dir(&self.paths.payloads)) {
             Some(Err(e)) => Err(failure(&self.paths.payloads, e.into())),
             _ => self
                 .apply(&prepared, &mut removed_files)
                 .map_err(|e| failure(&self.paths.db, e.into())),
         };
+        let took = started.elapsed();
+        if took >= SLOW_COMMIT {
+            log::debug!(
+                "delivery store: a commit of {} operations took {took:?}",
+                prepared.len()
+            );
+        }
         if outcome.is_ok() {
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
             for name in &removed_files {
