@@ -7,7 +7,7 @@
 //!
 //! # Processes
 //! - The researcher is this executable again (a bench child, see
-//!   [`super::crash_child`]) running the library `Researcher` with
+//!   `crash_child`) running the library `Researcher` with
 //!   `state_dir`; it prints one line per fact on stdout, which this
 //!   process reads and counts ([`super::crash_tally`]).
 //! - Each node is `fedroute node --state-dir DIR --echo-train

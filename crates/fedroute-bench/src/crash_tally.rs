@@ -2,7 +2,7 @@
 //! lines the researcher process prints, one fact each, and what they add
 //! up to.
 //!
-//! The researcher process (see [`super::crash_child`]) prints:
+//! The researcher process (see `crash_child`) prints:
 //! - `sent <request_id> ...` once `Submit` returned Ok (the request is on
 //!   disk);
 //! - `delivered <request_id> ...` on each `ResearcherEvent::Reply`;
