@@ -562,6 +562,13 @@ impl Researcher {
                 self.expire_later(ctx, request_id, token, left);
             }
         }
+        if !self.recovered.is_empty() && self.events.is_none() {
+            log::warn!(
+                "researcher: {} recovered request(s) but no event recipient: their replies \
+                 reach nobody until their deadlines",
+                self.recovered.len()
+            );
+        }
         if !self.recovered.is_empty() {
             log::info!(
                 "researcher: {} request(s) accepted before the restart are waiting for their replies again",
@@ -688,6 +695,9 @@ impl Handler<Submit> for Researcher {
     type Result = ResponseFuture<Result<(), ResearcherError>>;
 
     fn handle(&mut self, msg: Submit, ctx: &mut Self::Context) -> Self::Result {
+        if self.events.is_none() {
+            return failed(ResearcherError::NoEventRecipient);
+        }
         let timeout = msg.timeout;
         let (request_id, stored) = match self.accept(ctx, msg.node_id, msg.message, timeout, None) {
             Ok(accepted) => accepted,

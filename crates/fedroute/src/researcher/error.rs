@@ -102,6 +102,10 @@ pub enum ResearcherError {
         #[source]
         source: crate::StoreError,
     },
+    /// `Submit` was used without an event recipient: its reply could go
+    /// nowhere (it comes as a [`ResearcherEvent`](super::ResearcherEvent)).
+    #[error("Submit needs an event recipient (its reply comes as a ResearcherEvent::Reply)")]
+    NoEventRecipient,
     /// The delivery store of the state directory cannot be opened (damaged,
     /// newer, in use by another process).
     #[error("the researcher's delivery store cannot be used")]

@@ -179,3 +179,29 @@ async fn a_recovered_request_whose_deadline_passes_is_told_as_no_reply() {
     assert!(left.is_empty(), "{left:?}");
     bounded("shutdown", r3.addr.send(Shutdown)).await.unwrap();
 }
+
+#[actix_rt::test]
+async fn submit_without_an_event_recipient_is_refused_with_a_clear_error() {
+    let handle = bounded(
+        "start",
+        fedroute::researcher::start(support::config(), None),
+    )
+    .await
+    .unwrap();
+    let submit = Submit {
+        node_id: NODE.to_string(),
+        message: ping_with_id(&handle, "nowhere"),
+        timeout: Duration::from_secs(5),
+    };
+    let refused = bounded("submit", handle.addr.send(submit)).await.unwrap();
+    assert!(
+        matches!(
+            refused,
+            Err(fedroute::researcher::ResearcherError::NoEventRecipient)
+        ),
+        "{refused:?}"
+    );
+    bounded("shutdown", handle.addr.send(Shutdown))
+        .await
+        .unwrap();
+}
