@@ -11,6 +11,9 @@
 //! - [`researcher`]: the gRPC server nodes dial, one `NodeAgent` actor per node.
 //! - [`node`]: the `Controller` actor and its supervised `ResearcherLink`s.
 //! - [`config`]: how both sides are configured, and the limits they share.
+//! - `store` (private): the delivery store of a state directory, behind the
+//!   durable outbox and durable requests; its errors and counters are
+//!   [`StoreError`] and [`StoreStats`].
 //! - [`ErrorChain`]: prints an error with its causes.
 
 pub mod config;
