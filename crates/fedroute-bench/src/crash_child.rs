@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, Notify};
 use super::crash_soak::CRASH_RESEARCHER_ENV;
 use super::rig::params_of;
 use super::BenchError;
-use fedroute::researcher::{self, ResearcherConfig, ResearcherEvent};
+use fedroute::researcher::{self, RecoveredRequests, ResearcherConfig, ResearcherEvent, Submit};
 use fedroute::wire::{Envelope, NdArray, PingRequest, TrainRequest};
 
 /// Requests open (submitted, not answered) per node at most.
@@ -90,27 +90,6 @@ fn parse_spec(spec: &str) -> Result<Spec, BenchError> {
     })
 }
 
-/// A request's outcome, from a researcher event.
-#[derive(Debug)]
-enum Answer {
-    /// `ResearcherEvent::Reply`.
-    Reply {
-        node_id: String,
-        request_id: String,
-        message: Envelope,
-    },
-    /// `ResearcherEvent::NoReply`.
-    NoReply {
-        node_id: String,
-        request_id: String,
-        reason: String,
-    },
-    /// `ResearcherEvent::UnmatchedReply` with a request id: a reply this
-    /// process holds no request for (a node re-sending after a restart;
-    /// for a request sent, a sign its row was gone).
-    Unmatched { node_id: String, request_id: String },
-}
-
 /// The open requests of every node, shared by the event handler and the
 /// submitting loop (one thread: the actix `System`'s).
 #[derive(Default)]
@@ -138,11 +117,9 @@ impl Actor for Sink {
 impl Handler<ResearcherEvent> for Sink {
     type Result = ();
     fn handle(&mut self, event: ResearcherEvent, _: &mut Context<Self>) {
-        let Some(answer) = durable::answer_of(event) else {
-            return;
-        };
-        on_event(answer, &mut self.book.borrow_mut());
-        self.wake.notify_one();
+        if on_event(event, &mut self.book.borrow_mut()) {
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -183,7 +160,7 @@ pub(crate) fn main(spec: &str) -> Result<(), BenchError> {
         let handle = researcher::start(config, Some(sink.recipient())).await?;
         say(&format!("listening {}", handle.local_addr.port()));
         let end = tokio::time::Instant::now() + spec.lifetime;
-        for r in durable::recovered(&handle).await? {
+        for r in handle.addr.send(RecoveredRequests).await? {
             say(&format!("recovered {} {}", r.request_id, r.node_id));
             let mut b = book.borrow_mut();
             if !b.early.remove(&r.request_id) {
@@ -231,7 +208,12 @@ pub(crate) fn main(spec: &str) -> Result<(), BenchError> {
                     what: "a bench request has no request_id".into(),
                 });
             };
-            let submitted = durable::submit(&handle, &node, message, spec.timeout).await?;
+            let submit = Submit {
+                node_id: node.clone(),
+                message,
+                timeout: spec.timeout,
+            };
+            let submitted = handle.addr.send(submit).await?;
             let mut b = book.borrow_mut();
             match submitted {
                 Ok(()) => {
@@ -262,10 +244,11 @@ fn has_room(o: &Open, now: tokio::time::Instant) -> bool {
         && o.pause_until.is_none_or(|t| now >= t)
 }
 
-/// Prints the fact of `event` and closes its request.
-fn on_event(event: Answer, book: &mut Book) {
+/// Prints the fact of `event` (a reply, a `NoReply`, or a reply that
+/// matched no request) and closes its request; false for other events.
+fn on_event(event: ResearcherEvent, book: &mut Book) -> bool {
     let (node_id, request_id, fact) = match event {
-        Answer::Reply {
+        ResearcherEvent::Reply {
             node_id,
             request_id,
             message,
@@ -280,7 +263,7 @@ fn on_event(event: Answer, book: &mut Book) {
             say(&format!("delivered {request_id} {node_id}"));
             (node_id, request_id, "delivered")
         }
-        Answer::NoReply {
+        ResearcherEvent::NoReply {
             node_id,
             request_id,
             reason,
@@ -289,14 +272,16 @@ fn on_event(event: Answer, book: &mut Book) {
             say(&format!("noreply {request_id} {node_id} {reason}"));
             (node_id, request_id, "noreply")
         }
-        Answer::Unmatched {
-            node_id,
-            request_id,
-        } => {
+        ResearcherEvent::UnmatchedReply(message) => {
             // Not an answer: the request, if open, stays open.
+            let Some(request_id) = message.request_id() else {
+                return false;
+            };
+            let node_id = message.node_id().unwrap_or_default();
             say(&format!("unmatched {request_id} {node_id}"));
-            return;
+            return true;
         }
+        _ => return false,
     };
     log::trace!("{fact} {request_id}");
     match book
@@ -313,6 +298,7 @@ fn on_event(event: Answer, book: &mut Book) {
             }
         }
     }
+    true
 }
 
 /// A random request: a ping, or a `TrainRequest` whose params (mostly
@@ -357,68 +343,6 @@ fn check_reply(reply: &Envelope, size: Option<usize>) -> Option<String> {
             }
         }
         (class, Some(size)) => Some(format!("a {class} to a request of {size} bytes")),
-    }
-}
-
-/// The researcher's durable API, as this process uses it.
-mod durable {
-    use super::*;
-    use fedroute::researcher::{
-        RecoveredRequest, RecoveredRequests, ResearcherError, ResearcherHandle, Submit,
-    };
-
-    /// The requests accepted before the last crash and not answered yet.
-    pub(super) async fn recovered(
-        handle: &ResearcherHandle,
-    ) -> Result<Vec<RecoveredRequest>, BenchError> {
-        Ok(handle.addr.send(RecoveredRequests).await?)
-    }
-
-    /// The answer an event carries, if any.
-    pub(super) fn answer_of(event: ResearcherEvent) -> Option<Answer> {
-        match event {
-            ResearcherEvent::Reply {
-                node_id,
-                request_id,
-                message,
-            } => Some(Answer::Reply {
-                node_id,
-                request_id,
-                message,
-            }),
-            ResearcherEvent::NoReply {
-                node_id,
-                request_id,
-                reason,
-            } => Some(Answer::NoReply {
-                node_id,
-                request_id,
-                reason,
-            }),
-            ResearcherEvent::UnmatchedReply(message) => Some(Answer::Unmatched {
-                node_id: message.node_id().unwrap_or_default().to_owned(),
-                request_id: message.request_id()?.to_owned(),
-            }),
-            _ => None,
-        }
-    }
-
-    /// `Submit`: Ok once the request is on disk; its answer comes as an
-    /// event.
-    pub(super) async fn submit(
-        handle: &ResearcherHandle,
-        node: &str,
-        message: Envelope,
-        timeout: Duration,
-    ) -> Result<Result<(), ResearcherError>, BenchError> {
-        Ok(handle
-            .addr
-            .send(Submit {
-                node_id: node.to_owned(),
-                message,
-                timeout,
-            })
-            .await?)
     }
 }
 

@@ -126,7 +126,7 @@ pub struct CrashSoakReport {
     /// Processes that ended without being killed (restarted as well).
     pub unexpected_exits: u64,
     /// The counts at the application level.
-    pub counts: CrashCountsView,
+    pub counts: CrashCounts,
     /// Whether every request was answered before the drain bound.
     pub drained: bool,
     /// Whether the allowed second deliveries count as duplicates.
@@ -134,49 +134,6 @@ pub struct CrashSoakReport {
     /// Lines explaining the figures or a failure (printed before the
     /// summary line).
     pub details: Vec<String>,
-}
-
-/// [`CrashCounts`] as the report shows them.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct CrashCountsView {
-    /// Requests `Submit` accepted (a `sent` line).
-    pub sent: u64,
-    /// Distinct requests delivered.
-    pub delivered: u64,
-    /// Deliveries beyond the first, except those the guarantee allows.
-    pub duplicates: u64,
-    /// Second deliveries the guarantee allows (researcher killed right
-    /// after the `Reply` event).
-    pub window_duplicates: u64,
-    /// Sent, neither delivered nor `NoReply`.
-    pub lost: u64,
-    /// `NoReply` without a delivery.
-    pub noreply: u64,
-    /// `NoReply` after the delivery (allowed).
-    pub late_noreply: u64,
-    /// Delivered after a `NoReply`.
-    pub delivered_after_noreply: u64,
-    /// Recovered after a researcher restart.
-    pub recovered: u64,
-    /// Delivered or recovered without a `sent` line.
-    pub delivered_unsent: u64,
-}
-
-impl From<CrashCounts> for CrashCountsView {
-    fn from(c: CrashCounts) -> Self {
-        CrashCountsView {
-            sent: c.sent,
-            delivered: c.delivered,
-            duplicates: c.duplicates,
-            window_duplicates: c.window_duplicates,
-            lost: c.lost,
-            noreply: c.noreply,
-            late_noreply: c.late_noreply,
-            delivered_after_noreply: c.delivered_after_noreply,
-            recovered: c.recovered,
-            delivered_unsent: c.delivered_unsent,
-        }
-    }
 }
 
 impl CrashSoakReport {
@@ -709,7 +666,7 @@ impl Soak {
             kills: self.kills,
             researcher_kills: self.researcher_kills,
             unexpected_exits: self.unexpected_exits,
-            counts: counts.into(),
+            counts,
             drained,
             strict: self.opts.strict,
             details,
@@ -769,17 +726,12 @@ mod tests {
             kills,
             researcher_kills: 1,
             unexpected_exits: 0,
-            counts: CrashCountsView {
+            counts: CrashCounts {
                 sent: 10,
                 delivered: 10 - lost,
                 duplicates,
-                window_duplicates: 0,
                 lost,
-                noreply: 0,
-                late_noreply: 0,
-                delivered_after_noreply: 0,
-                recovered: 0,
-                delivered_unsent: 0,
+                ..CrashCounts::default()
             },
             drained: true,
             strict: false,

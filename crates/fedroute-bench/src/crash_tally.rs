@@ -105,7 +105,7 @@ impl IdHistory {
 }
 
 /// The counts of [`Tally::counts`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CrashCounts {
     /// Ids with a `sent` line.
     pub sent: u64,

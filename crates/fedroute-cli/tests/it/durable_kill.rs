@@ -21,10 +21,13 @@ fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
 
-/// The request ids of the researcher's `submitted request ID to NODE` lines.
-fn submitted(log: &str) -> Vec<String> {
+/// The request ids that follow `marker` in the lines of `log` that contain
+/// `line_with` (`submitted request ID to NODE`, `the reply to ID is
+/// accepted`, `...: task ID (...) received again; dropped as a duplicate`).
+fn ids_after(log: &str, line_with: &str, marker: &str) -> Vec<String> {
     log.lines()
-        .filter_map(|l| l.split("submitted request ").nth(1))
+        .filter(|l| l.contains(line_with))
+        .filter_map(|l| l.split(marker).nth(1))
         .filter_map(|rest| rest.split_whitespace().next())
         .map(str::to_string)
         .collect()
@@ -85,7 +88,7 @@ async fn requests_survive_a_killed_researcher_and_replies_a_killed_node() {
     r1.wait_line("listening on").await;
     let mut n1 = node(&listen, &d.node, &["--reply-delay", "1"]);
     r1.wait_lines("submitted request", 4).await;
-    let ids = submitted(&r1.tail());
+    let ids = ids_after(&r1.tail(), "submitted request ", "submitted request ");
     assert_eq!(ids.len(), 4, "{}", r1.tail());
     n1.wait_line("received its first task").await;
     // The node holds the tasks (some may still be queued on the
@@ -116,8 +119,9 @@ async fn requests_survive_a_killed_researcher_and_replies_a_killed_node() {
         }
     })
     .await;
-    let (first, second) = (accepted_ids(&n1.tail()), accepted_ids(&n2.tail()));
-    let dropped = dropped_ids(&n2.tail());
+    let accepted = |log: &str| ids_after(log, "is accepted", "the reply to ");
+    let (first, second) = (accepted(&n1.tail()), accepted(&n2.tail()));
+    let dropped = ids_after(&n2.tail(), "dropped as a duplicate", ": task ");
     let log = r2.tail();
     for id in &ids {
         // The restarted node answers a re-offered task, or drops it as
@@ -150,25 +154,6 @@ async fn requests_survive_a_killed_researcher_and_replies_a_killed_node() {
         "a reply came from the store:\n{}",
         n1.tail()
     );
-}
-
-/// The request ids a node dropped as already received.
-fn dropped_ids(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| l.contains("dropped as a duplicate"))
-        .filter_map(|l| l.split(": task ").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
-}
-
-/// The request ids of a node's `the reply to ID is accepted` lines.
-fn accepted_ids(log: &str) -> Vec<String> {
-    log.lines()
-        .filter_map(|l| l.split("the reply to ").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
 }
 
 #[actix_rt::test]

@@ -449,7 +449,7 @@ impl Researcher {
         let Some(p) = self.pending.remove(request_id) else {
             return;
         };
-        self.unstore(&p.node_id, &p.waiter);
+        self.unstore(&p.node_id, p.waiter.stored);
         match p.waiter.reply {
             Some(reply) => {
                 let _ = reply.send(Err(error));
@@ -464,11 +464,7 @@ impl Researcher {
 
     /// The request is done with: its row leaves the delivery store (not
     /// at shutdown: it is recovered at the next start).
-    fn unstore(&self, node_id: &str, waiter: &Waiter) {
-        self.unstore_seq(node_id, waiter.stored);
-    }
-
-    fn unstore_seq(&self, node_id: &str, stored: Option<u64>) {
+    fn unstore(&self, node_id: &str, stored: Option<u64>) {
         if let (Some(store), Some(seq), false) = (&self.store, stored, self.shutting_down) {
             store.remove(node_id, seq);
         }
@@ -769,7 +765,7 @@ impl Handler<RequestTimedOut> for Researcher {
 
     fn handle(&mut self, msg: RequestTimedOut, _ctx: &mut Self::Context) {
         if let Some(p) = self.pending.remove(&msg.request_id) {
-            self.unstore(&p.node_id, &p.waiter);
+            self.unstore(&p.node_id, p.waiter.stored);
         }
         if let Some(agent) = self.agents.get(&msg.node_id) {
             agent.do_send(Cancel {
@@ -999,7 +995,7 @@ impl Researcher {
                         stored,
                     });
                 };
-                self.unstore_seq(&p.node_id, p.waiter.stored);
+                self.unstore(&p.node_id, p.waiter.stored);
                 match reply.send(Ok(envelope)) {
                     Ok(()) => Ok(ReplyRoute::Matched),
                     // The request gave up a moment ago.

@@ -30,6 +30,16 @@ fn ping_with_id(handle: &ResearcherHandle, id: &str) -> Envelope {
     Envelope::from_typed(&ping).unwrap()
 }
 
+/// Starts a researcher on `dir` and `port` again: it recovers no request.
+async fn assert_a_restart_recovers_nothing(dir: &std::path::Path, port: u16) {
+    let (r, _events) = start_in(dir, port).await;
+    let left = bounded("recovered", r.addr.send(RecoveredRequests))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    bounded("shutdown", r.addr.send(Shutdown)).await.unwrap();
+}
+
 async fn replies(events: &mut Events, n: usize) -> Vec<(String, String)> {
     let mut got = Vec::new();
     while got.len() < n {
@@ -131,12 +141,7 @@ async fn requests_accepted_before_a_restart_are_offered_again_and_their_replies_
     // Answered requests are gone from the store: a third start recovers
     // nothing.
     bounded("shutdown", r2.addr.send(Shutdown)).await.unwrap();
-    let (r3, _events) = start_in(state.path(), port).await;
-    let left = bounded("recovered", r3.addr.send(RecoveredRequests))
-        .await
-        .unwrap();
-    assert!(left.is_empty(), "{left:?}");
-    bounded("shutdown", r3.addr.send(Shutdown)).await.unwrap();
+    assert_a_restart_recovers_nothing(state.path(), port).await;
 }
 
 #[actix_rt::test]
@@ -172,12 +177,7 @@ async fn a_recovered_request_whose_deadline_passes_is_told_as_no_reply() {
     assert_eq!((node_id.as_str(), request_id.as_str()), (NODE, "late"));
     bounded("shutdown", r2.addr.send(Shutdown)).await.unwrap();
     // Given up: not recovered again.
-    let (r3, _events) = start_in(state.path(), port).await;
-    let left = bounded("recovered", r3.addr.send(RecoveredRequests))
-        .await
-        .unwrap();
-    assert!(left.is_empty(), "{left:?}");
-    bounded("shutdown", r3.addr.send(Shutdown)).await.unwrap();
+    assert_a_restart_recovers_nothing(state.path(), port).await;
 }
 
 #[actix_rt::test]
