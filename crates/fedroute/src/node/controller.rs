@@ -57,7 +57,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use futures::future::join_all;
+use futures::future::{join_all, Either};
 
 use super::config::ControllerConfig;
 use super::endpoint::{endpoint_key, ResearcherEndpoint};
@@ -419,7 +419,9 @@ impl Actor for Controller {
 }
 
 impl Handler<SendReply> for Controller {
-    type Result = ResponseFuture<Result<(), NodeError>>;
+    // A `Response` answers a reply queued in memory at once; only a write
+    // to the delivery store costs a task.
+    type Result = Response<Result<(), NodeError>>;
 
     fn handle(&mut self, msg: SendReply, _: &mut Context<Self>) -> Self::Result {
         let queued = (|| {
@@ -437,18 +439,19 @@ impl Handler<SendReply> for Controller {
                 .enqueue_message(envelope.to_payload(), request_id))
         })();
         match queued {
-            Ok(queued) => Box::pin(queued),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+            Ok(Either::Left(now)) => Response::reply(now.into_inner()),
+            Ok(Either::Right(stored)) => Response::fut(stored),
+            Err(e) => Response::reply(Err(e)),
         }
     }
 }
 
 impl Handler<Broadcast> for Controller {
-    type Result = ResponseFuture<Vec<(String, Result<(), NodeError>)>>;
+    type Result = Response<Vec<(String, Result<(), NodeError>)>>;
 
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) -> Self::Result {
         if let Err(e) = self.running() {
-            return Box::pin(std::future::ready(vec![(String::new(), Err(e))]));
+            return Response::reply(vec![(String::new(), Err(e))]);
         }
         let payload = msg.0.to_payload();
         let request_id = msg.0.request_id().map(str::to_string);
@@ -456,14 +459,24 @@ impl Handler<Broadcast> for Controller {
             .links
             .iter()
             .map(|l| {
-                let key = l.key.clone();
                 let queued = l
                     .shared
                     .enqueue_message(payload.clone(), request_id.clone());
-                async move { (key, queued.await) }
+                (l.key.clone(), queued)
             })
             .collect();
-        Box::pin(join_all(queued))
+        if queued.iter().all(|(_, q)| matches!(q, Either::Left(_))) {
+            let now = queued.into_iter().filter_map(|(key, q)| match q {
+                Either::Left(now) => Some((key, now.into_inner())),
+                Either::Right(_) => None,
+            });
+            return Response::reply(now.collect());
+        }
+        Response::fut(join_all(
+            queued
+                .into_iter()
+                .map(|(key, queued)| async move { (key, queued.await) }),
+        ))
     }
 }
 

@@ -117,11 +117,17 @@ impl LinkShared {
     /// request id is then recorded as answered (so a restarted node drops
     /// the task if it comes again). Errors as [`LinkShared::enqueue`], and
     /// [`NodeError::NotStored`].
+    /// `Either::Left` when the outcome is known at once (no store, or
+    /// refused before any disk work), so that callers answer without a
+    /// task.
     pub(super) fn enqueue_message(
         self: &Arc<Self>,
         payload: Payload,
         request_id: Option<String>,
-    ) -> impl Future<Output = Result<(), NodeError>> + 'static {
+    ) -> Either<
+        std::future::Ready<Result<(), NodeError>>,
+        impl Future<Output = Result<(), NodeError>> + 'static,
+    > {
         let Some(store) = &self.store else {
             let queued = self.enqueue(Outgoing::Message(payload, None));
             return Either::Left(std::future::ready(queued));
