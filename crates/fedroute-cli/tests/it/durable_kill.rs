@@ -269,12 +269,19 @@ async fn a_node_killed_while_it_writes_a_large_reply_opens_its_store_and_answers
     );
     assert_eq!(temporary_payloads(&d.node), 1, "the write was cut");
 
-    // The store opens; the half-written file is removed; the task, never
-    // answered as far as the store knows, is answered by the new process.
+    // The store opens and removes the half-written file: seen from a node
+    // process that reaches no researcher (so that no new reply, which could
+    // reuse the file's name, is written meanwhile).
+    let nowhere = format!("127.0.0.1:{}", crate::cli_support::free_port());
+    let mut opened = node(&nowhere, &d.node, &["--echo-train"]);
+    opened.wait_line("delivery store").await;
+    assert_eq!(temporary_payloads(&d.node), 0, "{}", opened.tail());
+    kill(&mut opened);
+    // The task, never answered as far as the store knows, is answered by
+    // the next process.
     let n2 = node(&listen, &d.node, &["--echo-train"]);
     let size = reply_of(&mut events, &id).await;
     assert!(size > MODEL, "{size}");
-    assert_eq!(temporary_payloads(&d.node), 0);
     assert!(!n2.tail().contains("cannot"), "{}", n2.tail());
     bounded("shutdown", r.addr.send(fedroute::researcher::Shutdown))
         .await
