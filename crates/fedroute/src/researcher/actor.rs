@@ -20,7 +20,7 @@ use super::agent::{
 };
 use super::config::ResearcherConfig;
 use super::error::ResearcherError;
-use super::events::ResearcherEvent;
+use super::events::{hand_over, ResearcherEvent};
 use super::pending::{PendingRefusal, PendingTable, ReplyMatch};
 use super::status::later;
 use super::table::{Admission, NodeTable};
@@ -194,15 +194,13 @@ pub(crate) struct Detach {
 pub(crate) enum ReplyRoute {
     /// It resolved its request.
     Matched,
-    /// It answers a request without a future: the service hands `event` to
-    /// the application's handler, and only then acknowledges the reply and
-    /// removes the request from the store (`stored`), so that a crash
-    /// before the handler ran gets the reply again after the restart.
-    Handed {
-        event: ResearcherEvent,
-        node_id: String,
-        stored: Option<(DeliveryStore, u64)>,
-    },
+    /// It answers a request without a future and is being handed to the
+    /// application's handler, in a task of its own (a node's call that is
+    /// cut cannot abandon it half way); the request leaves the store once
+    /// the handler has run, and the receiver then resolves: the service
+    /// acknowledges the reply only after that, so that a crash before the
+    /// handler ran gets the reply again after the restart.
+    Handed(oneshot::Receiver<()>),
     /// An overlay message, queued for its destination.
     Relayed,
     /// Nobody waits for it.
@@ -464,6 +462,30 @@ impl Researcher {
 
     /// The request is done with: its row leaves the delivery store (not
     /// at shutdown: it is recovered at the next start).
+    /// Hands a `Reply` event to the handler in a task of its own; removes
+    /// the request from the store once the handler has run (not when it
+    /// could not: the next start then delivers it again).
+    fn hand_over(
+        &self,
+        event: ResearcherEvent,
+        node_id: String,
+        stored: Option<(DeliveryStore, u64)>,
+    ) -> oneshot::Receiver<()> {
+        let (done, handled) = oneshot::channel();
+        let events = self.events.clone();
+        actix::spawn(async move {
+            let taken = match &events {
+                Some(events) => hand_over(events, event).await,
+                None => false,
+            };
+            if let (true, Some((store, seq))) = (taken, stored) {
+                store.remove(&node_id, seq);
+            }
+            let _ = done.send(());
+        });
+        handled
+    }
+
     fn unstore(&self, node_id: &str, stored: Option<u64>) {
         if let (Some(store), Some(seq), false) = (&self.store, stored, self.shutting_down) {
             store.remove(node_id, seq);
@@ -985,15 +1007,12 @@ impl Researcher {
                         (Some(store), Some(seq)) => Some((store.clone(), seq)),
                         _ => None,
                     };
-                    return Ok(ReplyRoute::Handed {
-                        event: ResearcherEvent::Reply {
-                            node_id: p.node_id.clone(),
-                            request_id: request_id.to_string(),
-                            message: envelope,
-                        },
-                        node_id: p.node_id,
-                        stored,
-                    });
+                    let event = ResearcherEvent::Reply {
+                        node_id: p.node_id.clone(),
+                        request_id: request_id.to_string(),
+                        message: envelope,
+                    };
+                    return Ok(ReplyRoute::Handed(self.hand_over(event, p.node_id, stored)));
                 };
                 self.unstore(&p.node_id, p.waiter.stored);
                 match reply.send(Ok(envelope)) {

@@ -1,7 +1,9 @@
 //! [`ResearcherEvent`]: what the researcher tells its handler `Recipient`
 //! about, besides replies to requests.
 
-use actix::Message;
+use std::time::Duration;
+
+use actix::{Message, Recipient};
 
 use crate::wire::{Envelope, FeedbackMessage};
 
@@ -63,4 +65,23 @@ pub enum ResearcherEvent {
         /// Why (the error's sentence).
         reason: String,
     },
+}
+
+/// How long delivering an event to the handler may hold up the node's call.
+pub(crate) const EVENT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Hands `event` to `events` and waits for its handler to run (at most
+/// [`EVENT_SEND_TIMEOUT`]); false when it could not.
+pub(crate) async fn hand_over(events: &Recipient<ResearcherEvent>, event: ResearcherEvent) -> bool {
+    match tokio::time::timeout(EVENT_SEND_TIMEOUT, events.send(event)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            log::warn!("event handler unreachable, event dropped: {e}");
+            false
+        }
+        Err(_) => {
+            log::warn!("event handler busy for {EVENT_SEND_TIMEOUT:?}, event dropped");
+            false
+        }
+    }
 }

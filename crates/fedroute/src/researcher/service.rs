@@ -42,7 +42,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::actor::{Attach, Detach, ReplyRoute, Researcher, RouteError, RouteReply};
 use super::agent::{Credit, CreditEnded, InFlight, NodeAgent, PollClosed, PollItem, PollMode};
 use super::error::ResearcherError;
-use super::events::ResearcherEvent;
+use super::events::{hand_over, ResearcherEvent};
 use super::metered::{meter_of, StreamMeter};
 use super::node_auth;
 use crate::log_limit::PeerLog;
@@ -53,9 +53,6 @@ use crate::wire::{
     WireError,
 };
 use crate::ErrorChain;
-
-/// How long delivering an event to the handler may hold up the node's call.
-const EVENT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The gRPC service. Cheap to clone.
 #[derive(Clone)]
@@ -214,22 +211,10 @@ impl Shared {
         })
     }
 
-    /// Hands `event` to the handler; false when it could not (none, gone,
-    /// or busy for `EVENT_SEND_TIMEOUT`).
-    async fn emit(&self, event: ResearcherEvent) -> bool {
-        let Some(events) = &self.events else {
-            return false;
-        };
-        match tokio::time::timeout(EVENT_SEND_TIMEOUT, events.send(event)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                log::warn!("event handler unreachable, event dropped: {e}");
-                false
-            }
-            Err(_) => {
-                log::warn!("event handler busy for {EVENT_SEND_TIMEOUT:?}, event dropped");
-                false
-            }
+    /// Hands `event` to the handler (see [`hand_over`]).
+    async fn emit(&self, event: ResearcherEvent) {
+        if let Some(events) = &self.events {
+            hand_over(events, event).await;
         }
     }
 
@@ -304,18 +289,9 @@ impl Shared {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         match route {
             Ok(ReplyRoute::Matched) | Ok(ReplyRoute::Relayed) => Ok(()),
-            Ok(ReplyRoute::Handed {
-                event,
-                node_id,
-                stored,
-            }) => {
-                if self.emit(event).await {
-                    if let Some((store, seq)) = stored {
-                        store.remove(&node_id, seq);
-                    }
-                }
-                // Not handed over: the request stays in the store, and the
-                // next start delivers it again.
+            Ok(ReplyRoute::Handed(handled)) => {
+                // The reply is acknowledged once the handler has run.
+                let _ = handled.await;
                 Ok(())
             }
             Ok(ReplyRoute::Unmatched(envelope)) => {
