@@ -409,6 +409,7 @@ fn child_main(spec: &str) -> Result<(), BenchError> {
         host: "127.0.0.1".into(),
         port,
         trust: TrustPolicy::PinnedCertificate(PathBuf::from(cert)),
+        proxy: None,
     };
     let node_id = node_id.to_string();
     let mut commands = stdin_lines();

@@ -343,6 +343,7 @@ impl BenchResearcher {
             host: "127.0.0.1".to_owned(),
             port: self.handle.local_addr.port(),
             trust: TrustPolicy::PinnedCertificate(self.files.cert.clone()),
+            proxy: None,
         }
     }
 

@@ -944,6 +944,7 @@ async fn outages(plan: &Plan, blob: &Bytes, rows: &mut Vec<BenchRow>) -> Result<
             host: "127.0.0.1".to_owned(),
             port,
             trust: TrustPolicy::PinnedCertificate(files.cert.clone()),
+            proxy: None,
         };
         let node = BenchNodeHandle::start(node_id.clone(), endpoint, mode, blob.clone()).await?;
         researcher.back_after().await?;

@@ -11,10 +11,12 @@
 //! - [`tls`]: TLS test servers and certificate helpers.
 //! - [`process`]: the `fedroute` binary, free ports, bounded child processes.
 //! - [`faults`]: a cutting/stalling TCP proxy and a scripted hostile researcher.
+//! - [`connect_proxy`]: an HTTP `CONNECT` proxy (auth, refusals, cuts).
 #![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod alloc;
 pub mod ca;
+pub mod connect_proxy;
 pub mod faults;
 pub mod node;
 pub mod process;

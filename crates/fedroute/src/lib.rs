@@ -10,6 +10,7 @@
 //! - [`tls`]: certificates, trust policies and TLS configurations.
 //! - [`researcher`]: the gRPC server nodes dial, one `NodeAgent` actor per node.
 //! - [`node`]: the `Controller` actor and its supervised `ResearcherLink`s.
+//! - [`proxy`]: HTTP proxies a node reaches researchers through (`CONNECT`).
 //! - [`config`]: how both sides are configured, and the limits they share.
 //! - `store` (private): the delivery store of a state directory, behind the
 //!   durable outbox and durable requests; its errors and counters are
@@ -21,6 +22,7 @@ mod error_chain;
 pub mod log_limit;
 pub mod node;
 pub mod proto;
+pub mod proxy;
 pub mod researcher;
 mod state_file;
 mod store;

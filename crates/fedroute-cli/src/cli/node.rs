@@ -27,6 +27,7 @@ use fedroute::node::{
     log_forward, Controller, ControllerConfig, FinishReason, Finished, NodeError,
     ResearcherEndpoint, SendReply, Shutdown, Status, TaskReceived,
 };
+use fedroute::proxy::Proxy;
 use fedroute::tls::{self, ChannelOptions, ClientIdentity, TrustPolicy};
 use fedroute::wire::{
     echo, Envelope, ErrorMessage, ListReply, PingReply, SearchReply, TrainReply, Value, WireError,
@@ -100,6 +101,14 @@ pub(crate) struct NodeArgs {
     /// against a researcher started with --insecure [default: off, TLS].
     #[arg(long, conflicts_with_all = ["pin", "ca", "cert"])]
     pub(crate) insecure: bool,
+    /// Reach every researcher through this HTTP proxy, as
+    /// http://[USER:PASSWORD@]HOST[:PORT] (%-escapes decoded; port 80 when
+    /// none): the node asks it for a CONNECT tunnel and runs TLS to the
+    /// researcher inside it, end to end [default: $HTTPS_PROXY (else
+    /// $https_proxy) for the researchers whose host does not match
+    /// $NO_PROXY (else $no_proxy); none when unset].
+    #[arg(long, value_name = "URL")]
+    pub(crate) proxy: Option<Proxy>,
     /// Answer TrainRequest with a TrainReply carrying the received
     /// parameters back (for demos and benchmarks) [default: off, TrainRequest
     /// gets an ErrorMessage].
@@ -182,15 +191,26 @@ async fn serve(
     forwarding: Option<log_forward::LogForwardHandle>,
 ) -> Result<(), String> {
     tls::install_crypto_provider();
-    let endpoints: Vec<ResearcherEndpoint> = args
-        .researchers
-        .iter()
-        .map(|r| ResearcherEndpoint {
+    let mut endpoints = Vec::with_capacity(args.researchers.len());
+    for r in &args.researchers {
+        let (proxy, from) = match &args.proxy {
+            Some(proxy) => (Some(proxy.clone()), "--proxy"),
+            None => (
+                Proxy::from_env(&r.host)
+                    .map_err(|e| format!("cannot use HTTPS_PROXY: {}", ErrorChain(&e)))?,
+                "HTTPS_PROXY",
+            ),
+        };
+        if let Some(proxy) = &proxy {
+            log::info!("{r}: through the HTTP proxy {proxy} ({from})");
+        }
+        endpoints.push(ResearcherEndpoint {
             host: r.host.clone(),
             port: r.port,
             trust: trust.clone(),
-        })
-        .collect();
+            proxy,
+        });
+    }
     // Check certificate files before dialling (no network for these policies).
     if !matches!(
         trust,

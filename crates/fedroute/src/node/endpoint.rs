@@ -1,13 +1,15 @@
-//! [`ResearcherEndpoint`]: where a researcher listens and how its
-//! certificate is trusted; its `host:port` key names its link everywhere.
+//! [`ResearcherEndpoint`]: where a researcher listens, how its
+//! certificate is trusted and the HTTP proxy it is reached through, if any;
+//! its `host:port` key names its link everywhere.
 
 use std::fmt;
 
 use super::error::NodeError;
+use crate::proxy::Proxy;
 use crate::tls::TrustPolicy;
 use crate::wire::echo;
 
-/// Where a researcher listens and how to trust it.
+/// Where a researcher listens, how to trust it, and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResearcherEndpoint {
     /// Host name or IP address.
@@ -16,6 +18,14 @@ pub struct ResearcherEndpoint {
     pub port: u16,
     /// How its certificate is trusted.
     pub trust: TrustPolicy,
+    /// The HTTP proxy every connection to it goes through (`CONNECT`, TLS
+    /// end to end inside the tunnel; the knocks on a down researcher too);
+    /// `None`: the controller's `ControllerConfig::channel.proxy`, which
+    /// is itself `None` (direct) by default. It is per endpoint so that
+    /// `NO_PROXY` rules ([`Proxy::from_env`]) can send some researchers
+    /// through the proxy and others not. The link's key stays the
+    /// researcher's `host:port`.
+    pub proxy: Option<Proxy>,
 }
 
 impl ResearcherEndpoint {
@@ -25,7 +35,23 @@ impl ResearcherEndpoint {
             host: host.into(),
             port,
             trust: TrustPolicy::TrustOnFirstUse,
+            proxy: None,
         }
+    }
+
+    /// The same endpoint reached through `proxy`.
+    ///
+    /// ```
+    /// use fedroute::node::ResearcherEndpoint;
+    ///
+    /// let endpoint = ResearcherEndpoint::trust_on_first_use("researcher.example.org", 50051)
+    ///     .with_proxy("http://proxy.hospital.org:3128".parse()?);
+    /// assert_eq!(endpoint.key(), "researcher.example.org:50051");
+    /// # Ok::<(), fedroute::proxy::ProxyError>(())
+    /// ```
+    pub fn with_proxy(mut self, proxy: Proxy) -> ResearcherEndpoint {
+        self.proxy = Some(proxy);
+        self
     }
 
     /// `host:port` (IPv6 addresses in brackets), the key of the link.

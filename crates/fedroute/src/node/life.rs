@@ -101,8 +101,9 @@ impl LinkLife {
     /// The attempt failed (not for good); call [`LinkLife::lost`] next.
     pub(super) fn dial_failed(&mut self) {
         if let Phase::Dialling { knocked } = self.phase {
-            // The port accepted the knock, so this failed past TCP.
-            self.needs_backoff = knocked;
+            // The port accepted the knock, so this failed past TCP; with
+            // knocks off, nothing else spaces the attempts out.
+            self.needs_backoff = knocked || !self.knock;
         }
     }
 
@@ -221,6 +222,22 @@ mod tests {
         l.lost(t0);
         l.restarting(true);
         assert_eq!(l.next_attempt(t0).delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn without_knocks_every_failed_dial_backs_off() {
+        let backoff = Backoff::with_seed(FIRST, Duration::from_secs(2), 7);
+        let (mut l, t0) = (LinkLife::new(backoff, false), Instant::now());
+        l.next_attempt(t0);
+        l.dial_failed();
+        l.lost(t0);
+        l.restarting(false);
+        let a = l.next_attempt(t0);
+        assert_eq!(a.knock_since, None);
+        assert!(
+            a.delay >= FIRST / 2,
+            "a refused port is not retried at once: {a:?}"
+        );
     }
 
     #[test]

@@ -245,9 +245,11 @@ impl ResearcherLink {
             }
             if let Some(mut schedule) = schedule {
                 let knocked = || shared.status().knocks += 1;
+                let proxy = endpoint.proxy.as_ref().or(config.channel.proxy.as_ref());
                 probe::until_open(
                     &endpoint.host,
                     endpoint.port,
+                    proxy,
                     &mut schedule,
                     knock_timeout,
                     knocked,
@@ -518,6 +520,9 @@ async fn dial(
     };
     let mut opts = config.channel.clone();
     opts.keepalive_interval = config.effective_keepalive();
+    if endpoint.proxy.is_some() {
+        opts.proxy = endpoint.proxy.clone();
+    }
     if endpoint.trust == tls::TrustPolicy::Plaintext {
         let channel = tls::connect_plaintext_channel(&endpoint.host, endpoint.port, &opts)
             .await
@@ -528,10 +533,11 @@ async fn dial(
         });
     }
     let fetch_started = std::time::Instant::now();
-    let trusted = tls::trusted_client_config(
+    let trusted = tls::trusted_client_config_via(
         &endpoint.trust,
         &endpoint.host,
         endpoint.port,
+        opts.proxy.as_ref(),
         config.client_identity.as_ref(),
         config.channel.connect_timeout,
     )

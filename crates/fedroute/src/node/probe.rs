@@ -23,9 +23,20 @@
 //! and closed, a few hundred bytes each) and 1,000 reconnects when it
 //! listens again; the knocks reach it within ~120 ms of its listening.
 //!
-//! Through an HTTP proxy (not supported yet) the knock would be a CONNECT.
+//! Through an HTTP proxy the proxy's own port says nothing about the
+//! researcher's, so the knock is a `CONNECT` to the researcher (the tunnel
+//! is closed as soon as the proxy answers 2xx). The researcher counts as
+//! refusing while the proxy cannot be reached or answers 500, 502, 503 or
+//! 504 (it could not reach the researcher: tinyproxy says 500, most others
+//! 502): knocks go on on the same schedule. Any other answer (407, 403,
+//! garbage, a tunnel) ends the knocks and the full dial runs, fails with
+//! the precise error, and the link backs off as after any failure past
+//! TCP: a proxy refusing the node with 407 is asked again only at the
+//! back-off's pace, never at the knocks'.
 
 use std::time::{Duration, Instant};
+
+use crate::proxy::{self, Proxy};
 
 /// Least time between knocks after the first part.
 pub(super) const PROBE_SLOW_INTERVAL: Duration = Duration::from_secs(1);
@@ -105,17 +116,39 @@ pub(super) async fn knock(host: &str, port: u16, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
 }
 
-/// Knocks on `host:port` by `schedule` until it accepts, calling
-/// `knocked` after each knock.
+/// Whether a knock through `proxy` says to dial: the proxy opened a
+/// tunnel to `host:port` (closed at once), or refused for another reason
+/// than the researcher being unreachable (see the module docs).
+pub(super) async fn knock_via(proxy: &Proxy, host: &str, port: u16, timeout: Duration) -> bool {
+    let proxy = proxy.clone().with_handshake_timeout(timeout);
+    match proxy::tunnel::open(&proxy, host, port).await {
+        Ok(_) => true,
+        Err(e) if e.target_unreachable() => false,
+        Err(
+            crate::proxy::ProxyError::Unreachable { .. } | crate::proxy::ProxyError::Timeout { .. },
+        ) => false,
+        Err(e) => {
+            log::trace!("{host}:{port}: the knock through the proxy ended with: {e}; dialling");
+            true
+        }
+    }
+}
+
+/// Knocks on `host:port` (through `proxy` when given) by `schedule`
+/// until it accepts, calling `knocked` after each knock.
 pub(super) async fn until_open(
     host: &str,
     port: u16,
+    proxy: Option<&Proxy>,
     schedule: &mut ProbeSchedule,
     timeout: Duration,
     mut knocked: impl FnMut(),
 ) {
     loop {
-        let open = knock(host, port, timeout).await;
+        let open = match proxy {
+            None => knock(host, port, timeout).await,
+            Some(proxy) => knock_via(proxy, host, port, timeout).await,
+        };
         knocked();
         if open {
             return;

@@ -7,6 +7,9 @@
 //! eagerly by us, so a failure comes back as a precise [`TlsError`] and the
 //! peer's certificate is known; later reconnects (tonic reconnects lazily)
 //! dial again through the same connector and verifier.
+//!
+//! With [`ChannelOptions::proxy`], every connection (the first and the
+//! reconnects) is a tunnel through that HTTP proxy, TLS inside it.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -22,9 +25,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::dial::{dial, peer_leaf, server_name};
+use super::dial::{connect_tcp, dial, peer_leaf, server_name};
 use super::verify::LeafSlot;
 use super::TlsError;
+use crate::proxy::Proxy;
 use crate::ErrorChain;
 
 /// Options of a channel opened by [`connect_channel`]: start from
@@ -51,6 +55,13 @@ pub struct ChannelOptions {
     /// HTTP/2 initial connection window size; `None` keeps hyper's default.
     /// Default: `None`.
     pub initial_connection_window_size: Option<u32>,
+    /// Dial through this HTTP proxy (`CONNECT`; TLS runs inside the
+    /// tunnel, end to end); `None` dials directly. In a node's
+    /// `ControllerConfig::channel` it is the proxy of every link whose
+    /// [`ResearcherEndpoint::proxy`](crate::node::ResearcherEndpoint::proxy)
+    /// is `None`. The library reads no environment variable for it (see
+    /// [`Proxy::from_env`]). Default: `None`.
+    pub proxy: Option<Proxy>,
 }
 
 impl Default for ChannelOptions {
@@ -63,6 +74,7 @@ impl Default for ChannelOptions {
             tcp_nodelay: true,
             initial_stream_window_size: None,
             initial_connection_window_size: None,
+            proxy: None,
         }
     }
 }
@@ -165,6 +177,7 @@ pub async fn connect_channel_with_peer(
             name.clone(),
             Arc::clone(&config),
             opts.tcp_nodelay,
+            opts.proxy.as_ref(),
         ),
     )
     .await
@@ -178,6 +191,7 @@ pub async fn connect_channel_with_peer(
         name,
         config,
         nodelay: opts.tcp_nodelay,
+        proxy: opts.proxy.clone(),
         first: Arc::new(Mutex::new(Some(tls))),
         latest: Arc::clone(&latest),
     };
@@ -210,7 +224,21 @@ pub(crate) async fn connect_plaintext_channel(
     opts.validate()?;
     let (uri_text, uri) = channel_uri(host, port)?;
     log::warn!("{host}:{port}: connecting WITHOUT TLS (insecure mode): traffic is readable and the researcher is not authenticated");
-    tokio::time::timeout(opts.connect_timeout, endpoint(uri, opts).connect())
+    let connect = async {
+        match &opts.proxy {
+            None => endpoint(uri, opts).connect().await,
+            Some(proxy) => {
+                let connector = PlainConnector {
+                    host: host.to_string(),
+                    port,
+                    nodelay: opts.tcp_nodelay,
+                    proxy: proxy.clone(),
+                };
+                endpoint(uri, opts).connect_with_connector(connector).await
+            }
+        }
+    };
+    tokio::time::timeout(opts.connect_timeout, connect)
         .await
         .map_err(|_| TlsError::Timeout {
             what: "connecting",
@@ -263,6 +291,7 @@ struct TlsConnector {
     name: ServerName<'static>,
     config: Arc<ClientConfig>,
     nodelay: bool,
+    proxy: Option<Proxy>,
     first: Arc<Mutex<Option<TlsStream<TcpStream>>>>,
     latest: LeafSlot,
 }
@@ -287,10 +316,51 @@ impl tower::Service<Uri> for TlsConnector {
         let this = self.clone();
         Box::pin(async move {
             log::debug!("TLS: reconnecting to {}:{}", this.host, this.port);
-            let tls = dial(&this.host, this.port, this.name, this.config, this.nodelay).await?;
+            let tls = dial(
+                &this.host,
+                this.port,
+                this.name,
+                this.config,
+                this.nodelay,
+                this.proxy.as_ref(),
+            )
+            .await?;
             let leaf = peer_leaf(&tls, &this.host, this.port)?;
             *this.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(leaf);
             Ok(TokioIo::new(tls))
+        })
+    }
+}
+
+/// The connector of a plaintext channel through a proxy: the tunnel,
+/// nothing on it.
+#[derive(Clone)]
+struct PlainConnector {
+    host: String,
+    port: u16,
+    nodelay: bool,
+    proxy: Proxy,
+}
+
+type PlainFuture = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, TlsError>> + Send>>;
+
+impl tower::Service<Uri> for PlainConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = TlsError;
+    type Future = PlainFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = connect_tcp(&this.host, this.port, Some(&this.proxy)).await?;
+            if this.nodelay {
+                let _ = tcp.set_nodelay(true);
+            }
+            Ok(TokioIo::new(tcp))
         })
     }
 }
@@ -309,6 +379,7 @@ mod tests {
             tcp_nodelay,
             initial_stream_window_size,
             initial_connection_window_size,
+            proxy,
         } = ChannelOptions::default();
         assert_eq!(connect_timeout, Duration::from_secs(10));
         assert_eq!(keepalive_interval, Duration::from_secs(60));
@@ -316,6 +387,7 @@ mod tests {
         assert!(keep_alive_while_idle && tcp_nodelay);
         assert_eq!(initial_stream_window_size, None);
         assert_eq!(initial_connection_window_size, None);
+        assert_eq!(proxy, None);
         assert_eq!(
             crate::config::fields_without_default(include_str!("channel.rs")),
             Vec::<String>::new()

@@ -16,6 +16,7 @@ use super::identity::{researcher_id_of, ClientIdentity};
 use super::pem::load_certificates;
 use super::verify::{AcceptAnyServerCert, LeafSlot, PinnedCertVerifier};
 use super::{crypto_provider, TlsError, ALPN_H2};
+use crate::proxy::Proxy;
 use crate::ErrorChain;
 
 /// How a node decides to trust a researcher's certificate.
@@ -151,11 +152,23 @@ pub async fn fetch_server_certificate(
     timeout: Duration,
     client: Option<&ClientIdentity>,
 ) -> Result<CertificateDer<'static>, TlsError> {
+    fetch_server_certificate_via(host, port, None, timeout, client).await
+}
+
+/// [`fetch_server_certificate`] through an HTTP proxy when `proxy` is
+/// given (the handshake runs inside a `CONNECT` tunnel).
+pub async fn fetch_server_certificate_via(
+    host: &str,
+    port: u16,
+    proxy: Option<&Proxy>,
+    timeout: Duration,
+    client: Option<&ClientIdentity>,
+) -> Result<CertificateDer<'static>, TlsError> {
     let seen = LeafSlot::default();
     let config = accept_any_client_config(Arc::clone(&seen), client)?;
     let name = server_name(host)?;
     let fetch = async {
-        let mut tls = match dial(host, port, name, config, true).await {
+        let mut tls = match dial(host, port, name, config, true, proxy).await {
             Ok(tls) => tls,
             Err(e) => {
                 // A server that requires a client certificate we lack may
@@ -219,9 +232,23 @@ pub async fn trusted_client_config(
     client: Option<&ClientIdentity>,
     timeout: Duration,
 ) -> Result<TrustedServer, TlsError> {
+    trusted_client_config_via(policy, host, port, None, client, timeout).await
+}
+
+/// [`trusted_client_config`] with the certificate fetched through an HTTP
+/// proxy when `proxy` is given (trust on first use; the other policies
+/// make no connection).
+pub async fn trusted_client_config_via(
+    policy: &TrustPolicy,
+    host: &str,
+    port: u16,
+    proxy: Option<&Proxy>,
+    client: Option<&ClientIdentity>,
+    timeout: Duration,
+) -> Result<TrustedServer, TlsError> {
     match policy {
         TrustPolicy::TrustOnFirstUse | TrustPolicy::TrustSameResearcherId => {
-            let cert = fetch_server_certificate(host, port, timeout, client).await?;
+            let cert = fetch_server_certificate_via(host, port, proxy, timeout, client).await?;
             Ok(pinned_server(cert, client)?)
         }
         TrustPolicy::PinnedCertificate(path) => {

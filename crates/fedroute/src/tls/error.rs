@@ -237,6 +237,11 @@ pub enum TlsError {
         /// The node id in the client certificate (subject O=, else CN=).
         certified: String,
     },
+    /// The HTTP proxy did not open a tunnel to the server (down, refused
+    /// with a status such as 407, 403 or 502, closed or garbled its
+    /// answer); see [`ProxyError`](crate::proxy::ProxyError).
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxyError),
     /// tonic could not build or connect the channel.
     #[error("could not open a gRPC channel to {uri}: {reason}")]
     Channel {

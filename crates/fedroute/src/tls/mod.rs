@@ -30,7 +30,9 @@
 //! # Ok::<(), tls::TlsError>(())
 //! ```
 //! A node then opens a channel with
-//! `tls::connect_channel(host, port, client, &tls::ChannelOptions::default()).await?`.
+//! `tls::connect_channel(host, port, client, &tls::ChannelOptions::default()).await?`
+//! (through an HTTP proxy when [`ChannelOptions::proxy`] is set: TLS runs
+//! inside its `CONNECT` tunnel; see [`crate::proxy`]).
 //!
 //! # A node's connection, step by step
 //! 1. [`trusted_client_config`] applies the endpoint's [`TrustPolicy`]:
@@ -86,8 +88,8 @@ use rustls::crypto::CryptoProvider;
 pub(crate) use channel::connect_plaintext_channel;
 pub use channel::{connect_channel, connect_channel_with_peer, ChannelOptions, ConnectedChannel};
 pub use client::{
-    ca_client_config, fetch_server_certificate, pinned_client_config, trusted_client_config,
-    TrustPolicy, TrustedServer,
+    ca_client_config, fetch_server_certificate, fetch_server_certificate_via, pinned_client_config,
+    trusted_client_config, trusted_client_config_via, TrustPolicy, TrustedServer,
 };
 pub use error::TlsError;
 pub use fingerprint::Fingerprint;

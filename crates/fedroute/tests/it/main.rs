@@ -18,6 +18,7 @@ mod node_backpressure;
 mod node_e2e;
 mod node_handler;
 mod node_log_forward;
+mod node_proxy;
 mod node_reconnect;
 mod node_request_reply;
 mod node_shutdown;

@@ -15,6 +15,7 @@ async fn ping_through(researcher: &mut RealResearcher, trust: TrustPolicy, node:
         host: "127.0.0.1".into(),
         port: researcher.port(),
         trust,
+        proxy: None,
     };
     let (controller, _seen) = start_node(node, vec![endpoint], fast_config(), true);
     researcher.connected(node).await;
@@ -78,6 +79,7 @@ async fn a_certificate_that_does_not_match_the_pin_is_refused() {
         host: "127.0.0.1".into(),
         port: researcher.port(),
         trust: TrustPolicy::PinnedCertificate(pinned_file),
+        proxy: None,
     };
     let (controller, _seen) = start_node("NODE_bad_pin", vec![endpoint], fast_config(), false);
     wait_until("a refused handshake", || {

@@ -31,6 +31,7 @@ fn node(id: &str, port: u16, trust: TrustPolicy, config: ControllerConfig) -> Ad
         host: "127.0.0.1".into(),
         port,
         trust,
+        proxy: None,
     };
     start_node(id, vec![endpoint], config, true).0
 }

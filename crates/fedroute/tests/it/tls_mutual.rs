@@ -323,6 +323,7 @@ async fn a_node_refused_as_unauthenticated_stops_its_link_for_good_saying_why() 
         host: "127.0.0.1".into(),
         port: handle.local_addr.port(),
         trust: TrustPolicy::PinnedCertificate(pin),
+        proxy: None,
     };
     let key = endpoint.key();
     let (controller, mut seen, mut finished) =
